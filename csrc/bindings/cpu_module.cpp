@@ -1,0 +1,58 @@
+// _cpu: the C++ CPU kernels for python/dlkern.
+#include <pybind11/pybind11.h>
+
+#include "bindings/common.h"
+#include "dlkern/config.h"
+#include "dlkern/gemm.h"
+
+namespace py = pybind11;
+using namespace dlkern;
+using bindings::view;
+
+namespace {
+
+template <typename T>
+void gemm_typed(GemmShape shape, GemmBatch batch, std::uintptr_t a, int64_t a_rs, int64_t a_cs,
+                std::uintptr_t b, int64_t b_rs, int64_t b_cs, std::uintptr_t c, int64_t c_rs,
+                int64_t c_cs) {
+  gemm_batched_cpu<T>(shape, batch, view<const T>(a, a_rs, a_cs), view<const T>(b, b_rs, b_cs),
+                      view<T>(c, c_rs, c_cs));
+}
+
+CpuIsa isa_from_name(const std::string& name) {
+  for (CpuIsa isa : {CpuIsa::generic, CpuIsa::avx2, CpuIsa::avx512})
+    if (name == cpu_isa_name(isa)) return isa;
+  throw ValueError("isa must be 'generic', 'avx2' or 'avx512', got '" + name + "'");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cpu, m) {
+  bindings::register_exceptions();
+  m.doc() = "dlkern CPU kernels";
+
+  // gemm(dtype, m, n, k, batch, a, a_batch_stride, a_row_stride, a_col_stride, b, ..., c, ...)
+  m.def(
+      "gemm",
+      [](const std::string& dtype, int64_t m, int64_t n, int64_t k, int64_t batch,
+         std::uintptr_t a, int64_t a_bs, int64_t a_rs, int64_t a_cs, std::uintptr_t b,
+         int64_t b_bs, int64_t b_rs, int64_t b_cs, std::uintptr_t c, int64_t c_bs, int64_t c_rs,
+         int64_t c_cs) {
+        GemmShape shape{m, n, k};
+        GemmBatch bt{batch, a_bs, b_bs, c_bs};
+        DType d = bindings::parse_dtype(dtype);
+        if (d == DType::float32)
+          gemm_typed<float>(shape, bt, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, c_cs);
+        else if (d == DType::float64)
+          gemm_typed<double>(shape, bt, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, c_cs);
+        else
+          throw TypeError(std::string("CPU gemm supports float32 and float64, got ") + dtype);
+      },
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &get_num_threads);
+  m.def("cpu_isa", [] { return std::string(cpu_isa_name(cpu_isa())); });
+  m.def("cpu_isa_supported", [] { return std::string(cpu_isa_name(cpu_isa_supported())); });
+  m.def("set_cpu_isa", [](const std::string& name) { set_cpu_isa(isa_from_name(name)); });
+}

@@ -1,0 +1,110 @@
+// _cuda (and, built against the emulator, _cuda_emu): the CUDA kernels for
+// python/dlkern. Both modules have this one interface; _cuda_emu is fed host
+// memory and runs the same kernel source on the CPU.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "bindings/common.h"
+#include "cuda/runtime.cuh"
+#include "dlkern/gemm.h"
+
+namespace py = pybind11;
+using namespace dlkern;
+using bindings::view;
+
+#ifndef DLKERN_MODULE_NAME
+#error "DLKERN_MODULE_NAME must be _cuda or _cuda_emu"
+#endif
+
+namespace {
+
+// Runs a call with `device` current, restoring the caller's device after.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    DLKERN_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (device != previous_) DLKERN_CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceGuard() { cudaSetDevice(previous_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+cudaStream_t as_stream(std::uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+
+// Why CUDA cannot be used here, or "" when it can. Never throws.
+std::string unavailable_reason() {
+  int count = 0;
+  cudaError_t err = cudaGetDeviceCount(&count);
+  if (err == cudaSuccess) return count > 0 ? "" : "no CUDA device is visible";
+  cudaGetLastError();  // clear the sticky error so later calls start clean
+  int runtime = 0, driver = 0;
+  cudaRuntimeGetVersion(&runtime);
+  cudaDriverGetVersion(&driver);
+  switch (err) {
+    case cudaErrorNoDevice: return "no CUDA device is visible";
+    case cudaErrorInsufficientDriver:
+      if (driver == 0) return "no NVIDIA driver is installed";
+      return "the NVIDIA driver supports CUDA " + std::to_string(driver / 1000) + "." +
+             std::to_string(driver % 1000 / 10) + " but dlkern was built with CUDA " +
+             std::to_string(runtime / 1000) + "." + std::to_string(runtime % 1000 / 10) +
+             "; update the driver";
+    default:
+      return std::string("CUDA could not start: ") + cudaGetErrorName(err) + " (" +
+             cudaGetErrorString(err) + ")";
+  }
+}
+
+py::dict info() {
+  py::dict d;
+  int runtime = 0, driver = 0, count = 0;
+  cudaRuntimeGetVersion(&runtime);
+  cudaDriverGetVersion(&driver);
+  d["runtime_version"] = runtime;
+  d["driver_version"] = driver;
+  py::list devices;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    count = 0;
+  }
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
+    py::dict dev;
+    dev["name"] = std::string(prop.name);
+    dev["compute_capability"] = py::make_tuple(prop.major, prop.minor);
+    dev["multiprocessors"] = prop.multiProcessorCount;
+    dev["memory_bytes"] = static_cast<std::size_t>(prop.totalGlobalMem);
+    devices.append(dev);
+  }
+  d["devices"] = devices;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(DLKERN_MODULE_NAME, m) {
+  bindings::register_exceptions();
+  m.doc() = "dlkern CUDA kernels";
+
+  m.def("unavailable_reason", &unavailable_reason);
+  m.def("info", &info);
+
+  // gemm(dtype, m, n, k, batch, a, a_bs, a_rs, a_cs, b, ..., c, ..., device, stream)
+  m.def(
+      "gemm",
+      [](const std::string& dtype, int64_t m, int64_t n, int64_t k, int64_t batch,
+         std::uintptr_t a, int64_t a_bs, int64_t a_rs, int64_t a_cs, std::uintptr_t b,
+         int64_t b_bs, int64_t b_rs, int64_t b_cs, std::uintptr_t c, int64_t c_bs, int64_t c_rs,
+         int64_t c_cs, int device, std::uintptr_t stream) {
+        DeviceGuard guard(device);
+        gemm_cuda(bindings::parse_dtype(dtype), GemmShape{m, n, k},
+                  GemmBatch{batch, a_bs, b_bs, c_bs}, view<const void>(a, a_rs, a_cs),
+                  view<const void>(b, b_rs, b_cs), view<void>(c, c_rs, c_cs), as_stream(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+}

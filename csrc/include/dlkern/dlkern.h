@@ -1,0 +1,7 @@
+// Everything in dlkern's C++ API.
+#pragma once
+
+#include "dlkern/config.h"
+#include "dlkern/error.h"
+#include "dlkern/gemm.h"
+#include "dlkern/types.h"

@@ -1,0 +1,57 @@
+// The GEMM core: C = alpha * A @ B (+ C) (+ bias), on the CPU and on CUDA.
+// Conv, recurrent and attention kernels are built on it; dk.matmul exposes it.
+#pragma once
+
+#include <cstdint>
+
+#include "dlkern/types.h"
+
+namespace dlkern {
+
+struct GemmShape {
+  int64_t m;  // rows of A and C
+  int64_t n;  // columns of B and C
+  int64_t k;  // columns of A, rows of B
+};
+
+// Independent products A[b] @ B[b] -> C[b]; strides in elements between
+// consecutive matrices (0 broadcasts one matrix over the batch).
+struct GemmBatch {
+  int64_t count = 1;
+  int64_t a_stride = 0;
+  int64_t b_stride = 0;
+  int64_t c_stride = 0;
+};
+
+// What happens to the product before it lands in C, fused into the store:
+//   C = alpha * A @ B  [+ C if accumulate]  [+ row_bias[i]]  [+ col_bias[j]]
+// A bias is strided by bias_stride elements. With k == 0 the product is 0.
+template <typename T>
+struct GemmEpilogue {
+  T alpha = T(1);
+  bool accumulate = false;
+  const T* row_bias = nullptr;  // length m: one value per row of C
+  const T* col_bias = nullptr;  // length n: one value per column of C
+  int64_t bias_stride = 1;
+};
+
+// CPU, float and double. Any strides (negative and zero included) are
+// accepted; C must not overlap A or B. Threads: get_num_threads(), or one
+// thread when called from inside an OpenMP parallel region.
+template <typename T>
+void gemm_cpu(GemmShape shape, MatrixView<const T> a, MatrixView<const T> b, MatrixView<T> c,
+              const GemmEpilogue<T>& epilogue = {});
+
+template <typename T>
+void gemm_batched_cpu(GemmShape shape, GemmBatch batch, MatrixView<const T> a,
+                      MatrixView<const T> b, MatrixView<T> c,
+                      const GemmEpilogue<T>& epilogue = {});
+
+// CUDA: device pointers of `dtype` (float16/bfloat16 accumulate in float32 on
+// tensor cores; float32 and float64 are exact-precision SIMT paths), queued on
+// `stream`. Any strides are accepted; unit-stride, 16-byte aligned operands
+// take the fast path. Throws dlkern::Error on a CUDA error.
+void gemm_cuda(DType dtype, GemmShape shape, GemmBatch batch, MatrixView<const void> a,
+               MatrixView<const void> b, MatrixView<void> c, cudaStream_t stream);
+
+}  // namespace dlkern
