@@ -1,23 +1,70 @@
 // Host side of the CUDA GEMM: picks a kernel for the dtype and layout.
-#include "cuda/gemm.cuh"
+#include "cuda/gemm_simt.cuh"
+#include "cuda/gemm_tensor_core.cuh"
 #include "dlkern/gemm.h"
 
 namespace dlkern {
 namespace {
 
 template <typename T>
-void launch_gemm(GemmShape s, GemmBatch bt, MatrixView<const void> a, MatrixView<const void> b,
-                 MatrixView<void> c, cudaStream_t stream) {
+cuda::GemmOperands<T> operands(GemmShape s, GemmBatch bt, MatrixView<const void> a,
+                               MatrixView<const void> b, MatrixView<void> c) {
+  return {s.m, s.n, s.k,
+          static_cast<const T*>(a.data), bt.a_stride, a.row_stride, a.col_stride,
+          static_cast<const T*>(b.data), bt.b_stride, b.row_stride, b.col_stride,
+          static_cast<T*>(c.data), bt.c_stride, c.row_stride, c.col_stride};
+}
+
+dim3 grid_for(GemmShape s, GemmBatch bt, int tile_m, int tile_n) {
+  return dim3(static_cast<unsigned>((s.n + tile_n - 1) / tile_n),
+              static_cast<unsigned>((s.m + tile_m - 1) / tile_m), static_cast<unsigned>(bt.count));
+}
+
+// Can a matrix be copied 16 bytes at a time along its unit-stride dimension?
+// `extent` is that dimension's length and `stride` the other dimension's.
+bool vector_copyable(const void* data, int64_t extent, int64_t stride, int64_t batch_stride) {
+  constexpr int64_t kChunk = cuda::gemm_tc::kChunk;
+  return reinterpret_cast<std::uintptr_t>(data) % 16 == 0 && extent % kChunk == 0 &&
+         stride % kChunk == 0 && batch_stride % kChunk == 0;
+}
+
+template <typename T, bool kVector, bool kAKMajor, bool kBNMajor>
+void launch_tensor_core(const cuda::GemmOperands<T>& op, dim3 grid, cudaStream_t stream) {
+  constexpr int smem = cuda::gemm_tc::smem_bytes<kAKMajor, kBNMajor>();
+  auto kernel = cuda::gemm_tensor_core_kernel<T, kVector, kAKMajor, kBNMajor>;
+  DLKERN_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  DLKERN_LAUNCH(kernel, grid, cuda::gemm_tc::kThreads, smem, stream, op);
+}
+
+// float16 / bfloat16 on tensor cores. A unit stride along K (A) or N (B) is
+// "major" and otherwise along M (A) or K (B); with 16-byte aligned rows the
+// tiles are copied asynchronously, else element by element.
+template <typename T>
+void gemm_tensor_core(GemmShape s, GemmBatch bt, MatrixView<const void> a, MatrixView<const void> b,
+                      MatrixView<void> c, cudaStream_t stream) {
+  const auto op = operands<T>(s, bt, a, b, c);
+  const dim3 grid = grid_for(s, bt, cuda::gemm_tc::kBlockM, cuda::gemm_tc::kBlockN);
+  const bool a_k = a.col_stride == 1 && vector_copyable(a.data, s.k, a.row_stride, bt.a_stride);
+  const bool a_m = a.row_stride == 1 && vector_copyable(a.data, s.m, a.col_stride, bt.a_stride);
+  const bool b_n = b.col_stride == 1 && vector_copyable(b.data, s.n, b.row_stride, bt.b_stride);
+  const bool b_k = b.row_stride == 1 && vector_copyable(b.data, s.k, b.col_stride, bt.b_stride);
+  if ((a_k || a_m) && (b_n || b_k)) {
+    if (a_k && b_n) return launch_tensor_core<T, true, true, true>(op, grid, stream);
+    if (a_k) return launch_tensor_core<T, true, true, false>(op, grid, stream);
+    if (b_n) return launch_tensor_core<T, true, false, true>(op, grid, stream);
+    return launch_tensor_core<T, true, false, false>(op, grid, stream);
+  }
+  launch_tensor_core<T, false, true, true>(op, grid, stream);
+}
+
+template <typename T>
+void gemm_simt(GemmShape s, GemmBatch bt, MatrixView<const void> a, MatrixView<const void> b,
+               MatrixView<void> c, cudaStream_t stream) {
   using namespace cuda::gemm_simt;
-  cuda::GemmOperands<T> op{s.m, s.n, s.k,
-                           static_cast<const T*>(a.data), bt.a_stride, a.row_stride, a.col_stride,
-                           static_cast<const T*>(b.data), bt.b_stride, b.row_stride, b.col_stride,
-                           static_cast<T*>(c.data), bt.c_stride, c.row_stride, c.col_stride};
-  const dim3 grid(static_cast<unsigned>((s.n + kTile - 1) / kTile),
-                  static_cast<unsigned>((s.m + kTile - 1) / kTile),
-                  static_cast<unsigned>(bt.count));
   auto kernel = cuda::gemm_simt_kernel<T>;
-  DLKERN_LAUNCH(kernel, grid, kThreads, 0, stream, op);
+  DLKERN_LAUNCH(kernel, grid_for(s, bt, kTile, kTile), kThreads, 0, stream,
+                operands<T>(s, bt, a, b, c));
 }
 
 }  // namespace
@@ -27,13 +74,15 @@ void gemm_cuda(DType dtype, GemmShape s, GemmBatch bt, MatrixView<const void> a,
   DLKERN_CHECK(s.m >= 0 && s.n >= 0 && s.k >= 0 && bt.count >= 0,
                "gemm_cuda: sizes must be non-negative, got m=", s.m, " n=", s.n, " k=", s.k,
                " batch=", bt.count);
-  DLKERN_CHECK(bt.count <= 65535, "gemm_cuda: at most 65535 batch entries per call, got ", bt.count);
+  DLKERN_CHECK(bt.count <= 65535, "gemm_cuda: at most 65535 batch entries per call, got ",
+               bt.count);
+  DLKERN_CHECK((s.m + 63) / 64 <= 65535, "gemm_cuda: at most ", 65535 * 64, " rows, got ", s.m);
   if (s.m == 0 || s.n == 0 || bt.count == 0) return;
   switch (dtype) {
-    case DType::float16: return launch_gemm<__half>(s, bt, a, b, c, stream);
-    case DType::bfloat16: return launch_gemm<__nv_bfloat16>(s, bt, a, b, c, stream);
-    case DType::float32: return launch_gemm<float>(s, bt, a, b, c, stream);
-    case DType::float64: return launch_gemm<double>(s, bt, a, b, c, stream);
+    case DType::float16: return gemm_tensor_core<__half>(s, bt, a, b, c, stream);
+    case DType::bfloat16: return gemm_tensor_core<__nv_bfloat16>(s, bt, a, b, c, stream);
+    case DType::float32: return gemm_simt<float>(s, bt, a, b, c, stream);
+    case DType::float64: return gemm_simt<double>(s, bt, a, b, c, stream);
   }
 }
 

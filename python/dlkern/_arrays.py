@@ -31,6 +31,10 @@ FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 CPU_DTYPES = ("float32", "float64")
 CUDA_DTYPES = FLOAT_DTYPES
 
+# Tests set this: every output then starts as NaN, so elements a kernel never
+# writes show up instead of passing as leftover memory.
+POISON_OUTPUTS = False
+
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 # DLPack device types (dlpack.h): kDLCPU, kDLCUDA, kDLCUDAHost, kDLCUDAManaged.
@@ -211,15 +215,21 @@ def empty(shape, dtype: str, like: Array) -> tuple[Array, object]:
     if like.kind == "torch":
         torch = _module("torch")
         out = torch.empty(shape, dtype=getattr(torch, dtype), device=like.obj.device)
+        if POISON_OUTPUTS:
+            out.fill_(float("nan"))
         return _from_torch(out, "output", "empty"), out
     if like.kind == "cupy":
         cupy = _module("cupy")
         with cupy.cuda.Device(like.device[1]):
             out = cupy.empty(shape, dtype=dtype)
+            if POISON_OUTPUTS:
+                out.fill(np.nan)
         return _from_numpy_like(out, "cupy", like.device, "output", "empty"), out
     if dtype == "bfloat16":
         raise TypeError("bfloat16 results need torch tensors as inputs; NumPy has no bfloat16")
     out = np.empty(shape, dtype=dtype)
+    if POISON_OUTPUTS:
+        out.fill(np.nan)
     return _from_numpy_like(out, "numpy", CPU, "output", "empty"), out
 
 

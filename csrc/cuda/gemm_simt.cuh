@@ -1,21 +1,10 @@
-// CUDA GEMM kernels: C[b] = A[b] @ B[b] for strided operands.
+// The general CUDA GEMM path: any strides, any dtype, no alignment needed;
+// float32 and float64 products run here at full precision.
 #pragma once
 
-#include <cstdint>
-
-#include "cuda/numeric.cuh"
-#include "cuda/runtime.cuh"
+#include "cuda/gemm_operands.cuh"
 
 namespace dlkern::cuda {
-
-// Strided operands of one batched product, strides in elements.
-template <typename T>
-struct GemmOperands {
-  int64_t m, n, k;
-  const T* a; int64_t a_batch, a_row, a_col;
-  const T* b; int64_t b_batch, b_row, b_col;
-  T* c; int64_t c_batch, c_row, c_col;
-};
 
 // The general path: any strides, any dtype, no alignment needed. Each block
 // computes a kTile x kTile tile of C (one batch entry per blockIdx.z) with
