@@ -8,7 +8,7 @@ endif()
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-set(DLKERN_INSTALL_TARGETS dlkern_cpu)
+set(DLKERN_INSTALL_TARGETS dlkern_common dlkern_cpu)
 if(DLKERN_HAVE_CUDA)
   list(APPEND DLKERN_INSTALL_TARGETS dlkern_cuda)
 endif()

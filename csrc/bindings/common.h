@@ -4,10 +4,13 @@
 #pragma once
 
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
+#include <tuple>
 
 #include "dlkern/error.h"
+#include "dlkern/pool.h"
 #include "dlkern/types.h"
 
 namespace dlkern::bindings {
@@ -38,6 +41,26 @@ inline DType parse_dtype(const std::string& name) {
 template <typename T>
 MatrixView<T> view(std::uintptr_t address, int64_t row_stride, int64_t col_stride) {
   return {reinterpret_cast<T*>(address), row_stride, col_stride};
+}
+
+// Pool2dParams travels through Python as a plain tuple, so that one made by
+// _cpu can be handed to _cuda or _cuda_emu.
+using PoolTuple = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                             int64_t, int64_t, int64_t, int64_t, int64_t, bool, int64_t, int64_t>;
+
+inline PoolTuple to_tuple(const Pool2dParams& p) {
+  return {p.batch,  p.channels,   p.in_h,       p.in_w,      p.kernel_h, p.kernel_w, p.stride_h,
+          p.stride_w, p.pad_h,    p.pad_w,      p.dilation_h, p.dilation_w, p.ceil_mode, p.out_h,
+          p.out_w};
+}
+
+inline Pool2dParams pool_params(const PoolTuple& t) {
+  const auto& [n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ceil, oh, ow] = t;
+  return {n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ceil, oh, ow};
+}
+
+inline Nchw nchw(const std::tuple<int64_t, int64_t, int64_t, int64_t>& s) {
+  return {std::get<0>(s), std::get<1>(s), std::get<2>(s), std::get<3>(s)};
 }
 
 }  // namespace dlkern::bindings

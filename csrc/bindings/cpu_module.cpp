@@ -4,6 +4,7 @@
 #include "bindings/common.h"
 #include "dlkern/config.h"
 #include "dlkern/gemm.h"
+#include "dlkern/pool.h"
 
 namespace py = pybind11;
 using namespace dlkern;
@@ -17,6 +18,78 @@ void gemm_typed(GemmShape shape, GemmBatch batch, std::uintptr_t a, int64_t a_rs
                 int64_t c_cs) {
   gemm_batched_cpu<T>(shape, batch, view<const T>(a, a_rs, a_cs), view<const T>(b, b_rs, b_cs),
                       view<T>(c, c_rs, c_cs));
+}
+
+// Calls body.template operator()<T>() with T = float or double for `dtype`.
+template <typename Body>
+void dispatch_float(const std::string& dtype, const char* op, Body body) {
+  DType d = bindings::parse_dtype(dtype);
+  if (d == DType::float32) return body(float{});
+  if (d == DType::float64) return body(double{});
+  throw TypeError(std::string(op) + " on the CPU supports float32 and float64, got " + dtype);
+}
+
+void def_pool(py::module_& m) {
+  using bindings::PoolTuple;
+  using Strides = std::tuple<int64_t, int64_t, int64_t, int64_t>;
+  m.def("max_pool2d_params", [](int64_t n, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                                int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                                int64_t dw, bool ceil) {
+    return bindings::to_tuple(max_pool2d_params(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ceil));
+  });
+  m.def("avg_pool2d_params", [](int64_t n, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                                int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool ceil) {
+    return bindings::to_tuple(avg_pool2d_params(n, c, h, w, kh, kw, sh, sw, ph, pw, ceil));
+  });
+  m.def(
+      "max_pool2d_forward",
+      [](const std::string& dtype, const PoolTuple& t, std::uintptr_t in, const Strides& st,
+         std::uintptr_t out, std::uintptr_t indices) {
+        dispatch_float(dtype, "max_pool2d", [&](auto tag) {
+          using T = decltype(tag);
+          max_pool2d_forward_cpu<T>(bindings::pool_params(t), reinterpret_cast<const T*>(in),
+                                    bindings::nchw(st), reinterpret_cast<T*>(out),
+                                    reinterpret_cast<int64_t*>(indices));
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "max_pool2d_backward",
+      [](const std::string& dtype, const PoolTuple& t, std::uintptr_t grad_out,
+         std::uintptr_t indices, std::uintptr_t grad_in) {
+        dispatch_float(dtype, "max_pool2d_backward", [&](auto tag) {
+          using T = decltype(tag);
+          max_pool2d_backward_cpu<T>(bindings::pool_params(t), reinterpret_cast<const T*>(grad_out),
+                                     reinterpret_cast<const int64_t*>(indices),
+                                     reinterpret_cast<T*>(grad_in));
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "avg_pool2d_forward",
+      [](const std::string& dtype, const PoolTuple& t, bool count_include_pad,
+         int64_t divisor_override, std::uintptr_t in, const Strides& st, std::uintptr_t out) {
+        dispatch_float(dtype, "avg_pool2d", [&](auto tag) {
+          using T = decltype(tag);
+          avg_pool2d_forward_cpu<T>(bindings::pool_params(t), {count_include_pad, divisor_override},
+                                    reinterpret_cast<const T*>(in), bindings::nchw(st),
+                                    reinterpret_cast<T*>(out));
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "avg_pool2d_backward",
+      [](const std::string& dtype, const PoolTuple& t, bool count_include_pad,
+         int64_t divisor_override, std::uintptr_t grad_out, std::uintptr_t grad_in) {
+        dispatch_float(dtype, "avg_pool2d_backward", [&](auto tag) {
+          using T = decltype(tag);
+          avg_pool2d_backward_cpu<T>(bindings::pool_params(t),
+                                     {count_include_pad, divisor_override},
+                                     reinterpret_cast<const T*>(grad_out),
+                                     reinterpret_cast<T*>(grad_in));
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
 }
 
 CpuIsa isa_from_name(const std::string& name) {
@@ -49,6 +122,8 @@ PYBIND11_MODULE(_cpu, m) {
           throw TypeError(std::string("CPU gemm supports float32 and float64, got ") + dtype);
       },
       py::call_guard<py::gil_scoped_release>());
+
+  def_pool(m);
 
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);

@@ -8,6 +8,7 @@
 #include "bindings/common.h"
 #include "cuda/runtime.cuh"
 #include "dlkern/gemm.h"
+#include "dlkern/pool.h"
 
 namespace py = pybind11;
 using namespace dlkern;
@@ -85,6 +86,59 @@ py::dict info() {
   return d;
 }
 
+void def_pool(py::module_& m) {
+  using bindings::PoolTuple;
+  using Strides = std::tuple<int64_t, int64_t, int64_t, int64_t>;
+  using bindings::parse_dtype;
+  using bindings::pool_params;
+  m.def(
+      "max_pool2d_forward",
+      [](const std::string& dtype, const PoolTuple& t, std::uintptr_t in, const Strides& st,
+         std::uintptr_t out, std::uintptr_t indices, int device, std::uintptr_t stream) {
+        DeviceGuard guard(device);
+        max_pool2d_forward_cuda(parse_dtype(dtype), pool_params(t),
+                                reinterpret_cast<const void*>(in), bindings::nchw(st),
+                                reinterpret_cast<void*>(out), reinterpret_cast<int64_t*>(indices),
+                                as_stream(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "max_pool2d_backward",
+      [](const std::string& dtype, const PoolTuple& t, std::uintptr_t grad_out,
+         std::uintptr_t indices, std::uintptr_t grad_in, int device, std::uintptr_t stream) {
+        DeviceGuard guard(device);
+        max_pool2d_backward_cuda(parse_dtype(dtype), pool_params(t),
+                                 reinterpret_cast<const void*>(grad_out),
+                                 reinterpret_cast<const int64_t*>(indices),
+                                 reinterpret_cast<void*>(grad_in), as_stream(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "avg_pool2d_forward",
+      [](const std::string& dtype, const PoolTuple& t, bool count_include_pad,
+         int64_t divisor_override, std::uintptr_t in, const Strides& st, std::uintptr_t out,
+         int device, std::uintptr_t stream) {
+        DeviceGuard guard(device);
+        avg_pool2d_forward_cuda(parse_dtype(dtype), pool_params(t),
+                                {count_include_pad, divisor_override},
+                                reinterpret_cast<const void*>(in), bindings::nchw(st),
+                                reinterpret_cast<void*>(out), as_stream(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "avg_pool2d_backward",
+      [](const std::string& dtype, const PoolTuple& t, bool count_include_pad,
+         int64_t divisor_override, std::uintptr_t grad_out, std::uintptr_t grad_in, int device,
+         std::uintptr_t stream) {
+        DeviceGuard guard(device);
+        avg_pool2d_backward_cuda(parse_dtype(dtype), pool_params(t),
+                                 {count_include_pad, divisor_override},
+                                 reinterpret_cast<const void*>(grad_out),
+                                 reinterpret_cast<void*>(grad_in), as_stream(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+}
+
 }  // namespace
 
 PYBIND11_MODULE(DLKERN_MODULE_NAME, m) {
@@ -107,4 +161,6 @@ PYBIND11_MODULE(DLKERN_MODULE_NAME, m) {
                   view<const void>(b, b_rs, b_cs), view<void>(c, c_rs, c_cs), as_stream(stream));
       },
       py::call_guard<py::gil_scoped_release>());
+
+  def_pool(m);
 }

@@ -13,13 +13,18 @@ from ._config import (
     show_config,
 )
 from .matmul import matmul
+from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
     "__version__",
+    "avg_pool2d",
+    "avg_pool2d_backward",
     "cuda_available",
     "cuda_unavailable_reason",
     "get_num_threads",
     "matmul",
+    "max_pool2d",
+    "max_pool2d_backward",
     "set_num_threads",
     "show_config",
 ]

@@ -35,7 +35,7 @@ CUDA_DTYPES = FLOAT_DTYPES
 # writes show up instead of passing as leftover memory.
 POISON_OUTPUTS = False
 
-_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int64": 8}
 
 # DLPack device types (dlpack.h): kDLCPU, kDLCUDA, kDLCUDAHost, kDLCUDAManaged.
 _DLPACK_CPU = (1, 3)
@@ -85,16 +85,14 @@ def _is_cupy(x) -> bool:
     return cupy is not None and isinstance(x, cupy.ndarray)
 
 
-def _check_dtype_name(name: str, dtype: str, op: str) -> str:
-    if dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"{op}: {name} has dtype {dtype}; expected a floating-point array "
-            f"({', '.join(FLOAT_DTYPES)})"
-        )
+def _check_dtype_name(name: str, dtype: str, op: str, allowed) -> str:
+    if dtype not in allowed:
+        what = "a floating-point array" if allowed == FLOAT_DTYPES else "an array"
+        raise TypeError(f"{op}: {name} has dtype {dtype}; expected {what} ({', '.join(allowed)})")
     return dtype
 
 
-def _from_numpy_like(x, kind: str, device, name: str, op: str) -> Array:
+def _from_numpy_like(x, kind: str, device, name: str, op: str, allowed=FLOAT_DTYPES) -> Array:
     """NumPy and CuPy share the array interface: byte strides, ``dtype.name``."""
     dtype = x.dtype
     if dtype.kind == "V" and dtype.names is None and dtype.itemsize == 2:
@@ -102,7 +100,7 @@ def _from_numpy_like(x, kind: str, device, name: str, op: str) -> Array:
             f"{op}: {name} has an opaque 2-byte dtype {dtype}; pass bfloat16 data as a "
             "torch tensor"
         )
-    _check_dtype_name(name, dtype.name, op)
+    _check_dtype_name(name, dtype.name, op, allowed)
     if not dtype.isnative:
         x = x.astype(dtype.newbyteorder("="))
     itemsize = x.dtype.itemsize
@@ -115,9 +113,9 @@ def _from_numpy_like(x, kind: str, device, name: str, op: str) -> Array:
     return Array(x, kind, int(address), tuple(x.shape), strides, x.dtype.name, device)
 
 
-def _from_torch(x, name: str, op: str) -> Array:
+def _from_torch(x, name: str, op: str, allowed=FLOAT_DTYPES) -> Array:
     dtype = str(x.dtype).removeprefix("torch.")
-    _check_dtype_name(name, dtype, op)
+    _check_dtype_name(name, dtype, op, allowed)
     if x.is_conj() or x.is_neg():
         x = x.resolve_conj().resolve_neg()
     if x.device.type == "cpu":
@@ -131,14 +129,17 @@ def _from_torch(x, name: str, op: str) -> Array:
     return Array(x, "torch", int(x.data_ptr()), tuple(x.shape), tuple(x.stride()), dtype, device)
 
 
-def take(x, name: str, op: str) -> Array:
-    """A zero-copy :class:`Array` view of argument ``name`` of function ``op``."""
+def take(x, name: str, op: str, dtypes=FLOAT_DTYPES) -> Array:
+    """A zero-copy :class:`Array` view of argument ``name`` of function ``op``.
+
+    ``dtypes`` are the dtypes the argument may have (floats unless said).
+    """
     if isinstance(x, np.ndarray):
-        return _from_numpy_like(x, "numpy", CPU, name, op)
+        return _from_numpy_like(x, "numpy", CPU, name, op, dtypes)
     if _is_cupy(x):
-        return _from_numpy_like(x, "cupy", ("cuda", x.device.id), name, op)
+        return _from_numpy_like(x, "cupy", ("cuda", x.device.id), name, op, dtypes)
     if _is_torch(x):
-        return _from_torch(x, name, op)
+        return _from_torch(x, name, op, dtypes)
     if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
         device_type, device_id = x.__dlpack_device__()
         if device_type in _DLPACK_CPU:
@@ -146,11 +147,11 @@ def take(x, name: str, op: str) -> Array:
                 view = np.from_dlpack(x)
             except (BufferError, TypeError, RuntimeError) as exc:
                 raise TypeError(f"{op}: {name} could not be read through DLPack: {exc}") from exc
-            return _from_numpy_like(view, "numpy", CPU, name, op)
+            return _from_numpy_like(view, "numpy", CPU, name, op, dtypes)
         if device_type in _DLPACK_CUDA:
             cupy = _import_cupy(f"{op}: {name} is a DLPack array on a CUDA device")
             return _from_numpy_like(
-                cupy.from_dlpack(x), "cupy", ("cuda", int(device_id)), name, op
+                cupy.from_dlpack(x), "cupy", ("cuda", int(device_id)), name, op, dtypes
             )
         raise TypeError(
             f"{op}: {name} lives on DLPack device type {device_type}; dlkern runs on cpu and cuda"
@@ -209,28 +210,54 @@ def check_supported_dtype(op: str, name: str, a: Array, cuda_path: bool, allowed
         )
 
 
+def _poison_value(dtype: str):
+    return np.iinfo(np.int64).min if dtype == "int64" else float("nan")
+
+
 def empty(shape, dtype: str, like: Array) -> tuple[Array, object]:
-    """A new C-contiguous array of ``like``'s kind and device: (view, result object)."""
+    """A new C-contiguous array of ``like``'s kind and device: (view, result object).
+
+    ``dtype`` is a float dtype or "int64".
+    """
     shape = tuple(int(s) for s in shape)
+    allowed = (dtype,)
     if like.kind == "torch":
         torch = _module("torch")
         out = torch.empty(shape, dtype=getattr(torch, dtype), device=like.obj.device)
         if POISON_OUTPUTS:
-            out.fill_(float("nan"))
-        return _from_torch(out, "output", "empty"), out
+            out.fill_(_poison_value(dtype))
+        return _from_torch(out, "output", "empty", allowed), out
     if like.kind == "cupy":
         cupy = _module("cupy")
         with cupy.cuda.Device(like.device[1]):
             out = cupy.empty(shape, dtype=dtype)
             if POISON_OUTPUTS:
-                out.fill(np.nan)
-        return _from_numpy_like(out, "cupy", like.device, "output", "empty"), out
+                out.fill(_poison_value(dtype))
+        return _from_numpy_like(out, "cupy", like.device, "output", "empty", allowed), out
     if dtype == "bfloat16":
         raise TypeError("bfloat16 results need torch tensors as inputs; NumPy has no bfloat16")
     out = np.empty(shape, dtype=dtype)
     if POISON_OUTPUTS:
-        out.fill(np.nan)
-    return _from_numpy_like(out, "numpy", CPU, "output", "empty"), out
+        out.fill(_poison_value(dtype))
+    return _from_numpy_like(out, "numpy", CPU, "output", "empty", allowed), out
+
+
+def contiguous(a: Array, name: str, op: str) -> Array:
+    """``a`` itself if C-contiguous, else a C-contiguous copy of the same kind."""
+    expected, step = [], 1
+    for dim in reversed(a.shape):
+        expected.append(step)
+        step *= dim
+    if all(s == e for s, e, d in zip(a.strides, reversed(expected), a.shape) if d > 1):
+        return a
+    if a.kind == "torch":
+        return _from_torch(a.obj.contiguous(), name, op, (a.dtype,))
+    if a.kind == "cupy":
+        cupy = _module("cupy")
+        with cupy.cuda.Device(a.device[1]):
+            copy = cupy.ascontiguousarray(a.obj)
+        return _from_numpy_like(copy, "cupy", a.device, name, op, (a.dtype,))
+    return _from_numpy_like(np.ascontiguousarray(a.obj), "numpy", CPU, name, op, (a.dtype,))
 
 
 def stream_of(a: Array) -> int:

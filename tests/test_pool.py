@@ -1,0 +1,380 @@
+"""max_pool2d / avg_pool2d forward and backward against the reference and torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import dlkern as dk
+import reference as ref
+from checks import UNIT_ROUNDOFF
+from conftest import random_array
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+DTYPES = ["float32", "float64"]
+
+
+def pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+@st.composite
+def max_pool_cases(draw):
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    pad = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    ceil_mode = draw(st.booleans())
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 13)),
+             draw(st.integers(1, 13)))
+    out = [ref.pool_output_size(shape[2 + i], kernel[i], stride[i], pad[i], dilation[i], ceil_mode)
+           for i in range(2)]
+    assume(min(out) >= 1)
+    return shape, kernel, stride, pad, dilation, ceil_mode
+
+
+@st.composite
+def avg_pool_cases(draw):
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    pad = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    ceil_mode = draw(st.booleans())
+    count_include_pad = draw(st.booleans())
+    divisor_override = draw(st.sampled_from([None, None, 1, 3, -2]))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 13)),
+             draw(st.integers(1, 13)))
+    out = [ref.pool_output_size(shape[2 + i], kernel[i], stride[i], pad[i], 1, ceil_mode)
+           for i in range(2)]
+    assume(min(out) >= 1)
+    return shape, kernel, stride, pad, ceil_mode, count_include_pad, divisor_override
+
+
+def assert_avg_close(out, x, expected, kernel, stride, pad, ceil_mode, include_pad, divisor):
+    """|error| <= (taps + 1) u * (sum of |x| over the window) / |divisor|: the
+    bound for summing the taps and dividing once, in the dtype's precision."""
+    u = UNIT_ROUNDOFF[str(out.dtype)]
+    scale = np.abs(ref.avg_pool2d(np.abs(ref.as64(x)), kernel, stride, pad, ceil_mode,
+                                  include_pad, divisor))
+    bound = (kernel[0] * kernel[1] + 1) * u * scale + np.finfo(np.float64).tiny
+    err = np.abs(ref.as64(out) - expected)
+    assert out.shape == expected.shape
+    assert np.isfinite(ref.as64(out)).all()
+    assert (err <= bound).all(), f"max error {err.max():.3g}, bound there {bound[err.argmax()]}"
+
+
+SETTINGS = settings(max_examples=60, deadline=None)
+seeds = st.integers(0, 2**32 - 1)  # data comes from the example, so a failure replays
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(case=max_pool_cases(), seed=seeds)
+def test_max_pool2d_matches_reference_and_torch(dtype, case, seed):
+    rng = np.random.default_rng(seed)
+    shape, kernel, stride, pad, dilation, ceil_mode = case
+    x = random_array(rng, shape, dtype)
+    out, idx = dk.max_pool2d(x, kernel, stride, pad, dilation, ceil_mode, return_indices=True)
+    expected, expected_idx = ref.max_pool2d(x, kernel, stride, pad, dilation, ceil_mode)
+    assert out.dtype == dtype and idx.dtype == np.int64
+    np.testing.assert_array_equal(out, expected)  # a maximum is exact
+    np.testing.assert_array_equal(idx, expected_idx)
+    t_out, t_idx = F.max_pool2d(torch.from_numpy(x), kernel, stride, pad, dilation, ceil_mode,
+                                return_indices=True)
+    np.testing.assert_array_equal(out, t_out.numpy())
+    np.testing.assert_array_equal(idx, t_idx.numpy())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(case=avg_pool_cases(), seed=seeds)
+def test_avg_pool2d_matches_reference_and_torch(dtype, case, seed):
+    rng = np.random.default_rng(seed)
+    shape, kernel, stride, pad, ceil_mode, include_pad, divisor = case
+    x = random_array(rng, shape, dtype)
+    out = dk.avg_pool2d(x, kernel, stride, pad, ceil_mode, include_pad, divisor)
+    expected = ref.avg_pool2d(x, kernel, stride, pad, ceil_mode, include_pad, divisor)
+    assert_avg_close(out, x, expected, kernel, stride, pad, ceil_mode, include_pad, divisor)
+    t_out = F.avg_pool2d(torch.from_numpy(x), kernel, stride, pad, ceil_mode, include_pad, divisor)
+    assert_avg_close(out, x, t_out.double().numpy(), kernel, stride, pad, ceil_mode, include_pad,
+                     divisor)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(case=max_pool_cases(), seed=seeds)
+def test_max_pool2d_backward(dtype, case, seed):
+    rng = np.random.default_rng(seed)
+    shape, kernel, stride, pad, dilation, ceil_mode = case
+    x = random_array(rng, shape, dtype)
+    out, idx = dk.max_pool2d(x, kernel, stride, pad, dilation, ceil_mode, return_indices=True)
+    g = random_array(rng, out.shape, dtype)
+    grad = dk.max_pool2d_backward(g, x, idx, kernel, stride, pad, dilation, ceil_mode)
+    expected = ref.max_pool2d_backward(g, idx, shape, kernel, stride, pad, dilation)
+    # An input element sums at most k_h * k_w gradients: error <= k_h k_w u sum |g|.
+    scale = ref.max_pool2d_backward(np.abs(g), idx, shape, kernel, stride, pad, dilation)
+    bound = kernel[0] * kernel[1] * UNIT_ROUNDOFF[dtype] * scale
+    assert (np.abs(grad - expected) <= bound).all()
+    if not np.isneginf(out).any():  # see test_window_missing_the_input
+        tx = torch.from_numpy(x).requires_grad_()
+        F.max_pool2d(tx, kernel, stride, pad, dilation, ceil_mode).backward(torch.from_numpy(g))
+        assert (np.abs(grad - tx.grad.double().numpy()) <= bound).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(case=avg_pool_cases(), seed=seeds)
+def test_avg_pool2d_backward(dtype, case, seed):
+    rng = np.random.default_rng(seed)
+    shape, kernel, stride, pad, ceil_mode, include_pad, divisor = case
+    x = random_array(rng, shape, dtype)
+    out = dk.avg_pool2d(x, kernel, stride, pad, ceil_mode, include_pad, divisor)
+    g = random_array(rng, out.shape, dtype)
+    grad = dk.avg_pool2d_backward(g, x, kernel, stride, pad, ceil_mode, include_pad, divisor)
+    expected = ref.avg_pool2d_backward(g, shape, kernel, stride, pad, include_pad, divisor)
+    # A sum of at most k_h * k_w quotients, each rounded once.
+    terms = kernel[0] * kernel[1]
+    scale = ref.avg_pool2d_backward(np.abs(g), shape, kernel, stride, pad, include_pad,
+                                    np.abs(divisor) if divisor else divisor)
+    bound = 2 * (terms + 1) * UNIT_ROUNDOFF[dtype] * np.abs(scale) + np.finfo(np.float64).tiny
+    assert (np.abs(grad - expected) <= bound).all()
+    tx = torch.from_numpy(x).requires_grad_()
+    F.avg_pool2d(tx, kernel, stride, pad, ceil_mode, include_pad, divisor).backward(
+        torch.from_numpy(g))
+    assert (np.abs(grad - tx.grad.double().numpy()) <= bound).all()
+
+
+def finite_difference_grad(f, x, g, h=1e-6):
+    """d/dx of sum(f(x) * g), by central differences (float64)."""
+    grad = np.empty_like(x)
+    for i in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        grad[i] = ((f(xp) - f(xm)) * g).sum() / (2 * h)
+    return grad
+
+
+def test_backward_matches_finite_differences(rng):
+    x = random_array(rng, (1, 2, 6, 7), "float64")  # distinct values: max is differentiable
+    kernel, stride, pad = (3, 2), (2, 1), (1, 1)
+    out, idx = dk.max_pool2d(x, kernel, stride, pad, return_indices=True)
+    g = random_array(rng, out.shape, "float64")
+    fd = finite_difference_grad(lambda v: dk.max_pool2d(v, kernel, stride, pad), x, g)
+    np.testing.assert_allclose(dk.max_pool2d_backward(g, x, idx, kernel, stride, pad), fd,
+                               atol=1e-8)
+    out = dk.avg_pool2d(x, kernel, stride, pad, count_include_pad=False)
+    g = random_array(rng, out.shape, "float64")
+    fd = finite_difference_grad(
+        lambda v: dk.avg_pool2d(v, kernel, stride, pad, count_include_pad=False), x, g)
+    np.testing.assert_allclose(
+        dk.avg_pool2d_backward(g, x, kernel, stride, pad, count_include_pad=False), fd, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "view",
+    ["transposed-plane", "channel-step", "reversed", "batch-broadcast"],
+)
+def test_strided_inputs(rng, view):
+    base = random_array(rng, (3, 6, 15, 17), "float32")
+    x = {
+        "transposed-plane": base.transpose(0, 1, 3, 2),
+        "channel-step": base[:, ::2, 1:, 2:],
+        "reversed": base[::-1, :, ::-1, ::-1],
+        "batch-broadcast": np.broadcast_to(base[:1], (4, 6, 15, 17)),
+    }[view]
+    out, idx = dk.max_pool2d(x, 3, 2, 1, return_indices=True)
+    expected, expected_idx = ref.max_pool2d(x, (3, 3), (2, 2), (1, 1), (1, 1), False)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(idx, expected_idx)
+    out = dk.avg_pool2d(x, (2, 3), 1, (1, 0))
+    expected = ref.avg_pool2d(x, (2, 3), (1, 1), (1, 0), False, True, None)
+    assert_avg_close(out, x, expected, (2, 3), (1, 1), (1, 0), False, True, None)
+
+
+def test_unbatched_and_empty_batch(rng):
+    x = random_array(rng, (4, 9, 8), "float64")
+    out, idx = dk.max_pool2d(x, 2, return_indices=True)
+    expected, expected_idx = ref.max_pool2d(x[None], (2, 2), (2, 2), (0, 0), (1, 1), False)
+    assert out.shape == (4, 4, 4)
+    np.testing.assert_array_equal(out, expected[0])
+    np.testing.assert_array_equal(idx, expected_idx[0])
+    g = random_array(rng, out.shape, "float64")
+    np.testing.assert_array_equal(dk.max_pool2d_backward(g, x, idx, 2),
+                                  ref.max_pool2d_backward(g[None], expected_idx, (1, 4, 9, 8),
+                                                          (2, 2), (2, 2), (0, 0), (1, 1))[0])
+    assert dk.avg_pool2d(x, 3).shape == (4, 3, 2)
+    empty = random_array(rng, (0, 3, 5, 5), "float32")
+    assert dk.max_pool2d(empty, 2).shape == (0, 3, 2, 2)
+    assert dk.avg_pool2d(empty, 2).shape == (0, 3, 2, 2)
+
+
+def test_nan_inf_and_ties_follow_torch():
+    x = np.array([[[[1.0, np.nan, 3.0, 2.0],
+                    [4.0, 5.0, np.nan, 2.0],
+                    [-np.inf, -np.inf, 7.0, 7.0],
+                    [-np.inf, -np.inf, 7.0, 7.0]]]])
+    for kernel, stride in [(2, 1), (2, 2), ((1, 2), 1)]:
+        out, idx = dk.max_pool2d(x, kernel, stride, return_indices=True)
+        t_out, t_idx = F.max_pool2d(torch.from_numpy(x), kernel, stride, return_indices=True)
+        np.testing.assert_array_equal(out, t_out.numpy())
+        np.testing.assert_array_equal(idx, t_idx.numpy())
+
+
+def test_window_missing_the_input(rng):
+    """With dilation, a window can fall between the input's rows or columns.
+
+    Its output is -inf and its index is torch's (derived from the window's
+    first tap, past the input: here 2, the element (1, 0)). Such an output is
+    a constant, so backward passes none of its gradient on; torch's backward
+    adds it to the element its index names.
+    """
+    x = random_array(rng, (1, 1, 2, 2), "float64")
+    args = ((1, 2), 1, (0, 1), (1, 3))  # columns -1, 2 for ow = 0: both outside
+    out, idx = dk.max_pool2d(x, *args, return_indices=True)
+    t_out, t_idx = F.max_pool2d(torch.from_numpy(x), *args, return_indices=True)
+    np.testing.assert_array_equal(out, t_out.numpy())
+    np.testing.assert_array_equal(idx, t_idx.numpy())
+    assert np.isneginf(out[0, 0, :, 0]).all() and idx[0, 0, 0, 0] == 2
+    grad = dk.max_pool2d_backward(np.ones_like(out), x, idx, *args)
+    np.testing.assert_array_equal(grad, np.zeros_like(x))  # no window holds any element
+
+
+def test_torch_in_torch_out(rng):
+    x = torch.from_numpy(random_array(rng, (2, 3, 7, 7), "float32"))
+    out, idx = dk.max_pool2d(x, 3, return_indices=True)
+    assert isinstance(out, torch.Tensor) and idx.dtype == torch.int64
+    grad = dk.max_pool2d_backward(torch.ones_like(out), x, idx, 3)
+    assert isinstance(grad, torch.Tensor) and grad.shape == x.shape
+
+
+def test_argument_forms(rng):
+    x = random_array(rng, (1, 2, 9, 10), "float64")
+    expected = dk.max_pool2d(x, (3, 3), (2, 2), (1, 1))
+    for form in [dict(kernel_size=3, stride=2, padding=1),
+                 dict(kernel_size=(3,), stride=(2,), padding=(1,)),
+                 dict(kernel_size=[3, 3], stride=[2, 2], padding=[1, 1]),
+                 dict(kernel_size=np.int64(3), stride=np.int32(2), padding=1)]:
+        np.testing.assert_array_equal(dk.max_pool2d(x, **form), expected)
+    np.testing.assert_array_equal(dk.avg_pool2d(x, 3, stride=None), dk.avg_pool2d(x, 3, stride=[]))
+    np.testing.assert_array_equal(dk.avg_pool2d(x, 3, stride=None), dk.avg_pool2d(x, 3, 3))
+
+
+def test_threads_agree(rng):
+    x = random_array(rng, (4, 16, 40, 40), "float32")
+    before = dk.get_num_threads()
+    try:
+        dk.set_num_threads(1)
+        one = dk.max_pool2d(x, 3, 2, 1, return_indices=True), dk.avg_pool2d(x, 2)
+        dk.set_num_threads(2)
+        two = dk.max_pool2d(x, 3, 2, 1, return_indices=True), dk.avg_pool2d(x, 2)
+    finally:
+        dk.set_num_threads(before)
+    for a, b in zip(one[0] + (one[1],), two[0] + (two[1],)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda x: dk.max_pool2d(x[0, 0], 2), ValueError, "must be 4-D .* or 3-D"),
+        (lambda x: dk.max_pool2d(x[None], 2), ValueError, "must be 4-D .* or 3-D"),
+        (lambda x: dk.max_pool2d(x, 2, stride=0), ValueError, "stride must be positive"),
+        (lambda x: dk.avg_pool2d(x, 2, stride=-1), ValueError, "stride must be positive"),
+        (lambda x: dk.max_pool2d(x, 0), ValueError, "kernel_size must be positive"),
+        (lambda x: dk.max_pool2d(x, 3, dilation=0), ValueError, "dilation must be positive"),
+        (lambda x: dk.max_pool2d(x, 3, padding=-1), ValueError, "padding must be non-negative"),
+        (lambda x: dk.max_pool2d(x, 3, padding=2), ValueError, "at most half the kernel"),
+        (lambda x: dk.avg_pool2d(x, 3, padding=(0, 2)), ValueError, "at most half the kernel"),
+        (lambda x: dk.max_pool2d(x, 8), ValueError, "the output would be 0x0"),
+        (lambda x: dk.max_pool2d(x, 3, dilation=4), ValueError, "the output would be"),
+        (lambda x: dk.max_pool2d(x[:, :0], 2), ValueError, "non-zero channels"),
+        (lambda x: dk.avg_pool2d(x, 2, divisor_override=0), ValueError, "must not be zero"),
+        (lambda x: dk.max_pool2d(x, 2.5), TypeError, "kernel_size must be an int"),
+        (lambda x: dk.max_pool2d(x, True), TypeError, "kernel_size must be an int"),
+        (lambda x: dk.max_pool2d(x, (1, 2, 3)), ValueError, "one or two ints"),
+        (lambda x: dk.avg_pool2d(x, 2, divisor_override=1.5), TypeError, "divisor_override"),
+        (lambda x: dk.max_pool2d(x.astype(np.float16), 2), TypeError, "float16"),
+        (lambda x: dk.max_pool2d(x.astype(np.int32), 2), TypeError, "int32"),
+    ],
+)
+def test_bad_arguments(rng, call, error, match):
+    with pytest.raises(error, match=match):
+        call(random_array(rng, (2, 3, 7, 7), "float32"))
+
+
+def test_bad_backward_arguments(rng):
+    x = random_array(rng, (2, 3, 7, 7), "float32")
+    out, idx = dk.max_pool2d(x, 2, return_indices=True)
+    g = np.ones_like(out)
+    with pytest.raises(ValueError, match=r"grad_output must have the forward output's shape"):
+        dk.max_pool2d_backward(g[:, :, :2], x, idx, 2)
+    with pytest.raises(TypeError, match="indices has dtype int32"):
+        dk.max_pool2d_backward(g, x, idx.astype(np.int32), 2)
+    with pytest.raises(TypeError, match="grad_output has dtype float64 but input has dtype float32"):
+        dk.max_pool2d_backward(g.astype(np.float64), x, idx, 2)
+    bad = idx.copy()
+    bad[1, 2, 0, 1] = 49
+    with pytest.raises(ValueError, match="outside its input plane of 7x7"):
+        dk.max_pool2d_backward(g, x, bad, 2)
+    bad[1, 2, 0, 1] = -1
+    with pytest.raises(ValueError, match="outside its input plane"):
+        dk.max_pool2d_backward(g, x, bad, 2)
+    with pytest.raises(ValueError, match="grad_output must have"):
+        dk.avg_pool2d_backward(np.ones((2, 3, 4, 4), np.float32), x, 2)
+
+
+# ------------------------------------------------------------------- CUDA ---
+
+CUDA_CASES = [
+    # shape, kernel, stride, pad, dilation, ceil_mode
+    ((2, 3, 9, 11), (3, 3), (2, 2), (1, 1), (1, 1), False),
+    ((1, 2, 8, 7), (2, 3), (1, 2), (1, 0), (2, 1), True),
+    ((1, 1, 5, 5), (4, 4), (3, 3), (2, 2), (1, 1), True),
+]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CUDA_CASES)
+def test_cuda_max_pool2d(cuda, rng, dtype, case):
+    shape, kernel, stride, pad, dilation, ceil_mode = case
+    x = random_array(rng, shape, dtype)
+    with cuda.context():
+        out, idx = dk.max_pool2d(cuda.array(x), kernel, stride, pad, dilation, ceil_mode,
+                                 return_indices=True)
+        g = random_array(rng, tuple(out.shape), dtype)
+        grad = dk.max_pool2d_backward(cuda.array(g), cuda.array(x), idx, kernel, stride, pad,
+                                      dilation, ceil_mode)
+    out, idx, grad = cuda.host(out), cuda.host(idx), cuda.host(grad)
+    expected, expected_idx = ref.max_pool2d(x, kernel, stride, pad, dilation, ceil_mode)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(idx, expected_idx)
+    expected_grad = ref.max_pool2d_backward(g, expected_idx, shape, kernel, stride, pad, dilation)
+    scale = ref.max_pool2d_backward(np.abs(g), expected_idx, shape, kernel, stride, pad, dilation)
+    assert (np.abs(grad - expected_grad) <= kernel[0] * kernel[1] * UNIT_ROUNDOFF[dtype] * scale).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CUDA_CASES)
+@pytest.mark.parametrize("include_pad,divisor", [(True, None), (False, None), (True, 5)])
+def test_cuda_avg_pool2d(cuda, rng, dtype, case, include_pad, divisor):
+    shape, kernel, stride, pad, _, ceil_mode = case
+    x = random_array(rng, shape, dtype)
+    with cuda.context():
+        out = dk.avg_pool2d(cuda.array(x), kernel, stride, pad, ceil_mode, include_pad, divisor)
+        g = random_array(rng, tuple(out.shape), dtype)
+        grad = dk.avg_pool2d_backward(cuda.array(g), cuda.array(x), kernel, stride, pad,
+                                      ceil_mode, include_pad, divisor)
+    out, grad = cuda.host(out), cuda.host(grad)
+    expected = ref.avg_pool2d(x, kernel, stride, pad, ceil_mode, include_pad, divisor)
+    assert_avg_close(out, x, expected, kernel, stride, pad, ceil_mode, include_pad, divisor)
+    expected_grad = ref.avg_pool2d_backward(g, shape, kernel, stride, pad, include_pad, divisor)
+    scale = ref.avg_pool2d_backward(np.abs(g), shape, kernel, stride, pad, include_pad,
+                                    abs(divisor) if divisor else divisor)
+    bound = 2 * (kernel[0] * kernel[1] + 1) * UNIT_ROUNDOFF[dtype] * np.abs(scale)
+    assert (np.abs(grad - expected_grad) <= bound).all()
