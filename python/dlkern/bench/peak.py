@@ -51,23 +51,6 @@ class Peaks:
         bounds = [b for b in bounds if b]
         return min(bounds) if bounds else None
 
-    def summary(self) -> str:
-        """The peaks in one line, e.g. "float32 270 GFLOP/s at 1 thread, ...; bandwidth ..."."""
-
-        def listed(values: dict, unit: str) -> str:
-            return ", ".join(
-                f"{v / 1e9:.0f} {unit}" + (f" at {t} thread{'s' * (t != 1)}" if t is not None else "")
-                for t, v in sorted(values.items(), key=lambda tv: tv[0] or 0)
-            )
-
-        parts = []
-        for dtype in sorted({d for d, _ in self.flops}):
-            per_thread_count = {t: v for (d, t), v in self.flops.items() if d == dtype}
-            parts.append(f"{dtype} {listed(per_thread_count, 'GFLOP/s')}")
-        if self.bandwidth:
-            parts.append("bandwidth " + listed(self.bandwidth, "GB/s"))
-        return "; ".join(parts) or "not measured"
-
     def to_dict(self) -> dict:
         flops: dict = {}
         for (dtype, threads), value in sorted(self.flops.items(), key=str):

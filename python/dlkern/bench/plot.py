@@ -8,7 +8,7 @@ import numpy as np
 
 from .report import Run, threads_cell
 
-_UNITS = {"flops": "GFLOP/s", "bytes": "GB/s"}
+_UNITS = {"flops": "FLOP/s", "bytes": "B/s"}
 
 
 def available() -> bool:
@@ -38,20 +38,23 @@ def plot(run: Run, directory: Path) -> list[Path]:
             libs = ["dlkern"] + [lib for lib in run.references if any(lib in r.timings for r in rs)]
             x = np.arange(len(rs))
             width = 0.8 / len(libs)
+            bounds = [run.peaks.roofline(r.case) for r in rs]
+            top = max([b or 0 for b in bounds] + [r.throughput(lib) or 0 for r in rs for lib in libs])
+            scale, prefix = (1e12, "T") if top >= 1e12 else (1e9, "G")
             for i, lib in enumerate(libs):
-                values = [(r.throughput(lib) or 0) / 1e9 for r in rs]
+                values = [(r.throughput(lib) or 0) / scale for r in rs]
                 ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=lib)
+            drawn = [(i, b) for i, b in enumerate(bounds) if b]
+            for j, (i, bound) in enumerate(drawn):
+                ax.hlines(bound / scale, i - 0.45, i + 0.45, colors="black", linestyles="--",
+                          label="roofline" if j == 0 else None)
             for i, r in enumerate(rs):
-                bound = run.peaks.roofline(r.case)
-                if bound:
-                    ax.hlines(bound / 1e9, i - 0.45, i + 0.45, colors="black", linestyles="--",
-                              label="roofline" if i == 0 else None)
                 if r.failed:
                     ax.text(i, 0, "FAILED", color="red", ha="center", va="bottom", rotation=90)
             labels = [f"{r.case.name}\n{r.case.dtype}"
                       + (f", {threads_cell(r)} thr" if r.case.threads is not None else "") for r in rs]
             ax.set_xticks(x, labels, fontsize=8)
-            ax.set_ylabel(_UNITS[metric])
+            ax.set_ylabel(prefix + _UNITS[metric])
             ax.set_title(f"{family} on {run.device}: dlkern vs references and the roofline")
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
             ax.grid(axis="y", alpha=0.3)

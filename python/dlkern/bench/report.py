@@ -54,6 +54,30 @@ def _three_digits(x: float) -> str:
     return f"{x:.{max(0, 2 - math.floor(math.log10(x)))}f}" if x > 0 else f"{x:.3g}"
 
 
+def rate(value: float, unit: str) -> str:
+    """``value`` per second in giga or tera ``unit``s: "40.2 GB/s", "798 TFLOP/s"."""
+    scale, prefix = (1e12, "T") if value >= 1e12 else (1e9, "G")
+    return f"{_three_digits(value / scale)} {prefix}{unit}/s"
+
+
+def peaks_summary(peaks: Peaks) -> str:
+    """The peaks in one line: "float32 270 GFLOP/s at 1 thread, ...; bandwidth ..."."""
+
+    def listed(values: dict, unit: str) -> str:
+        return ", ".join(
+            rate(v, unit) + (f" at {t} thread{'s' * (t != 1)}" if t is not None else "")
+            for t, v in sorted(values.items(), key=lambda tv: tv[0] or 0)
+        )
+
+    parts = []
+    for dtype in sorted({d for d, _ in peaks.flops}):
+        per_thread_count = {t: v for (d, t), v in peaks.flops.items() if d == dtype}
+        parts.append(f"{dtype} {listed(per_thread_count, 'FLOP')}")
+    if peaks.bandwidth:
+        parts.append("bandwidth " + listed(peaks.bandwidth, "B"))
+    return "; ".join(parts) or "not measured"
+
+
 def time_cell(r: CaseResult) -> str:
     t = r.timings.get("dlkern")
     if t is None:
@@ -67,7 +91,7 @@ def throughput_cell(r: CaseResult) -> str:
     value = r.throughput()
     if value is None:
         return "-"
-    return f"{value / 1e9:.1f} {'GFLOP/s' if r.case.metric == 'flops' else 'GB/s'}"
+    return rate(value, "FLOP" if r.case.metric == "flops" else "B")
 
 
 def percent_of_peak(r: CaseResult, peaks: Peaks) -> float | None:
@@ -85,7 +109,9 @@ def ratio_cell(r: CaseResult, lib: str) -> str:
     if lib not in r.case.references:
         return ""
     ratio = r.ratio(lib)
-    return f"{ratio:.2f}x" if ratio is not None else "-"
+    if ratio is None:
+        return "-"
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"  # 0.0031x, not 0.00x
 
 
 def threads_cell(r: CaseResult) -> str:
@@ -93,12 +119,13 @@ def threads_cell(r: CaseResult) -> str:
 
 
 def table(run: Run) -> tuple[list[str], list[list[str]]]:
-    columns = ["case", "dtype", "threads", "dlkern median [p20, p80]", "throughput", "% peak"]
+    cpu = run.device == "cpu"
+    columns = ["case", "dtype"] + ["threads"] * cpu + ["dlkern median [p20, p80]", "throughput", "% peak"]
     columns += [f"vs {lib}" for lib in run.references] + ["status"]
     rows = []
     for r in run.results:
-        row = [r.case.title, r.case.dtype, threads_cell(r), time_cell(r), throughput_cell(r),
-               percent_cell(r, run.peaks)]
+        row = [r.case.title, r.case.dtype] + [threads_cell(r)] * cpu
+        row += [time_cell(r), throughput_cell(r), percent_cell(r, run.peaks)]
         row += [ratio_cell(r, lib) for lib in run.references]
         rows.append(row + [r.status])
     return columns, rows
@@ -125,7 +152,7 @@ def header(run: Run) -> list[str]:
     if run.device == "cpu":
         counts = " and ".join(str(t) for t in run.thread_counts)
         lines.append(f"threads: {counts}, the same count for dlkern, torch and NumPy's BLAS ({run.blas})")
-    lines.append(f"peak: {run.peaks.summary()}")
+    lines.append(f"peak: {peaks_summary(run.peaks)}")
     lines += [f"peak: {line}" for line in run.peaks.method]
     lines.append(
         "% peak = dlkern's throughput / roofline, min(peak FLOP/s, bandwidth x FLOP per byte); "
@@ -187,7 +214,7 @@ def _print_rich(run: Run, file) -> None:
     # Off a terminal rich assumes 80 columns and would squeeze the table.
     console = Console(file=file, width=None if file.isatty() else 200, soft_wrap=False)
     for line in header(run):
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     t = Table(show_edge=False)
     for i, c in enumerate(columns):  # Text, not str: "[p20, p80]" is no markup
         t.add_column(Text(c), justify="left" if i < 2 else "right", no_wrap=True)
@@ -196,7 +223,8 @@ def _print_rich(run: Run, file) -> None:
         t.add_row(*(Text(cell) for cell in row[:-1]), status)
     console.print(t)
     for line in notes(run):
-        console.print(line, markup=False, highlight=False, style="red" if line.startswith("FAILED") else None)
+        style = "red" if line.startswith("FAILED") else None
+        console.print(line, markup=False, highlight=False, soft_wrap=True, style=style)
 
 
 def markdown(run: Run) -> str:

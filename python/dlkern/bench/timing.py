@@ -83,7 +83,6 @@ class CudaEventTimer:
 
     def __init__(self, lib: str):
         self.lib = lib
-        self.description = f"CUDA events ({lib}) on the caller's current stream"
         self._module = libraries.get("cupy") if lib == "cupy" else libraries.torch_cuda()
         if self._module is None:
             raise RuntimeError(f"CUDA events need {lib} with a usable GPU")
@@ -93,7 +92,8 @@ class CudaEventTimer:
     def flush_bytes(self) -> int:
         try:
             if self.lib == "cupy":
-                l2 = self._module.cuda.Device().attributes["L2CacheSize"]
+                cuda = self._module.cuda
+                l2 = cuda.runtime.getDeviceProperties(cuda.Device().id)["l2CacheSize"]
             else:
                 torch = self._module
                 l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
