@@ -57,6 +57,10 @@ def run_case(case: Case, policy: Policy, cold: bool) -> CaseResult:
     try:
         inputs = case.setup()
         expected = case.expected(inputs)
+    except Exception as exc:
+        result.status, result.error = "FAILED", f"the case's setup raised {_describe(exc)}"
+        return result
+    try:
         result.relative_error = arrays.relative_error(case.run(inputs), expected)
     except Exception as exc:
         result.status, result.error = "FAILED", f"dlkern raised {_describe(exc)}"
