@@ -111,7 +111,7 @@ def ratio_cell(r: CaseResult, lib: str) -> str:
     ratio = r.ratio(lib)
     if ratio is None:
         return "-"
-    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"  # 0.0031x, not 0.00x
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:#.2g}x"  # 0.0031x, not 0.00x
 
 
 def threads_cell(r: CaseResult) -> str:
