@@ -1,7 +1,9 @@
 // _cpu: the C++ CPU kernels for python/dlkern.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include "bindings/common.h"
+#include "cpu/peak.h"
 #include "dlkern/config.h"
 #include "dlkern/gemm.h"
 #include "dlkern/pool.h"
@@ -130,4 +132,20 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("cpu_isa", [] { return std::string(cpu_isa_name(cpu_isa())); });
   m.def("cpu_isa_supported", [] { return std::string(cpu_isa_name(cpu_isa_supported())); });
   m.def("set_cpu_isa", [](const std::string& name) { set_cpu_isa(isa_from_name(name)); });
+
+  // Probes of the benchmark harness (dlkern.bench.peak): (work, seconds, threads).
+  auto as_tuple = [](peak::ProbeRun r) { return std::make_tuple(r.work, r.seconds, r.threads); };
+  m.def(
+      "fma_probe",
+      [as_tuple](const std::string& isa, const std::string& dtype, int threads, int64_t iters) {
+        return as_tuple(peak::fma_throughput(isa_from_name(isa), bindings::parse_dtype(dtype),
+                                             threads, iters));
+      },
+      py::arg("isa"), py::arg("dtype"), py::arg("threads"), py::arg("iters"),
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "clock_probe", [as_tuple](int64_t iters) { return as_tuple(peak::clock_cycles(iters)); },
+      py::arg("iters"), py::call_guard<py::gil_scoped_release>());
+  m.def("copy_probe", &peak::copy_seconds, py::arg("bytes"), py::arg("threads"), py::arg("reps"),
+        py::call_guard<py::gil_scoped_release>());
 }

@@ -1,0 +1,186 @@
+"""The benchmark harness: end to end, failure reporting, formulas, statistics, probes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dlkern as dk
+from dlkern import _cpu
+from dlkern.__main__ import main
+from dlkern.bench import arrays, registry, threads
+from dlkern.bench.cases import matmul as matmul_cases
+from dlkern.bench.peak import Peaks
+from dlkern.bench.stats import summarize
+
+
+def _bench(*args, tmp_path):
+    """python -m dlkern bench ARGS in a subprocess, on the dlkern this test imported."""
+    env = dict(os.environ)
+    package_root = str(Path(dk.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "dlkern", "bench", *args],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+
+
+def test_quick_matmul_end_to_end(tmp_path):
+    json_path, md_path = tmp_path / "out.json", tmp_path / "out.md"
+    proc = _bench("--quick", "--ops", "matmul", "--json", str(json_path),
+                  "--markdown", str(md_path), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "dlkern median [p20, p80]" in proc.stdout
+    assert "matmul 256x256x256" in proc.stdout and "cache: warm" in proc.stdout
+    assert "\r" not in proc.stderr  # no progress bar when stderr is not a terminal
+
+    doc = json.loads(json_path.read_text())
+    assert doc["schema"] == "dlkern-bench/1"
+    assert doc["machine"]["cpu_isa"] == _cpu.cpu_isa()
+    assert doc["settings"]["device"] == "cpu" and doc["settings"]["cache"] == "warm"
+    thread_counts = sorted({1, dk.get_num_threads()})
+    assert doc["settings"]["threads"] == thread_counts
+    for dtype in ("float32", "float64"):
+        for t in thread_counts:
+            assert doc["peaks"]["flops_per_second"][dtype][str(t)] > 1e8
+    assert all(doc["peaks"]["bytes_per_second"][str(t)] > 1e8 for t in thread_counts)
+    assert doc["summary"]["failed"] == 0
+    cases = doc["cases"]
+    assert len(cases) == len(matmul_cases.CPU_SHAPES_QUICK) * len(thread_counts)
+    for c in cases:
+        assert c["status"] == "ok" and c["relative_error"] <= c["rtol"]
+        p = c["params"]
+        assert c["flops"] == matmul_cases.flop_count(p["batch"], p["m"], p["n"], p["k"])
+        t = c["timings_seconds"]["dlkern"]
+        assert 0 < t["p20"] <= t["median"] <= t["p80"] and t["repetitions"] == len(t["samples"])
+        assert c["threads"]["dlkern"] == c["threads"]["numpy_blas"] == c["threads"]["torch"]
+        assert c["ratios"]["numpy"] == pytest.approx(
+            c["timings_seconds"]["numpy"]["median"] / t["median"])
+        assert c["throughput_per_second"]["dlkern"] == pytest.approx(c["flops"] / t["median"])
+        assert 0 < c["percent_of_peak"]
+    assert md_path.read_text().count("| matmul ") == len(cases)
+
+
+def _add_case(ctx, name, run):
+    """A small case of c = a + b whose dlkern call is ``run``."""
+    rng = np.random.default_rng(0)
+
+    def setup():
+        return {"numpy": (rng.uniform(-1, 1, 1000), rng.uniform(-1, 1, 1000))}
+
+    return registry.Case(
+        family="injected", name=name, device=ctx.device, dtype="float64", kind="numpy",
+        params={"n": 1000}, flops=1000, bytes=24000, setup=setup, run=run,
+        expected=lambda x: x["numpy"][0] + x["numpy"][1],
+        references={"numpy": lambda x: np.add(*x["numpy"])},
+    )
+
+
+@pytest.fixture
+def injected_family():
+    def make(ctx):
+        return [
+            _add_case(ctx, "right", lambda x: x["numpy"][0] + x["numpy"][1]),
+            _add_case(ctx, "wrong", lambda x: x["numpy"][0] + x["numpy"][1] * 1.001),
+            _add_case(ctx, "raises", lambda x: dk.matmul(*x["numpy"])),  # 1-D: ValueError
+        ]
+
+    registry.register("injected", make)
+    yield "injected"
+    registry.unregister("injected")
+
+
+def test_wrong_result_is_reported_failed(injected_family, tmp_path, capsys):
+    json_path = tmp_path / "out.json"
+    rc = main(["bench", "--quick", "--threads", "1", "--ops", injected_family, "--json", str(json_path)])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "FAILED injected wrong float64" in out and "relative error" in out
+    assert "FAILED injected raises float64" in out and "ValueError" in out
+    status = {c["name"]: c for c in json.loads(json_path.read_text())["cases"]}
+    assert status["right"]["status"] == "ok" and status["right"]["timings_seconds"]["dlkern"]
+    for name in ("wrong", "raises"):
+        assert status[name]["status"] == "FAILED"
+        assert status[name]["timings_seconds"] == {}  # never timed
+
+
+def test_cuda_without_gpu_is_a_clear_error(capsys):
+    if dk.cuda_available():
+        pytest.skip("this machine can run CUDA kernels")
+    assert main(["bench", "--device", "cuda", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda" in err and dk.cuda_unavailable_reason() in err
+
+
+def test_unknown_family_is_a_clear_error(capsys):
+    assert main(["bench", "--ops", "nosuchop"]) == 2
+    assert "unknown op family nosuchop" in capsys.readouterr().err
+
+
+def test_matmul_flop_and_byte_formulas():
+    assert matmul_cases.flop_count(1, 2, 3, 4) == 2 * 2 * 3 * 4
+    assert matmul_cases.flop_count(5, 64, 32, 16) == 5 * 2 * 64 * 32 * 16
+    # A (m x k) and B (k x n) read, C (m x n) written, once each.
+    assert matmul_cases.byte_count(1, 2, 3, 4, 4) == 4 * (2 * 4 + 4 * 3 + 2 * 3)
+    assert matmul_cases.byte_count(3, 2, 3, 4, 8) == 3 * 8 * (8 + 12 + 6)
+    for c in matmul_cases.cases(registry.Context(device="cpu", quick=True)):
+        p = c.params
+        assert c.flops == 2 * p["batch"] * p["m"] * p["n"] * p["k"]
+
+
+def test_statistics_on_known_samples():
+    s = summarize([7, 3, 10, 1, 5, 9, 2, 8, 4, 6])
+    assert (s.median, s.min, s.max, s.mean, s.repetitions) == (5.5, 1, 10, 5.5, 10)
+    # Linear interpolation between order statistics: rank 0.2 * 9 = 1.8 -> 2.8.
+    assert s.p20 == pytest.approx(2.8) and s.p80 == pytest.approx(8.2)
+    assert summarize([2.0, 1.0, 3.0]).median == 2.0
+    assert summarize([4.0]).p20 == summarize([4.0]).p80 == 4.0
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_roofline_takes_the_lower_bound():
+    peaks = Peaks("cpu", flops={("float32", 1): 100e9}, bandwidth={1: 10e9})
+    case = _add_case(registry.Context("cpu", True), "x", None)
+    compute_bound = dataclasses.replace(case, dtype="float32", threads=1, flops=1000, bytes=10)
+    memory_bound = dataclasses.replace(compute_bound, flops=10, bytes=10)
+    assert peaks.roofline(compute_bound) == 100e9
+    assert peaks.roofline(memory_bound) == 10e9  # 10 GB/s x 1 FLOP/byte
+    assert peaks.roofline(dataclasses.replace(memory_bound, metric="bytes")) == 10e9
+    assert peaks.roofline(dataclasses.replace(memory_bound, threads=2)) is None
+
+
+def test_relative_error():
+    expected = np.array([1.0, -4.0, 2.0])
+    assert arrays.relative_error(np.array([1.0, -4.0, 2.0], np.float32), expected) == 0
+    assert arrays.relative_error(np.array([1.4, -4.0, 2.0]), expected) == pytest.approx(0.1)
+    assert arrays.relative_error(np.array([np.nan, -4.0, 2.0]), expected) == float("inf")
+    assert arrays.relative_error(np.zeros(2), expected) == float("inf")
+
+
+def test_thread_limits_are_applied_and_restored():
+    torch = pytest.importorskip("torch")
+    before = (dk.get_num_threads(), torch.get_num_threads())
+    with threads.limited(1) as setting:
+        assert dk.get_num_threads() == torch.get_num_threads() == 1
+        assert setting["dlkern"] == setting["torch"] == 1
+    assert (dk.get_num_threads(), torch.get_num_threads()) == before
+
+
+def test_probes():
+    flops, seconds, used = _cpu.fma_probe(_cpu.cpu_isa(), "float32", 1, 10000)
+    assert used == 1 and seconds > 0 and flops > 0
+    with pytest.raises(TypeError):
+        _cpu.fma_probe("generic", "float16", 1, 10)
+    with pytest.raises(ValueError):
+        _cpu.fma_probe("generic", "float32", 0, 10)
+    cycles, seconds, _ = _cpu.clock_probe(1000)
+    assert cycles == 64000 and seconds > 0
+    assert len(_cpu.copy_probe(1 << 20, 2, 3)) == 3
