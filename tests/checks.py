@@ -21,28 +21,32 @@ def dtype_name(x) -> str:
     return str(x.dtype).removeprefix("torch.")
 
 
-def assert_matmul_close(c, a, b, expected) -> None:
-    """Check c against the float64 product ``expected`` of a and b.
+def assert_sums_close(result, expected, magnitude, terms: int, what: str = "result") -> None:
+    """Check a result whose elements are sums of at most ``terms`` products.
 
-    A sum of k products accumulated in precision u satisfies
-    |fl(AB) - AB| <= k u |A||B| (elementwise), and rounding the result to the
-    storage dtype adds u_store |C| <= u_store |A||B|. That bound holds for any
-    summation order; an indexing error (a lost or repeated term) is of order
-    |A||B| / k and far above it.
+    A sum of n products accumulated in precision u satisfies
+    |fl(sum) - sum| <= n u sum|products|, whatever the order, and rounding to
+    the storage dtype adds u_store |sum|. ``magnitude`` is sum|products| per
+    element (the same computation on absolute values). An indexing error (a
+    lost or repeated term) is of order magnitude / n, far above the bound.
     """
-    dtype = dtype_name(c)
-    assert dtype == dtype_name(a), f"result dtype {dtype} != input dtype {dtype_name(a)}"
-    a64, b64, c64 = as64(a), as64(b), as64(c)
-    assert c64.shape == expected.shape, f"shape {c64.shape} != expected {expected.shape}"
-    assert np.isfinite(c64).all(), "result has NaN/inf (an element was not written?)"
-    k = a64.shape[-1]
+    dtype = dtype_name(result)
+    got = as64(result)
+    assert got.shape == expected.shape, f"{what}: shape {got.shape} != expected {expected.shape}"
+    assert np.isfinite(got).all(), f"{what} has NaN/inf (an element was not written?)"
     u_acc = UNIT_ROUNDOFF[ACCUMULATOR[dtype]]
-    u_store = UNIT_ROUNDOFF[dtype]
-    magnitude = np.abs(a64) @ np.abs(b64)
-    bound = (max(k, 1) * u_acc + u_store) * magnitude + np.finfo(np.float64).tiny
-    err = np.abs(c64 - expected)
-    worst = np.unravel_index(np.argmax(err / bound), err.shape) if err.size else None
-    assert (err <= bound).all(), (
-        f"{dtype} result off by {err[worst]:.3g} at {worst} (bound {bound[worst]:.3g}, "
-        f"value {c64[worst]:.6g}, expected {expected[worst]:.6g})"
-    )
+    bound = (max(terms, 1) * u_acc + UNIT_ROUNDOFF[dtype]) * magnitude + np.finfo(np.float64).tiny
+    err = np.abs(got - expected)
+    if err.size and not (err <= bound).all():
+        worst = np.unravel_index(np.argmax(err / bound), err.shape)
+        raise AssertionError(
+            f"{what} ({dtype}) off by {err[worst]:.3g} at {worst} (bound {bound[worst]:.3g}, "
+            f"value {got[worst]:.6g}, expected {expected[worst]:.6g})"
+        )
+
+
+def assert_matmul_close(c, a, b, expected) -> None:
+    """Check c against the float64 product ``expected`` of a and b."""
+    assert dtype_name(c) == dtype_name(a), f"result dtype {dtype_name(c)} != {dtype_name(a)}"
+    magnitude = np.abs(as64(a)) @ np.abs(as64(b))
+    assert_sums_close(c, expected, magnitude, as64(a).shape[-1])

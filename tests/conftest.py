@@ -82,7 +82,11 @@ class CudaTarget:
         return cupy.asarray(x)
 
     def host(self, y):
-        """A result back on the host (NumPy, or a CPU torch tensor)."""
+        """A result (or a tuple of them) back on the host (NumPy, or a CPU torch tensor)."""
+        if isinstance(y, tuple):
+            return tuple(self.host(v) for v in y)
+        if y is None:
+            return None
         if hasattr(y, "detach"):
             return y.cpu()
         return y.get() if hasattr(y, "get") else y

@@ -152,3 +152,70 @@ def avg_pool2d_backward(grad_out, input_shape, kernel, stride, pad, count_includ
                 for iw in cols:
                     grad[:, :, ih, iw] += g[:, :, oh, ow] / d
     return grad
+
+
+def _conv_taps(x_shape, params):
+    """For each kernel tap (i, j): the (rows, cols) slices of the padded input it reads."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = params
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, (slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
+                         slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
+
+
+def conv2d_padding(x_shape, w_shape, padding, dilation):
+    """(top, bottom, left, right) for torch's padding argument ('same' puts the odd one last)."""
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if padding == "same":
+        th, tw = dilation[0] * (w_shape[2] - 1), dilation[1] * (w_shape[3] - 1)
+        return th // 2, th - th // 2, tw // 2, tw - tw // 2
+    return padding[0], padding[0], padding[1], padding[1]
+
+
+def conv2d(x, w, b, stride, padding, dilation, groups):
+    """Cross-correlation of x (N, C, H, W) with w (K, C / groups, kh, kw), in float64.
+
+    out[n, k, p, q] = b[k] + sum over c in k's group, taps (i, j) of
+    w[k, c, i, j] * xpad[n, c, p * sh + i * dh, q * sw + j * dw].
+    """
+    x, w = as64(x), as64(w)
+    top, bottom, left, right = conv2d_padding(x.shape, w.shape, padding, dilation)
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    kh, kw = w.shape[2:]
+    oh = (xp.shape[2] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (xp.shape[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    k, cg = w.shape[0], w.shape[1]
+    kg = k // groups
+    out = np.zeros((x.shape[0], k, oh, ow))
+    for i, j, (rows, cols) in _conv_taps(x.shape, ((kh, kw), stride, dilation, (oh, ow))):
+        for g in range(groups):
+            patch = xp[:, g * cg:(g + 1) * cg, rows, cols]
+            out[:, g * kg:(g + 1) * kg] += np.einsum("nchw,kc->nkhw", patch,
+                                                     w[g * kg:(g + 1) * kg, :, i, j])
+    if b is not None:
+        out += as64(b)[None, :, None, None]
+    return out
+
+
+def conv2d_backward(grad_out, x, w, stride, padding, dilation, groups):
+    """(grad_input, grad_weight, grad_bias) of conv2d, in float64: each tap's
+    contribution to the forward sum, differentiated term by term."""
+    g_out, x, w = as64(grad_out), as64(x), as64(w)
+    top, bottom, left, right = conv2d_padding(x.shape, w.shape, padding, dilation)
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    grad_xp = np.zeros_like(xp)
+    grad_w = np.zeros_like(w)
+    kh, kw = w.shape[2:]
+    oh, ow = g_out.shape[2:]
+    k, cg = w.shape[0], w.shape[1]
+    kg = k // groups
+    for i, j, (rows, cols) in _conv_taps(x.shape, ((kh, kw), stride, dilation, (oh, ow))):
+        for g in range(groups):
+            go = g_out[:, g * kg:(g + 1) * kg]
+            patch = xp[:, g * cg:(g + 1) * cg, rows, cols]
+            grad_w[g * kg:(g + 1) * kg, :, i, j] += np.einsum("nkhw,nchw->kc", go, patch)
+            grad_xp[:, g * cg:(g + 1) * cg, rows, cols] += np.einsum(
+                "nkhw,kc->nchw", go, w[g * kg:(g + 1) * kg, :, i, j])
+    grad_x = grad_xp[:, :, top:top + x.shape[2], left:left + x.shape[3]]
+    return grad_x, grad_w, g_out.sum(axis=(0, 2, 3))

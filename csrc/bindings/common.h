@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <tuple>
 
+#include "dlkern/conv.h"
 #include "dlkern/error.h"
 #include "dlkern/pool.h"
 #include "dlkern/types.h"
@@ -61,6 +62,28 @@ inline Pool2dParams pool_params(const PoolTuple& t) {
 
 inline Nchw nchw(const std::tuple<int64_t, int64_t, int64_t, int64_t>& s) {
   return {std::get<0>(s), std::get<1>(s), std::get<2>(s), std::get<3>(s)};
+}
+
+// Conv2dParams likewise.
+using ConvTuple = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                             int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                             int64_t, int64_t, int64_t, int64_t>;
+
+inline ConvTuple to_tuple(const Conv2dParams& p) {
+  return {p.batch,      p.in_channels, p.in_h,     p.in_w,      p.out_channels, p.kernel_h,
+          p.kernel_w,   p.stride_h,    p.stride_w, p.pad_top,   p.pad_bottom,   p.pad_left,
+          p.pad_right,  p.dilation_h,  p.dilation_w, p.groups,  p.out_h,        p.out_w};
+}
+
+inline Conv2dParams conv_params(const ConvTuple& t) {
+  const auto& [n, c, h, w, k, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, g, oh, ow] = t;
+  return {n, c, h, w, k, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, g, oh, ow};
+}
+
+using GradMask = std::tuple<bool, bool, bool>;
+
+inline Conv2dGrads conv_grads(const GradMask& m) {
+  return {std::get<0>(m), std::get<1>(m), std::get<2>(m)};
 }
 
 }  // namespace dlkern::bindings

@@ -5,6 +5,7 @@
 #include "bindings/common.h"
 #include "cpu/peak.h"
 #include "dlkern/config.h"
+#include "dlkern/conv.h"
 #include "dlkern/gemm.h"
 #include "dlkern/pool.h"
 
@@ -94,6 +95,47 @@ void def_pool(py::module_& m) {
       py::call_guard<py::gil_scoped_release>());
 }
 
+void def_conv(py::module_& m) {
+  using bindings::ConvTuple;
+  using Strides = std::tuple<int64_t, int64_t, int64_t, int64_t>;
+  m.def("conv2d_params",
+        [](int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t wc, int64_t kh,
+           int64_t kw, int64_t sh, int64_t sw, int padding, int64_t ph, int64_t pw, int64_t dh,
+           int64_t dw, int64_t groups) {
+          return bindings::to_tuple(conv2d_params(n, c, h, w, k, wc, kh, kw, sh, sw,
+                                                  static_cast<Padding>(padding), ph, pw, dh, dw,
+                                                  groups));
+        });
+  m.def(
+      "conv2d_forward",
+      [](const std::string& dtype, const ConvTuple& t, std::uintptr_t in, const Strides& st,
+         std::uintptr_t weight, std::uintptr_t bias, std::uintptr_t out) {
+        dispatch_float(dtype, "conv2d", [&](auto tag) {
+          using T = decltype(tag);
+          conv2d_forward_cpu<T>(bindings::conv_params(t), reinterpret_cast<const T*>(in),
+                                bindings::nchw(st), reinterpret_cast<const T*>(weight),
+                                reinterpret_cast<const T*>(bias), reinterpret_cast<T*>(out));
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "conv2d_backward",
+      [](const std::string& dtype, const ConvTuple& t, const bindings::GradMask& mask,
+         std::uintptr_t grad_out, std::uintptr_t in, const Strides& st, std::uintptr_t weight,
+         std::uintptr_t grad_in, std::uintptr_t grad_weight, std::uintptr_t grad_bias) {
+        dispatch_float(dtype, "conv2d_backward", [&](auto tag) {
+          using T = decltype(tag);
+          conv2d_backward_cpu<T>(bindings::conv_params(t), bindings::conv_grads(mask),
+                                 reinterpret_cast<const T*>(grad_out),
+                                 reinterpret_cast<const T*>(in), bindings::nchw(st),
+                                 reinterpret_cast<const T*>(weight),
+                                 reinterpret_cast<T*>(grad_in), reinterpret_cast<T*>(grad_weight),
+                                 reinterpret_cast<T*>(grad_bias));
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+}
+
 CpuIsa isa_from_name(const std::string& name) {
   for (CpuIsa isa : {CpuIsa::generic, CpuIsa::avx2, CpuIsa::avx512})
     if (name == cpu_isa_name(isa)) return isa;
@@ -126,6 +168,7 @@ PYBIND11_MODULE(_cpu, m) {
       py::call_guard<py::gil_scoped_release>());
 
   def_pool(m);
+  def_conv(m);
 
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);

@@ -12,6 +12,7 @@ from ._config import (
     set_num_threads,
     show_config,
 )
+from .conv import conv2d, conv2d_backward
 from .matmul import matmul
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
@@ -19,6 +20,8 @@ __all__ = [
     "__version__",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "conv2d",
+    "conv2d_backward",
     "cuda_available",
     "cuda_unavailable_reason",
     "get_num_threads",

@@ -1,0 +1,293 @@
+"""conv2d / conv2d_backward against the float64 reference, torch, and finite differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import dlkern as dk
+import reference as ref
+from checks import assert_sums_close
+from conftest import random_array
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+DTYPES = ["float32", "float64"]
+
+
+@st.composite
+def conv_cases(draw):
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    cin = groups * draw(st.integers(1, 3))
+    cout = groups * draw(st.integers(1, 3))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = draw(st.one_of(
+        st.tuples(st.integers(0, 3), st.integers(0, 3)),
+        st.sampled_from(["same", "valid"]),
+    ))
+    if padding == "same":
+        stride = (1, 1)
+    shape = (draw(st.integers(1, 3)), cin, draw(st.integers(1, 11)), draw(st.integers(1, 11)))
+    pads = ref.conv2d_padding(shape, (cout, cin // groups) + kernel, padding, dilation)
+    for axis in range(2):
+        span = dilation[axis] * (kernel[axis] - 1) + 1
+        assume(shape[2 + axis] + pads[2 * axis] + pads[2 * axis + 1] >= span)
+    with_bias = draw(st.booleans())
+    return shape, (cout, cin // groups) + kernel, stride, padding, dilation, groups, with_bias
+
+
+def conv_magnitude(x, w, b, stride, padding, dilation, groups):
+    """Sum of |terms| of each output: the same convolution on absolute values."""
+    return ref.conv2d(np.abs(ref.as64(x)), np.abs(ref.as64(w)),
+                      None if b is None else np.abs(ref.as64(b)), stride, padding, dilation, groups)
+
+
+def assert_conv_close(out, x, w, b, stride, padding, dilation, groups, expected):
+    terms = w.shape[1] * w.shape[2] * w.shape[3] + (b is not None)
+    assert_sums_close(out, expected, conv_magnitude(x, w, b, stride, padding, dilation, groups),
+                      terms, "conv2d")
+
+
+def assert_backward_close(grads, go, x, w, stride, padding, dilation, groups, expected):
+    """Each gradient against its expected value, with the bound of its own sums."""
+    go64, x64, w64 = (np.abs(ref.as64(v)) for v in (go, x, w))
+    magnitude = ref.conv2d_backward(go64, x64, w64, stride, padding, dilation, groups)
+    n, k = go.shape[0], w.shape[0]
+    oh, ow = go.shape[2:]
+    terms = [
+        (k // groups) * w.shape[2] * w.shape[3],  # grad_input: outputs reading each input
+        n * oh * ow,  # grad_weight: every output position
+        n * oh * ow,  # grad_bias
+    ]
+    for name, got, exp, mag, t in zip(("grad_input", "grad_weight", "grad_bias"), grads, expected,
+                                      magnitude, terms):
+        if got is not None:
+            assert_sums_close(got, exp, mag, t, name)
+
+
+SETTINGS = settings(max_examples=80, deadline=None)
+seeds = st.integers(0, 2**32 - 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(case=conv_cases(), seed=seeds)
+def test_conv2d_matches_reference_and_torch(dtype, case, seed):
+    rng = np.random.default_rng(seed)
+    x_shape, w_shape, stride, padding, dilation, groups, with_bias = case
+    x = random_array(rng, x_shape, dtype)
+    w = random_array(rng, w_shape, dtype)
+    b = random_array(rng, (w_shape[0],), dtype) if with_bias else None
+    out = dk.conv2d(x, w, b, stride, padding, dilation, groups)
+    assert out.dtype == dtype
+    expected = ref.conv2d(x, w, b, stride, padding, dilation, groups)
+    assert_conv_close(out, x, w, b, stride, padding, dilation, groups, expected)
+    t_out = F.conv2d(torch.from_numpy(x), torch.from_numpy(w),
+                     None if b is None else torch.from_numpy(b), stride, padding, dilation, groups)
+    assert t_out.shape == out.shape
+    assert_conv_close(out, x, w, b, stride, padding, dilation, groups, t_out.double().numpy())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(case=conv_cases(), seed=seeds)
+def test_conv2d_backward_matches_reference_and_torch(dtype, case, seed):
+    rng = np.random.default_rng(seed)
+    x_shape, w_shape, stride, padding, dilation, groups, _ = case
+    x = random_array(rng, x_shape, dtype)
+    w = random_array(rng, w_shape, dtype)
+    out_shape = ref.conv2d(x, w, None, stride, padding, dilation, groups).shape
+    go = random_array(rng, out_shape, dtype)
+    grads = dk.conv2d_backward(go, x, w, stride, padding, dilation, groups)
+    expected = ref.conv2d_backward(go, x, w, stride, padding, dilation, groups)
+    assert_backward_close(grads, go, x, w, stride, padding, dilation, groups, expected)
+    tx, tw = (torch.from_numpy(v).requires_grad_() for v in (x, w))
+    tb = torch.zeros(w_shape[0], dtype=tx.dtype, requires_grad=True)
+    F.conv2d(tx, tw, tb, stride, padding, dilation, groups).backward(torch.from_numpy(go))
+    torch_grads = [t.grad.double().numpy() for t in (tx, tw, tb)]
+    assert_backward_close(grads, go, x, w, stride, padding, dilation, groups, torch_grads)
+
+
+@pytest.mark.parametrize("mask", [(True, False, False), (False, True, False),
+                                  (False, False, True), (False, True, True)])
+def test_output_mask(rng, mask):
+    x = random_array(rng, (2, 4, 8, 9), "float64")
+    w = random_array(rng, (6, 4, 3, 3), "float64")
+    go = random_array(rng, (2, 6, 6, 7), "float64")
+    grads = dk.conv2d_backward(go, x, w, output_mask=mask)
+    expected = ref.conv2d_backward(go, x, w, (1, 1), (0, 0), (1, 1), 1)
+    for wanted, got, exp in zip(mask, grads, expected):
+        if wanted:
+            np.testing.assert_allclose(got, exp, rtol=1e-12, atol=1e-12)
+        else:
+            assert got is None
+
+
+def finite_difference(f, x, g, h=1e-6):
+    """Gradient of sum(f(x) * g) with respect to x, by central differences."""
+    grad = np.empty_like(x)
+    for i in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        grad[i] = ((f(xp) - f(xm)) * g).sum() / (2 * h)
+    return grad
+
+
+def test_backward_matches_finite_differences(rng):
+    x = random_array(rng, (2, 4, 5, 6), "float64")
+    w = random_array(rng, (4, 2, 3, 2), "float64")
+    b = random_array(rng, (4,), "float64")
+    args = ((2, 1), (1, 1), (1, 2), 2)
+    go = random_array(rng, dk.conv2d(x, w, b, *args).shape, "float64")
+    gx, gw, gb = dk.conv2d_backward(go, x, w, *args)
+    np.testing.assert_allclose(gx, finite_difference(lambda v: dk.conv2d(v, w, b, *args), x, go),
+                               atol=1e-7)
+    np.testing.assert_allclose(gw, finite_difference(lambda v: dk.conv2d(x, v, b, *args), w, go),
+                               atol=1e-7)
+    np.testing.assert_allclose(gb, finite_difference(lambda v: dk.conv2d(x, w, v, *args), b, go),
+                               atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "view",
+    ["transposed-plane", "channel-step", "reversed", "batch-broadcast"],
+)
+def test_strided_inputs(rng, view):
+    base = random_array(rng, (3, 8, 12, 13), "float64")
+    x = {
+        "transposed-plane": base.transpose(0, 1, 3, 2),
+        "channel-step": base[:, ::2, 1:, 2:],
+        "reversed": base[::-1, :, ::-1, ::-1],
+        "batch-broadcast": np.broadcast_to(base[:1], (4, 8, 12, 13)),
+    }[view]
+    w = random_array(rng, (5, x.shape[1], 3, 3), "float64")[:, :, ::-1]  # strided weight too
+    b = random_array(rng, (10,), "float64")[::2]
+    out = dk.conv2d(x, w, b, 2, 1)
+    assert_conv_close(out, x, w, b, (2, 2), (1, 1), (1, 1), 1,
+                      ref.conv2d(x, w, b, (2, 2), (1, 1), (1, 1), 1))
+    go = random_array(rng, out.shape, "float64")[..., ::-1]
+    grads = dk.conv2d_backward(go, x, w, 2, 1)
+    assert_backward_close(grads, go, x, w, (2, 2), (1, 1), (1, 1), 1,
+                          ref.conv2d_backward(go, x, w, (2, 2), (1, 1), (1, 1), 1))
+
+
+def test_unbatched_and_empty_batch(rng):
+    x = random_array(rng, (3, 9, 8), "float32")
+    w = random_array(rng, (4, 3, 2, 3), "float32")
+    out = dk.conv2d(x, w, padding="same")
+    assert out.shape == (4, 9, 8)
+    expected = ref.conv2d(x[None], w, None, (1, 1), "same", (1, 1), 1)[0]
+    assert_conv_close(out[None], x[None], w, None, (1, 1), "same", (1, 1), 1, expected[None])
+    grads = dk.conv2d_backward(random_array(rng, out.shape, "float32"), x, w, padding="same")
+    assert [g.shape for g in grads] == [x.shape, w.shape, (4,)]
+    empty = random_array(rng, (0, 3, 9, 8), "float32")
+    assert dk.conv2d(empty, w).shape == (0, 4, 8, 6)
+    gi, gw, gb = dk.conv2d_backward(random_array(rng, (0, 4, 8, 6), "float32"), empty, w)
+    assert gi.shape == (0, 3, 9, 8)
+    np.testing.assert_array_equal(gw, np.zeros(w.shape))  # a sum over no samples
+    np.testing.assert_array_equal(gb, np.zeros(4))
+
+
+def test_torch_in_torch_out(rng):
+    x = torch.from_numpy(random_array(rng, (1, 2, 6, 6), "float32"))
+    w = torch.from_numpy(random_array(rng, (3, 2, 3, 3), "float32"))
+    out = dk.conv2d(x, w)
+    assert isinstance(out, torch.Tensor)
+    assert all(isinstance(g, torch.Tensor) for g in dk.conv2d_backward(torch.ones_like(out), x, w))
+
+
+def test_argument_forms(rng):
+    x = random_array(rng, (1, 2, 9, 10), "float64")
+    w = random_array(rng, (2, 2, 3, 3), "float64")
+    expected = dk.conv2d(x, w, None, (2, 2), (1, 1), (1, 1))
+    for form in [dict(stride=2, padding=1, dilation=1),
+                 dict(stride=(2,), padding=(1,), dilation=(1,)),
+                 dict(stride=[2, 2], padding=[1, 1], dilation=[1, 1]),
+                 dict(stride=np.int64(2), padding=np.int32(1))]:
+        np.testing.assert_array_equal(dk.conv2d(x, w, **form), expected)
+    np.testing.assert_array_equal(dk.conv2d(x, w, padding="valid"), dk.conv2d(x, w))
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs,error,match",
+    [
+        ((2, 4, 7, 7), (7, 2, 3, 3), dict(groups=2), ValueError, "multiple of groups"),
+        ((2, 4, 7, 7), (6, 2, 3, 3), dict(groups=3), ValueError, "expects input with 6 channels"),
+        ((2, 4, 7, 7), (6, 3, 3, 3), dict(groups=2), ValueError, "expects input with 6 channels"),
+        ((2, 4, 7, 7), (6, 2, 3, 3), dict(groups=0), ValueError, "groups must be positive"),
+        ((2, 4, 7, 7), (6, 4, 3, 3), dict(padding=-1), ValueError, "non-negative"),
+        ((2, 4, 7, 7), (6, 4, 3, 3), dict(stride=0), ValueError, "stride must be positive"),
+        ((2, 4, 7, 7), (6, 4, 3, 3), dict(dilation=0), ValueError, "dilation must be positive"),
+        ((2, 4, 7, 7), (6, 4, 9, 9), {}, ValueError, "smaller than the dilated kernel"),
+        ((2, 4, 7, 7), (6, 4, 3, 3), dict(dilation=4), ValueError, "smaller than the dilated"),
+        ((2, 4, 7, 7), (6, 4, 3, 3), dict(padding="same", stride=2), ValueError, "needs stride 1"),
+        ((2, 4, 7, 7), (6, 4, 3, 3), dict(padding="full"), ValueError, "'same', 'valid'"),
+        ((2, 4, 7, 7), (0, 4, 3, 3), {}, ValueError, "out_channels"),
+        ((2, 0, 7, 7), (6, 0, 3, 3), {}, ValueError, "non-zero channels"),
+        ((2, 4, 7, 7), (6, 4, 0, 3), {}, ValueError, "non-empty kernel"),
+        ((7, 7), (6, 4, 3, 3), {}, ValueError, "input must be 4-D"),
+        ((2, 4, 7, 7), (6, 4, 3), {}, ValueError, "weight must be 4-D"),
+        ((2, 4, 7, 7), (6, 4, 3, 3), dict(stride=(1, 2, 3)), ValueError, "one or two ints"),
+        ((2, 4, 7, 7), (6, 4, 3, 3), dict(groups=2.0), TypeError, "groups must be an int"),
+        ((2, 4, 7, 7), (6, 4, 3, 3), dict(padding=1.0), TypeError, "padding must be an int"),
+    ],
+)
+def test_bad_arguments(rng, x_shape, w_shape, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        dk.conv2d(random_array(rng, x_shape), random_array(rng, w_shape), **kwargs)
+
+
+def test_bad_bias_and_dtypes(rng):
+    x = random_array(rng, (2, 4, 7, 7), "float32")
+    w = random_array(rng, (6, 4, 3, 3), "float32")
+    with pytest.raises(ValueError, match="bias must be 1-D with out_channels = 6"):
+        dk.conv2d(x, w, random_array(rng, (5,), "float32"))
+    with pytest.raises(ValueError, match="bias must be 1-D"):
+        dk.conv2d(x, w, random_array(rng, (6, 1), "float32"))
+    with pytest.raises(TypeError, match="weight has dtype float64 but input has dtype float32"):
+        dk.conv2d(x, w.astype(np.float64))
+    with pytest.raises(TypeError, match="bias has dtype float64"):
+        dk.conv2d(x, w, np.zeros(6))
+    with pytest.raises(TypeError, match="CUDA only"):
+        dk.conv2d(x.astype(np.float16), w.astype(np.float16))
+    go = random_array(rng, (2, 6, 5, 5), "float32")
+    with pytest.raises(ValueError, match=r"grad_output must have the forward output's shape"):
+        dk.conv2d_backward(go[:, :, :4], x, w)
+    with pytest.raises(ValueError, match="output_mask must be three bools"):
+        dk.conv2d_backward(go, x, w, output_mask=(True, False))
+
+
+# ------------------------------------------------------------------- CUDA ---
+
+CUDA_CASES = [
+    # x shape, w shape, stride, padding, dilation, groups
+    ((2, 8, 9, 11), (16, 8, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+    ((1, 6, 8, 7), (6, 2, 2, 3), (2, 1), (1, 0), (1, 2), 3),
+    ((2, 4, 6, 6), (4, 1, 3, 3), (1, 1), "same", (1, 1), 4),  # depthwise
+    ((1, 16, 5, 5), (8, 16, 1, 1), (1, 1), (0, 0), (1, 1), 1),  # 1x1
+]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("case", CUDA_CASES)
+def test_cuda_conv2d(cuda, rng, dtype, case):
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    x = random_array(rng, x_shape, dtype)
+    w = random_array(rng, w_shape, dtype)
+    b = random_array(rng, (w_shape[0],), dtype)
+    out = cuda.run(dk.conv2d, cuda.array(x), cuda.array(w), cuda.array(b), stride, padding,
+                   dilation, groups)
+    expected = ref.conv2d(x, w, b, stride, padding, dilation, groups)
+    assert_conv_close(out, x, w, b, stride, padding, dilation, groups, expected)
+    go = random_array(rng, expected.shape, dtype)
+    grads = cuda.run(dk.conv2d_backward, cuda.array(go), cuda.array(x), cuda.array(w), stride,
+                     padding, dilation, groups)
+    expected = ref.conv2d_backward(go, x, w, stride, padding, dilation, groups)
+    assert_backward_close(grads, go, x, w, stride, padding, dilation, groups, expected)
