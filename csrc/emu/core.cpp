@@ -243,7 +243,7 @@ class Executor {
       for (unsigned i = 0; i < threads_; ++i)
         if (fibers_[i]->state == State::ready) round_.push_back(fibers_[i].get());
       if (job_->schedule.order == Order::reverse) std::reverse(round_.begin(), round_.end());
-      if (job_->schedule.order == Order::shuffle) std::shuffle(round_.begin(), round_.end(), rng);
+      if (job_->schedule.order == Order::shuffle) shuffle_round(rng);
       if (!round_.empty()) {
         cursor_ = 1;
         enter(round_[0]);
@@ -327,6 +327,12 @@ class Executor {
 #endif
     swapcontext(&self->context, next ? &next->context : &main_);
     finish_switch(self);
+  }
+
+  // Fisher-Yates spelled out: std::shuffle's results differ between standard
+  // libraries, and a seed should name the same interleaving everywhere.
+  void shuffle_round(std::mt19937_64& rng) {
+    for (size_t i = round_.size(); i > 1; --i) std::swap(round_[i - 1], round_[rng() % i]);
   }
 
   Fiber& lane(unsigned warp, unsigned l) { return *fibers_[warp * 32 + l]; }
@@ -534,8 +540,9 @@ class Pool {
   uint64_t generation_ = 0;
 };
 
+// The exception takes the place of the cudaGetLastError() check that follows
+// a launch under nvcc, so the error is not left pending.
 [[noreturn]] void launch_error(cudaError_t error, const KernelLaunch& L, const std::string& why) {
-  set_last_error(error);
   throw Error(concat("CUDA error ", cudaGetErrorName(error), " (", cudaGetErrorString(error),
                      ") launching emulated kernel '", L.name, "' with grid ",
                      describe_dim(L.grid), ", block ", describe_dim(L.block), ", ",
