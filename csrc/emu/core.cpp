@@ -426,20 +426,34 @@ class Executor {
     return "";
   }
 
-  // "threads 0-31: ...; threads 32-63: ..." (threads numbered
-  // x + y * blockDim.x + z * blockDim.x * blockDim.y).
+  // "threads 0-31: <state>; threads 32-63: <state>", grouping the threads
+  // (numbered x + y * blockDim.x + z * blockDim.x * blockDim.y) by state.
   std::string describe_threads() const {
+    std::vector<std::pair<std::string, std::vector<std::pair<unsigned, unsigned>>>> groups;
+    for (unsigned i = 0; i < threads_; ++i) {
+      std::string what = describe(*fibers_[i]);
+      auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& e) { return e.first == what; });
+      if (g == groups.end()) g = groups.insert(groups.end(), {std::move(what), {}});
+      auto& ranges = g->second;
+      if (!ranges.empty() && ranges.back().second + 1 == i)
+        ranges.back().second = i;
+      else
+        ranges.push_back({i, i});
+    }
     std::string out;
-    unsigned start = 0;
-    std::string what = describe(*fibers_[0]);
-    for (unsigned i = 1; i <= threads_; ++i) {
-      std::string next = i < threads_ ? describe(*fibers_[i]) : std::string();
-      if (i < threads_ && next == what) continue;
+    for (const auto& [what, ranges] : groups) {
+      constexpr size_t kShown = 4;
+      unsigned count = 0;
+      std::string ids;
+      for (size_t r = 0; r < ranges.size(); ++r) {
+        count += ranges[r].second - ranges[r].first + 1;
+        if (r < kShown)
+          ids += concat(r ? ", " : "", ranges[r].first,
+                        ranges[r].second > ranges[r].first ? concat("-", ranges[r].second) : "");
+      }
+      if (ranges.size() > kShown) ids += concat(", ... (", count, " threads)");
       if (!out.empty()) out += "; ";
-      out += i - 1 == start ? concat("thread ", start) : concat("threads ", start, "-", i - 1);
-      out += ": " + what;
-      start = i;
-      what = std::move(next);
+      out += concat(count > 1 ? "threads " : "thread ", ids, ": ", what);
     }
     return out;
   }

@@ -87,7 +87,8 @@ void resolve_ldmatrix(void* const* payloads) {
       const int lane = 8 * i + row;
       const void* p = static_cast<const LdmatrixLane*>(payloads[lane])->row;
       if (!p || reinterpret_cast<uintptr_t>(p) % 16)
-        throw Error(concat("ldmatrix: lane ", lane, " gave row address ", p,
+        throw Error(concat("ldmatrix_x", matrices, trans ? "_trans" : "", ": lane ", lane,
+                           " gave row address ", p,
                            ", which is not a 16-byte aligned shared-memory address"));
       std::memcpy(m[i][row], p, 16);
     }
