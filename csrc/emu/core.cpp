@@ -610,8 +610,6 @@ void run(const KernelLaunch& launch) {
 
 void* dynamic_smem() { return executor("DLKERN_DYNAMIC_SMEM").dynamic_smem(); }
 
-unsigned lane_id() { return executor("lane_id").current().linear % 32; }
-
 void sync_block(const Site& site) {
   Executor& ex = executor("__syncthreads");
   Fiber& f = ex.current();

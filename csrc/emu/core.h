@@ -87,7 +87,6 @@ struct WarpOp {
 
 void warp_collective(const WarpOp& op, unsigned mask, void* payload, const Site& site);
 void sync_block(const Site& site);
-unsigned lane_id();
 void* dynamic_smem();
 
 void cp_async_issue(void* smem_dst, const void* gmem_src, bool valid);
