@@ -7,6 +7,7 @@
 
 #include "bindings/common.h"
 #include "cuda/runtime.cuh"
+#include "cuda/selftest.h"
 #include "dlkern/gemm.h"
 #include "dlkern/pool.h"
 
@@ -36,6 +37,23 @@ class DeviceGuard {
 };
 
 cudaStream_t as_stream(std::uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+
+template <typename T>
+T* as_pointer(std::uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+selftest::MmaShape parse_mma_shape(const std::string& name) {
+  using selftest::MmaShape;
+  for (auto [shape, label] : {std::pair{MmaShape::m16n8k16_f16, "m16n8k16_f16"},
+                              std::pair{MmaShape::m16n8k16_bf16, "m16n8k16_bf16"},
+                              std::pair{MmaShape::m16n8k8_f16, "m16n8k8_f16"},
+                              std::pair{MmaShape::m16n8k8_bf16, "m16n8k8_bf16"},
+                              std::pair{MmaShape::m16n8k8_tf32, "m16n8k8_tf32"}})
+    if (name == label) return shape;
+  throw ValueError("mma shape must be m16n8k16_f16, m16n8k16_bf16, m16n8k8_f16, m16n8k8_bf16 or "
+                   "m16n8k8_tf32, got '" + name + "'");
+}
 
 // Why CUDA cannot be used here, or "" when it can. Never throws.
 std::string unavailable_reason() {
@@ -163,4 +181,56 @@ PYBIND11_MODULE(DLKERN_MODULE_NAME, m) {
       py::call_guard<py::gil_scoped_release>());
 
   def_pool(m);
+
+  // Self-tests of the instruction wrappers (csrc/cuda/selftest.h), for
+  // tests/test_emu.py: device addresses in, results written to device memory.
+  m.def(
+      "_test_mma",
+      [](const std::string& shape, std::uintptr_t a, std::uintptr_t b, std::uintptr_t c,
+         std::uintptr_t d, int device, std::uintptr_t stream) {
+        DeviceGuard guard(device);
+        selftest::mma(parse_mma_shape(shape), as_pointer<const void>(a), as_pointer<const void>(b),
+                      as_pointer<const float>(c), as_pointer<float>(d), as_stream(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "_test_ldmatrix",
+      [](int matrices, bool trans, std::uintptr_t src, std::uintptr_t out, int device,
+         std::uintptr_t stream) {
+        DeviceGuard guard(device);
+        selftest::ldmatrix(matrices, trans, as_pointer<const uint16_t>(src),
+                           as_pointer<uint32_t>(out), as_stream(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "_test_warp",
+      [](int op, unsigned mask, int arg, int width, std::uintptr_t in, std::uintptr_t out,
+         int device, std::uintptr_t stream) {
+        DeviceGuard guard(device);
+        selftest::warp_op(op, mask, arg, width, as_pointer<const int>(in), as_pointer<int>(out),
+                          as_stream(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "_test_cp_async",
+      [](std::uintptr_t in, std::uintptr_t valid, std::uintptr_t out, int device,
+         std::uintptr_t stream) {
+        DeviceGuard guard(device);
+        selftest::cp_async(as_pointer<const float>(in), as_pointer<const unsigned char>(valid),
+                           as_pointer<float>(out), as_stream(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.attr("_test_cp_async_threads") = selftest::kCpAsyncThreads;
+
+#if defined(DLKERN_EMU)
+  // The emulator's fiber order for launches from the calling thread
+  // (dlkern.testing.cuda_emulation sets it).
+  m.def("emu_set_schedule", [](const std::string& order, std::uint64_t seed) {
+    emu::set_schedule({emu::parse_order(order), seed});
+  });
+  m.def("emu_schedule", []() {
+    const emu::Schedule s = emu::schedule();
+    return py::make_tuple(emu::order_name(s.order), s.seed);
+  });
+#endif
 }
