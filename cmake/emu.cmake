@@ -67,8 +67,15 @@ if(DLKERN_HAVE_SANITIZERS)
   target_link_options(emu_sanitizer_check PRIVATE ${DLKERN_SANITIZE})
   target_link_libraries(emu_sanitizer_check PRIVATE Threads::Threads)
   add_dependencies(_emu_fixtures emu_sanitizer_check)
+  # It lives beside the modules (installed with them), so an installed
+  # package finds it after the build tree is gone.
+  install(TARGETS emu_sanitizer_check RUNTIME DESTINATION dlkern)
+  if(DLKERN_DEV_INPLACE)
+    set_target_properties(emu_sanitizer_check PROPERTIES
+      RUNTIME_OUTPUT_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/python/dlkern)
+  endif()
   target_compile_definitions(_emu_fixtures PRIVATE
-    "DLKERN_EMU_SANITIZER_CHECK=\"$<TARGET_FILE:emu_sanitizer_check>\"")
+    "DLKERN_EMU_SANITIZER_CHECK=\"$<TARGET_FILE_NAME:emu_sanitizer_check>\"")
 else()
   message(STATUS "dlkern: the compiler cannot build with ${DLKERN_SANITIZE}; "
                  "the emulator's sanitizer test will be skipped")

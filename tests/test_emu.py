@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -566,8 +567,9 @@ def test_bfloat16_conversions_match_torch():
 def test_out_of_bounds_shared_memory_under_sanitizers(mode, returncode, report):
     # Leak checking needs ptrace, which containers often forbid, and is not the point here.
     env = {**os.environ, "UBSAN_OPTIONS": "print_stacktrace=1", "ASAN_OPTIONS": "detect_leaks=0"}
+    program = Path(fixtures.__file__).parent / fixtures.sanitizer_check
     run = subprocess.run(
-        [fixtures.sanitizer_check, mode],
+        [str(program), mode],
         capture_output=True,
         text=True,
         timeout=120,

@@ -280,7 +280,8 @@ PYBIND11_MODULE(_emu_fixtures, m) {
     return convert_all(x, [](uint16_t v) { return __bfloat162float(__ushort_as_bfloat16(v)); });
   });
 
-  // The AddressSanitizer build of the emulator and fixtures ("" if the
-  // compiler cannot build one): tests/emu/sanitizer_check.cpp.
+  // File name of the AddressSanitizer build of the emulator and fixtures,
+  // installed beside this module ("" if the compiler cannot build one):
+  // tests/emu/sanitizer_check.cpp.
   m.attr("sanitizer_check") = DLKERN_EMU_SANITIZER_CHECK;
 }
