@@ -51,8 +51,8 @@
 
 namespace dlkern::cpu::gemm {
 
-// What a micro-kernel does with its MR x NR tile of A @ B, rows 0..m and
-// columns 0..n of it (m <= MR, n <= NR), element (i, j) at c[i*rs + j*cs]:
+// What a micro-kernel does with rows 0..m and columns 0..n of its tile of
+// A @ B (m <= MR, n <= NR), element (i, j) at c[i*rs + j*cs]:
 //   c = tile [+ c if load_c] [+ row_bias[i*bias_stride]] [+ col_bias[j*bias_stride]]
 template <typename T>
 struct TileStore {
@@ -77,14 +77,39 @@ template <typename T>
 using PackFn = void (*)(int64_t lines, int64_t kc, const T* src, int64_t line_stride,
                         int64_t k_stride, T scale, T* dst);
 
+// A matrix-vector product, for C with one row or one column, where packing
+// would cost more than the product:
+//   y[i*ys] = alpha * sum over p < k of a[i*rs + p*ks] * x[p*xs]
+//             [+ y[i*ys] if accumulate] [+ bias[i*bias_stride]] [+ *bias0]
+// for i < rows.
+template <typename T>
+struct Gemv {
+  int64_t rows, k;
+  const T* a;
+  int64_t rs, ks;
+  const T* x;
+  int64_t xs;
+  T alpha;
+  T* y;
+  int64_t ys;
+  bool accumulate;
+  const T* bias;
+  int64_t bias_stride;
+  const T* bias0;
+};
+
+template <typename T>
+using GemvFn = void (*)(const Gemv<T>& g);
+
 // One instruction set's micro-kernel, its packers and its cache blocking.
 template <typename T>
 struct GemmKernel {
   int mr, nr;          // register tile of C
   int64_t mc, kc, nc;  // A block mc x kc (L2), B panel kc x nc (L3); mc % mr == nc % nr == 0
-  MicroKernelFn<T> micro_kernel;
+  const MicroKernelFn<T>* micro_kernels;  // [r - 1] computes the first r <= mr rows of a tile
   PackFn<T> pack_a;    // W = mr
   PackFn<T> pack_b;    // W = nr
+  GemvFn<T> gemv;
 };
 
 // Defined in microkernel_<isa>.cpp for float and double.
@@ -213,7 +238,7 @@ void gemm_driver(const GemmKernel<T>& K, int64_t m, int64_t n, int64_t k, const 
               out.row_bias = last && epilogue.row_bias
                                  ? epilogue.row_bias + i * epilogue.bias_stride
                                  : nullptr;
-              K.micro_kernel(kc, a_block + ir * kc, b, out);
+              K.micro_kernels[out.m - 1](kc, a_block + ir * kc, b, out);
             }
           }
         }

@@ -33,22 +33,81 @@ struct Buffer {
 
 thread_local Buffer buffers[2];
 
+// A matrix-vector product with `nthreads` threads, each taking a share of
+// the rows.
+template <typename T>
+void gemv_threaded(const GemmKernel<T>& kernel, Gemv<T> g, int nthreads) {
+  if (g.ks == 1 && g.xs != 1 && g.k > 0) {
+    // The dot-product form reads x by vectors.
+    T* x = static_cast<T*>(workspace(Workspace::pack_b, sizeof(T) * g.k));
+    for (int64_t p = 0; p < g.k; ++p) x[p] = g.x[p * g.xs];
+    g.x = x;
+    g.xs = 1;
+  }
+  // Whole cache lines of y per thread where y is contiguous.
+  constexpr int64_t kRowGrain = 16;
+  const int64_t grains = detail::ceil_div(g.rows, kRowGrain);
+  const int parts = static_cast<int>(std::min<int64_t>(nthreads, grains));
+  if (parts <= 1) {
+    kernel.gemv(g);
+    return;
+  }
+#pragma omp parallel num_threads(parts)
+  {
+    int64_t g0, g1;
+    detail::split(grains, omp_get_num_threads(), omp_get_thread_num(), &g0, &g1);
+    Gemv<T> part = g;
+    const int64_t i0 = g0 * kRowGrain;
+    part.rows = std::min(g.rows, g1 * kRowGrain) - i0;
+    part.a += i0 * g.rs;
+    part.y += i0 * g.ys;
+    if (part.bias) part.bias += i0 * g.bias_stride;
+    if (part.rows > 0) kernel.gemv(part);
+  }
+}
+
 // One product, `nthreads` threads.
 template <typename T>
 void gemm_one(GemmShape s, MatrixView<const T> a, MatrixView<const T> b, MatrixView<T> c,
-              GemmEpilogue<T> ep, int nthreads) {
-  if (c.col_stride != 1 && c.row_stride == 1) {
-    // C stored by columns: compute C^T = B^T A^T, whose rows are contiguous,
-    // so that tiles are stored with full vectors.
+              const GemmEpilogue<T>& ep, int nthreads) {
+  if (s.m == 0 || s.n == 0) return;
+  const GemmKernel<T>& kernel = gemm_kernel<T>();
+  if (s.n == 1) {  // C = A x
+    gemv_threaded<T>(kernel,
+                     {s.m, s.k, a.data, a.row_stride, a.col_stride, b.data, b.row_stride,
+                      ep.alpha, c.data, c.row_stride, ep.accumulate, ep.row_bias,
+                      ep.bias_stride, ep.col_bias},
+                     nthreads);
+    return;
+  }
+  if (s.m == 1) {  // C^T = B^T x
+    gemv_threaded<T>(kernel,
+                     {s.n, s.k, b.data, b.col_stride, b.row_stride, a.data, a.col_stride,
+                      ep.alpha, c.data, c.col_stride, ep.accumulate, ep.col_bias,
+                      ep.bias_stride, ep.row_bias},
+                     nthreads);
+    return;
+  }
+  // Compute C or C^T = B^T A^T, whichever costs less: columns of the
+  // product are padded to whole NR-wide micro-panels (rows are not), and a C
+  // whose rows are not contiguous is stored element by element, which costs
+  // about as much as 64 depth steps per element.
+  const int64_t nr = kernel.nr;
+  auto cost = [&](int64_t rows, int64_t cols, bool unit_stride_rows) {
+    return static_cast<double>(rows) * static_cast<double>(detail::ceil_div(cols, nr) * nr) *
+               static_cast<double>(s.k) +
+           (unit_stride_rows ? 0.0 : 64.0 * static_cast<double>(rows) * static_cast<double>(cols));
+  };
+  GemmEpilogue<T> e = ep;
+  if (cost(s.n, s.m, c.row_stride == 1) < cost(s.m, s.n, c.col_stride == 1)) {
     std::swap(s.m, s.n);
     std::swap(a, b);
     std::swap(a.row_stride, a.col_stride);
     std::swap(b.row_stride, b.col_stride);
     std::swap(c.row_stride, c.col_stride);
-    std::swap(ep.row_bias, ep.col_bias);
+    std::swap(e.row_bias, e.col_bias);
   }
-  const GemmKernel<T>& kernel = gemm_kernel<T>();
-  gemm_driver(kernel, s.m, s.n, s.k, StridedPackers<T>{kernel, a, b, ep.alpha}, c, ep, nthreads);
+  gemm_driver(kernel, s.m, s.n, s.k, StridedPackers<T>{kernel, a, b, e.alpha}, c, e, nthreads);
 }
 
 void check_shape(const char* fn, GemmShape s) {

@@ -1,5 +1,7 @@
 // Portable micro-kernels: plain C++ over small fixed-size arrays, which the
 // compiler keeps in the baseline SIMD registers (16 of them on x86-64).
+#include <utility>
+
 #include "cpu/gemm/microkernel.h"
 
 namespace dlkern::cpu::gemm {
@@ -26,6 +28,14 @@ struct Portable {
   static void store(T* p, Reg a) {
     for (int i = 0; i < width; ++i) p[i] = a.x[i];
   }
+  static Reg load_n(const T* p, int n) {
+    Reg r = zero();
+    for (int i = 0; i < n; ++i) r.x[i] = p[i];
+    return r;
+  }
+  static void store_n(T* p, Reg a, int n) {
+    for (int i = 0; i < n; ++i) p[i] = a.x[i];
+  }
   static Reg bcast(T v) {
     Reg r;
     for (int i = 0; i < width; ++i) r.x[i] = v;
@@ -38,6 +48,14 @@ struct Portable {
   static Reg add(Reg a, Reg b) {
     for (int i = 0; i < width; ++i) a.x[i] += b.x[i];
     return a;
+  }
+  static Reg mul(Reg a, Reg b) {
+    for (int i = 0; i < width; ++i) a.x[i] *= b.x[i];
+    return a;
+  }
+  static void transpose(Reg r[width]) {
+    for (int i = 0; i < width; ++i)
+      for (int j = 0; j < i; ++j) std::swap(r[i].x[j], r[j].x[i]);
   }
 };
 
