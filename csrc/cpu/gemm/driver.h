@@ -116,6 +116,12 @@ struct GemmKernel {
 template <typename T> const GemmKernel<T>& generic_kernel();
 template <typename T> const GemmKernel<T>& avx2_kernel();
 template <typename T> const GemmKernel<T>& avx512_kernel();
+template <> const GemmKernel<float>& generic_kernel<float>();
+template <> const GemmKernel<double>& generic_kernel<double>();
+template <> const GemmKernel<float>& avx2_kernel<float>();
+template <> const GemmKernel<double>& avx2_kernel<double>();
+template <> const GemmKernel<float>& avx512_kernel<float>();
+template <> const GemmKernel<double>& avx512_kernel<double>();
 
 // The kernel of the instruction set in use (cpu_isa()).
 template <typename T>

@@ -16,11 +16,13 @@ namespace cpu::gemm {
 int gemm_threads(int64_t m, int64_t n, int64_t k) {
   if (omp_in_parallel()) return 1;
   // Each thread should get about 2^20 multiply-adds (several microseconds)
-  // or more: below that, waking a thread costs more than it saves.
+  // or more: below that, waking a thread costs more than it saves. A
+  // matrix-vector product is bound by reading the matrix, and a second core
+  // brings its own bandwidth: 2^17 there.
+  const double grain = (m == 1 || n == 1) ? (1 << 17) : (1 << 20);
   const double work = static_cast<double>(m) * static_cast<double>(n) *
                       static_cast<double>(std::max<int64_t>(k, 1));
-  const double by_work = std::max(1.0, work / (1 << 20));
-  return static_cast<int>(std::min<double>(get_num_threads(), by_work));
+  return static_cast<int>(std::clamp(work / grain, 1.0, static_cast<double>(get_num_threads())));
 }
 
 namespace {

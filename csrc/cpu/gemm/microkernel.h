@@ -26,27 +26,30 @@ template <class V, int W>
 void pack_panels(int64_t lines, int64_t kc, const typename V::T* src, int64_t line_stride,
                  int64_t k_stride, typename V::T scale, typename V::T* dst) {
   using T = typename V::T;
-  int64_t q = 0;  // lines packed so far
+  using Reg = typename V::Reg;
+  constexpr int VW = V::width;
+  const int64_t full = lines / W * W;  // lines in whole panels
+  const int64_t rest = lines - full;   // lines of the zero-padded last panel
   if (line_stride == 1) {
     // Lines side by side in memory (row-major B, column-major A): copy each
-    // depth step's run of whole panels at once, so that reads stream along
-    // memory instead of jumping a row's stride per W elements.
-    q = lines / W * W;
+    // depth step's run of panels at once, so that reads stream along memory
+    // instead of jumping a row's stride per W elements.
     for (int64_t p = 0; p < kc; ++p) {
       const T* s = src + p * k_stride;
       T* d = dst + p * W;
-      for (int64_t l = 0; l < q; l += W, d += W * kc)
+      for (int64_t l = 0; l < full; l += W, d += W * kc)
         DLKERN_UNROLL for (int w = 0; w < W; ++w) d[w] = scale * s[l + w];
+      if (rest)
+        for (int w = 0; w < W; ++w) d[w] = w < rest ? scale * s[full + w] : T(0);
     }
   } else if (k_stride == 1) {
     // Lines contiguous along depth (row-major A, column-major B): transpose
-    // width x width blocks in registers, W lines (a last partial group of
-    // lines padded with zeros) by width depth steps at a time.
-    using Reg = typename V::Reg;
-    constexpr int VW = V::width;
+    // VW x VW blocks in registers, VW depth steps of a panel at a time, lines
+    // past the end (of W, or of the matrix) read as zeros.
     const Reg s = V::bcast(scale);
     const int64_t kv = kc / VW * VW;
-    for (; q + W <= lines; q += W) {
+    for (int64_t q = 0; q < lines; q += W) {
+      const int valid = static_cast<int>(q < full ? W : rest);
       const T* in = src + q * line_stride;
       T* d = dst + q * kc;
       for (int64_t p = 0; p < kv; p += VW)
@@ -54,7 +57,7 @@ void pack_panels(int64_t lines, int64_t kc, const typename V::T* src, int64_t li
           const int n = W - g < VW ? W - g : VW;
           Reg r[VW];
           DLKERN_UNROLL for (int j = 0; j < VW; ++j)
-            r[j] = j < n ? V::mul(V::load(in + (g + j) * line_stride + p), s) : V::zero();
+            r[j] = g + j < valid ? V::mul(V::load(in + (g + j) * line_stride + p), s) : V::zero();
           V::transpose(r);
           DLKERN_UNROLL for (int j = 0; j < VW; ++j) {
             if (n == VW)
@@ -64,16 +67,17 @@ void pack_panels(int64_t lines, int64_t kc, const typename V::T* src, int64_t li
           }
         }
       for (int64_t p = kv; p < kc; ++p)
-        for (int w = 0; w < W; ++w) d[p * W + w] = scale * in[w * line_stride + p];
+        for (int w = 0; w < W; ++w) d[p * W + w] = w < valid ? scale * in[w * line_stride + p] : T(0);
     }
-  }
-  // Any strides, and the zero-padded last panel.
-  for (; q < lines; q += W) {
-    const int64_t valid = lines - q < W ? lines - q : W;
-    const T* s = src + q * line_stride;
-    T* d = dst + q * kc;
-    for (int64_t p = 0; p < kc; ++p, s += k_stride)
-      for (int64_t w = 0; w < W; ++w) d[p * W + w] = w < valid ? scale * s[w * line_stride] : T(0);
+  } else {
+    for (int64_t q = 0; q < lines; q += W) {
+      const int64_t valid = q < full ? W : rest;
+      const T* s = src + q * line_stride;
+      T* d = dst + q * kc;
+      for (int64_t p = 0; p < kc; ++p, s += k_stride)
+        for (int64_t w = 0; w < W; ++w)
+          d[p * W + w] = w < valid ? scale * s[w * line_stride] : T(0);
+    }
   }
 }
 
