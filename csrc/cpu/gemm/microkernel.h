@@ -128,8 +128,10 @@ void micro_kernel(int64_t kc, const typename V::T* a, const typename V::T* b,
   int64_t p = 0;
   if (o.cs == 1) {
     for (; p < kc && p < R; ++p) {
-      __builtin_prefetch(o.c + p * o.rs, 1);
-      __builtin_prefetch(o.c + p * o.rs + NR - 1, 1);
+      // Every cache line of the row, C need not be aligned.
+      const T* row = o.c + p * o.rs;
+      DLKERN_UNROLL for (int j = 0; j < NR; j += 64 / sizeof(T)) __builtin_prefetch(row + j, 1);
+      __builtin_prefetch(row + NR - 1, 1);
       step();
     }
   }
