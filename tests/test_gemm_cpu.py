@@ -208,7 +208,8 @@ def test_strided_c(isa, dtype, rng):
             ("col-major", np.full((n, m), np.nan, dtype).T),
             ("reversed", np.full((m, n), np.nan, dtype)[::-1, ::-1]),
             ("window", big[1::3, 2::2][:m, :n]),
-            ("transposed window", np.full((2 * n + 1, 3 * m + 1), np.nan, dtype)[1::2, ::3][:n, :m].T),
+            ("transposed window",
+             np.full((2 * n + 1, 3 * m + 1), np.nan, dtype)[1::2, ::3][:n, :m].T),
         ]:
             gemm_ex(a, b, c)
             try:

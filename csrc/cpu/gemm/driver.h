@@ -24,9 +24,9 @@
 //       panel[p * NR + j] = B(p0 + p, j0 + q*NR + j)
 //     Columns past j0 + cols are zero.
 //
-// Zero padding lets the micro-kernel always compute a full MR x NR tile; only
-// its store is cut to the valid edge. The driver never multiplies by alpha:
-// packers fold it into A (an exact multiply by 1 where there is none).
+// The micro-kernel computes whole NR-wide rows and stores only the valid
+// columns; the zeros keep the discarded lanes finite and cheap. The driver
+// never multiplies by alpha: packers fold it into A.
 //
 // Loop nest (BLIS): jc over NC columns of C, pc over KC of depth (pack the B
 // panel, kc x NC, shared by all threads and kept in L3), ic over MC rows
@@ -179,13 +179,14 @@ inline int row_ways(int nt, int64_t m_tiles, int64_t n_tiles) {
 // epilogue.alpha is ignored (the packers apply it). k == 0 stores the
 // epilogue alone: C = bias, or C + bias with accumulate.
 template <typename T, typename Packers>
-void gemm_driver(const GemmKernel<T>& K, int64_t m, int64_t n, int64_t k, const Packers& packers,
-                 MatrixView<T> c, const GemmEpilogue<T>& epilogue, int nthreads) {
+void gemm_driver(const GemmKernel<T>& kernel, int64_t m, int64_t n, int64_t k,
+                 const Packers& packers, MatrixView<T> c, const GemmEpilogue<T>& epilogue,
+                 int nthreads) {
   using detail::ceil_div;
   if (m <= 0 || n <= 0) return;
-  const int64_t MR = K.mr, NR = K.nr;
-  const int64_t kc_max = std::max<int64_t>(1, std::min(K.kc, k));
-  const int64_t nc_max = std::min(K.nc, ceil_div(n, NR) * NR);
+  const int64_t MR = kernel.mr, NR = kernel.nr;
+  const int64_t kc_max = std::max<int64_t>(1, std::min(kernel.kc, k));
+  const int64_t nc_max = std::min(kernel.nc, ceil_div(n, NR) * NR);
   T* b_panel = static_cast<T*>(workspace(Workspace::pack_b, sizeof(T) * kc_max * nc_max));
 
   auto body = [&](int tid, int nt) {
@@ -195,20 +196,20 @@ void gemm_driver(const GemmKernel<T>& K, int64_t m, int64_t n, int64_t k, const 
     int64_t q0, q1;
     detail::split(ceil_div(m, MR), tm, tid / tn, &q0, &q1);
     const int64_t row_begin = q0 * MR, row_end = std::min(m, q1 * MR);
-    const int64_t blocks = ceil_div(row_end - row_begin, K.mc);
+    const int64_t blocks = ceil_div(row_end - row_begin, kernel.mc);
     const int64_t block_rows = ceil_div(ceil_div(row_end - row_begin, blocks), MR) * MR;
     T* a_block = nullptr;
     if (row_begin < row_end)
       a_block = static_cast<T*>(workspace(Workspace::pack_a, sizeof(T) * kc_max * block_rows));
 
-    for (int64_t jc = 0; jc < n; jc += K.nc) {
-      const int64_t nc = std::min(K.nc, n - jc);
+    for (int64_t jc = 0; jc < n; jc += kernel.nc) {
+      const int64_t nc = std::min(kernel.nc, n - jc);
       const int64_t panels = ceil_div(nc, NR);
       int64_t jr0, jr1;  // this thread's B micro-panels
       detail::split(panels, tn, tid % tn, &jr0, &jr1);
 
-      for (int64_t pc = 0; pc == 0 || pc < k; pc += K.kc) {
-        const int64_t kc = std::min(K.kc, k - pc);
+      for (int64_t pc = 0; pc == 0 || pc < k; pc += kernel.kc) {
+        const int64_t kc = std::min(kernel.kc, k - pc);
         // Everyone is done with the previous panel; pack this one together.
         if (nt > 1 && (jc > 0 || pc > 0)) {
 #pragma omp barrier
@@ -216,7 +217,8 @@ void gemm_driver(const GemmKernel<T>& K, int64_t m, int64_t n, int64_t k, const 
         int64_t b0, b1;
         detail::split(panels, nt, tid, &b0, &b1);
         if (b0 < b1)
-          packers.pack_b(jc + b0 * NR, std::min(nc, b1 * NR) - b0 * NR, pc, kc, b_panel + b0 * NR * kc);
+          packers.pack_b(jc + b0 * NR, std::min(nc, b1 * NR) - b0 * NR, pc, kc,
+                         b_panel + b0 * NR * kc);
         if (nt > 1) {
 #pragma omp barrier
         }
@@ -244,7 +246,7 @@ void gemm_driver(const GemmKernel<T>& K, int64_t m, int64_t n, int64_t k, const 
               out.row_bias = last && epilogue.row_bias
                                  ? epilogue.row_bias + i * epilogue.bias_stride
                                  : nullptr;
-              K.micro_kernels[out.m - 1](kc, a_block + ir * kc, b, out);
+              kernel.micro_kernels[out.m - 1](kc, a_block + ir * kc, b, out);
             }
           }
         }
@@ -264,17 +266,17 @@ void gemm_driver(const GemmKernel<T>& K, int64_t m, int64_t n, int64_t k, const 
 // included); alpha is folded into A.
 template <typename T>
 struct StridedPackers {
-  const GemmKernel<T>& K;
+  const GemmKernel<T>& kernel;
   MatrixView<const T> a, b;
   T alpha;
 
   void pack_a(int64_t i0, int64_t rows, int64_t p0, int64_t kc, T* dst) const {
-    K.pack_a(rows, kc, a.data + i0 * a.row_stride + p0 * a.col_stride, a.row_stride,
-             a.col_stride, alpha, dst);
+    kernel.pack_a(rows, kc, a.data + i0 * a.row_stride + p0 * a.col_stride, a.row_stride,
+                  a.col_stride, alpha, dst);
   }
   void pack_b(int64_t j0, int64_t cols, int64_t p0, int64_t kc, T* dst) const {
-    K.pack_b(cols, kc, b.data + p0 * b.row_stride + j0 * b.col_stride, b.col_stride,
-             b.row_stride, T(1), dst);
+    kernel.pack_b(cols, kc, b.data + p0 * b.row_stride + j0 * b.col_stride, b.col_stride,
+                  b.row_stride, T(1), dst);
   }
 };
 

@@ -123,7 +123,7 @@ void* workspace(Workspace slot, size_t bytes) {
   Buffer& buf = buffers[static_cast<int>(slot)];
   if (buf.bytes < bytes) {
     ::operator delete(buf.data, std::align_val_t(64));
-    buf.data = nullptr;
+    buf.data = nullptr;  // still consistent if the allocation throws
     buf.bytes = 0;
     buf.data = ::operator new(bytes, std::align_val_t(64));
     buf.bytes = bytes;

@@ -5,7 +5,7 @@
 //
 // V provides: T, Reg, width (elements per Reg), zero(), load(const T*)
 // (unaligned), store(T*, Reg) (unaligned), load_n(const T*, n) and
-// store_n(T*, Reg, n) (the first 0 < n < width elements only, the rest read
+// store_n(T*, Reg, n) (the first n <= width elements only, the rest read
 // as zero and left untouched), bcast(T), fma(a, b, c) = a*b + c, add(a, b),
 // mul(a, b), transpose(Reg r[width]) (r[i] element j <-> r[j] element i).
 #pragma once
@@ -67,7 +67,8 @@ void pack_panels(int64_t lines, int64_t kc, const typename V::T* src, int64_t li
           }
         }
       for (int64_t p = kv; p < kc; ++p)
-        for (int w = 0; w < W; ++w) d[p * W + w] = w < valid ? scale * in[w * line_stride + p] : T(0);
+        for (int w = 0; w < W; ++w)
+          d[p * W + w] = w < valid ? scale * in[w * line_stride + p] : T(0);
     }
   } else {
     for (int64_t q = 0; q < lines; q += W) {

@@ -1,5 +1,6 @@
 // AVX-512 micro-kernels (32 zmm registers, 2 x 512-bit FMA per cycle on the
 // cores this was tuned on).
+
 // GCC 12 warns about the deliberately undefined pass-through operand inside
 // its own AVX-512 intrinsics (GCC bug 105593); the warning points into the header.
 #pragma GCC diagnostic push
