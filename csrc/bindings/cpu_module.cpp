@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/common.h"
+#include "cpu/gemm/driver.h"
 #include "cpu/peak.h"
 #include "dlkern/config.h"
 #include "dlkern/conv.h"
@@ -15,15 +16,24 @@ using bindings::view;
 
 namespace {
 
+// gemm_batched_cpu with every argument, the epilogue included (bias
+// pointers 0 = none).
 template <typename T>
 void gemm_typed(GemmShape shape, GemmBatch batch, std::uintptr_t a, int64_t a_rs, int64_t a_cs,
                 std::uintptr_t b, int64_t b_rs, int64_t b_cs, std::uintptr_t c, int64_t c_rs,
-                int64_t c_cs) {
+                int64_t c_cs, double alpha, bool accumulate, std::uintptr_t row_bias,
+                std::uintptr_t col_bias, int64_t bias_stride) {
+  GemmEpilogue<T> ep;
+  ep.alpha = static_cast<T>(alpha);
+  ep.accumulate = accumulate;
+  ep.row_bias = reinterpret_cast<const T*>(row_bias);
+  ep.col_bias = reinterpret_cast<const T*>(col_bias);
+  ep.bias_stride = bias_stride;
   gemm_batched_cpu<T>(shape, batch, view<const T>(a, a_rs, a_cs), view<const T>(b, b_rs, b_cs),
-                      view<T>(c, c_rs, c_cs));
+                      view<T>(c, c_rs, c_cs), ep);
 }
 
-// Calls body.template operator()<T>() with T = float or double for `dtype`.
+// Calls body(T{}) with T = float or double for `dtype`.
 template <typename Body>
 void dispatch_float(const std::string& dtype, const char* op, Body body) {
   DType d = bindings::parse_dtype(dtype);
@@ -155,20 +165,39 @@ PYBIND11_MODULE(_cpu, m) {
          std::uintptr_t a, int64_t a_bs, int64_t a_rs, int64_t a_cs, std::uintptr_t b,
          int64_t b_bs, int64_t b_rs, int64_t b_cs, std::uintptr_t c, int64_t c_bs, int64_t c_rs,
          int64_t c_cs) {
-        GemmShape shape{m, n, k};
-        GemmBatch bt{batch, a_bs, b_bs, c_bs};
-        DType d = bindings::parse_dtype(dtype);
-        if (d == DType::float32)
-          gemm_typed<float>(shape, bt, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, c_cs);
-        else if (d == DType::float64)
-          gemm_typed<double>(shape, bt, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, c_cs);
-        else
-          throw TypeError(std::string("CPU gemm supports float32 and float64, got ") + dtype);
+        dispatch_float(dtype, "matmul", [&](auto tag) {
+          gemm_typed<decltype(tag)>({m, n, k}, {batch, a_bs, b_bs, c_bs}, a, a_rs, a_cs, b, b_rs,
+                                    b_cs, c, c_rs, c_cs, 1.0, false, 0, 0, 1);
+        });
       },
       py::call_guard<py::gil_scoped_release>());
 
   def_pool(m);
   def_conv(m);
+
+  // Test-only (tests/test_gemm_cpu.py): every argument of gemm_batched_cpu.
+  m.def(
+      "_gemm_ex",
+      [](const std::string& dtype, int64_t m, int64_t n, int64_t k, int64_t batch,
+         std::uintptr_t a, int64_t a_bs, int64_t a_rs, int64_t a_cs, std::uintptr_t b,
+         int64_t b_bs, int64_t b_rs, int64_t b_cs, std::uintptr_t c, int64_t c_bs, int64_t c_rs,
+         int64_t c_cs, double alpha, bool accumulate, std::uintptr_t row_bias,
+         std::uintptr_t col_bias, int64_t bias_stride) {
+        dispatch_float(dtype, "gemm", [&](auto tag) {
+          gemm_typed<decltype(tag)>({m, n, k}, {batch, a_bs, b_bs, c_bs}, a, a_rs, a_cs, b, b_rs,
+                                    b_cs, c, c_rs, c_cs, alpha, accumulate, row_bias, col_bias,
+                                    bias_stride);
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+
+  // Test-only: (mr, nr, mc, kc, nc) of the GEMM kernel in use for `dtype`.
+  m.def("_gemm_blocking", [](const std::string& dtype) {
+    auto blocking = [](const auto& k) { return py::make_tuple(k.mr, k.nr, k.mc, k.kc, k.nc); };
+    if (bindings::parse_dtype(dtype) == DType::float64)
+      return blocking(cpu::gemm::gemm_kernel<double>());
+    return blocking(cpu::gemm::gemm_kernel<float>());
+  });
 
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);

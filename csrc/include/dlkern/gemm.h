@@ -15,7 +15,9 @@ struct GemmShape {
 };
 
 // Independent products A[b] @ B[b] -> C[b]; strides in elements between
-// consecutive matrices (0 broadcasts one matrix over the batch).
+// consecutive matrices (0 broadcasts one matrix over the batch). The C[b]
+// must not overlap one another, except with c_stride 0: then the products
+// run one after another into the one C (with accumulate, C gathers the sum).
 struct GemmBatch {
   int64_t count = 1;
   int64_t a_stride = 0;
@@ -37,7 +39,11 @@ struct GemmEpilogue {
 
 // CPU, float and double. Any strides (negative and zero included) are
 // accepted; C must not overlap A or B. Threads: get_num_threads(), or one
-// thread when called from inside an OpenMP parallel region.
+// thread when called from inside an OpenMP parallel region (callers may
+// parallelise outside), fewer for small products. m, n, k or a batch count
+// below 0 throw ValueError. The BLIS-style implementation, and the driver
+// that other CPU kernels reuse with their own packing, are described in
+// csrc/cpu/gemm/driver.h.
 template <typename T>
 void gemm_cpu(GemmShape shape, MatrixView<const T> a, MatrixView<const T> b, MatrixView<T> c,
               const GemmEpilogue<T>& epilogue = {});
