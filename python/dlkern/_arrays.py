@@ -42,7 +42,7 @@ _DLPACK_CPU = (1, 3)
 _DLPACK_CUDA = (2, 13)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Array:
     """A zero-copy view of one array argument."""
 
@@ -92,17 +92,23 @@ def _check_dtype_name(name: str, dtype: str, op: str, allowed) -> str:
     return dtype
 
 
+# Native-order dtypes by name; a dict lookup, since ``dtype.name`` is slow.
+_NUMPY_DTYPE_NAMES = {np.dtype(n): n for n in ("float16", "float32", "float64", "int64")}
+
+
 def _from_numpy_like(x, kind: str, device, name: str, op: str, allowed=FLOAT_DTYPES) -> Array:
     """NumPy and CuPy share the array interface: byte strides, ``dtype.name``."""
     dtype = x.dtype
-    if dtype.kind == "V" and dtype.names is None and dtype.itemsize == 2:
-        raise TypeError(
-            f"{op}: {name} has an opaque 2-byte dtype {dtype}; pass bfloat16 data as a "
-            "torch tensor"
-        )
-    _check_dtype_name(name, dtype.name, op, allowed)
-    if not dtype.isnative:
-        x = x.astype(dtype.newbyteorder("="))
+    dtype_name = _NUMPY_DTYPE_NAMES.get(dtype)
+    if dtype_name is None or dtype_name not in allowed:
+        if dtype.kind == "V" and dtype.names is None and dtype.itemsize == 2:
+            raise TypeError(
+                f"{op}: {name} has an opaque 2-byte dtype {dtype}; pass bfloat16 data as a "
+                "torch tensor"
+            )
+        dtype_name = _check_dtype_name(name, dtype.name, op, allowed)
+        if not dtype.isnative:
+            x = x.astype(dtype.newbyteorder("="))
     itemsize = x.dtype.itemsize
     address = x.data.ptr if kind == "cupy" else x.__array_interface__["data"][0]
     if address % itemsize or any(s % itemsize for s in x.strides):
@@ -110,7 +116,7 @@ def _from_numpy_like(x, kind: str, device, name: str, op: str, allowed=FLOAT_DTY
         x = x.copy()
         address = x.data.ptr if kind == "cupy" else x.__array_interface__["data"][0]
     strides = tuple(s // itemsize for s in x.strides)
-    return Array(x, kind, int(address), tuple(x.shape), strides, x.dtype.name, device)
+    return Array(x, kind, int(address), x.shape, strides, dtype_name, device)
 
 
 def _from_torch(x, name: str, op: str, allowed=FLOAT_DTYPES) -> Array:
@@ -239,7 +245,8 @@ def empty(shape, dtype: str, like: Array) -> tuple[Array, object]:
     out = np.empty(shape, dtype=dtype)
     if POISON_OUTPUTS:
         out.fill(_poison_value(dtype))
-    return _from_numpy_like(out, "numpy", CPU, "output", "empty", allowed), out
+    strides = tuple(s // out.itemsize for s in out.strides)
+    return Array(out, "numpy", out.__array_interface__["data"][0], shape, strides, dtype, CPU), out
 
 
 def contiguous(a: Array, name: str, op: str) -> Array:
