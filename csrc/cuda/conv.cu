@@ -119,7 +119,8 @@ void reduce_partials(const Acc* partial, const Conv2dParams& p, int64_t splits, 
                 p.kernel_w, grad_weight);
 }
 
-// The tensor-core kernels keep H and W coordinates in int.
+// The tensor-core kernels keep H and W coordinates, and offsets within one
+// weight row, in int.
 void check_tensor_core_sizes(const Conv2dParams& p) {
   constexpr int64_t kLimit = int64_t{1} << 30;
   const int64_t channels = std::max(p.in_channels, p.out_channels) / p.groups + kChannelPad;

@@ -167,14 +167,17 @@ __global__ void __launch_bounds__(simt::kThreads) conv_grad_input_simt_kernel(Si
   Acc acc[kPer][kPer] = {};
   simt_block_product(acc, a_tile, b_tile, k_count, load);
 
+  // The row grid again, cheaply, rather than held in registers through the loop.
+  const RowAxis eh = row_axis(axis_h(p), true, residue / p.stride_w);
+  const RowAxis ew = row_axis(axis_w(p), true, residue % p.stride_w);
   const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
     const int64_t m = m0 + tx + i * kLanes;
     if (m >= m_count) continue;
     const int64_t img = m / plane;
-    const int64_t y = mh.first + mh.step * (m % plane / mw.rows);
-    const int64_t x = mw.first + mw.step * (m % mw.rows);
+    const int64_t y = eh.first + eh.step * (m % plane / ew.rows);
+    const int64_t x = ew.first + ew.step * (m % ew.rows);
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
       const int64_t n = n0 + ty + j * kLanes;

@@ -6,7 +6,7 @@
 // and along W a run of 8 elements of one tap starts at an arbitrary element
 // (shifted by the tap and the padding), so no 16-byte copy can gather an
 // operand tile from it. The activation operand (the input, or grad_output for
-// grad_input) is therefore first rearranged (conv_layout.cuh) into padded
+// grad_input) is therefore first rearranged (conv_aux.cuh) into padded
 // channels-last [N][H][W][groups][cp], cp = channels per group rounded up to
 // 8 with zeros: 8 consecutive channels of one pixel are then 16 aligned bytes,
 // every operand tile arrives by cp.async, and padding taps are zero-filled
@@ -53,9 +53,9 @@ __global__ void __launch_bounds__(S::kThreads, S::kMinBlocks) conv_gather_tc_ker
   if (m0 >= m_count) return;  // a residue class with fewer rows than the largest
   const int64_t n0 = static_cast<int64_t>(blockIdx.y) * S::kBlockN;
   // This split's K tiles (none for a residue class with fewer taps than the largest).
-  const int64_t k_count = mh.taps * mw.taps * a.cp;
-  const int64_t kt_begin = min(split * a.split_tiles, (k_count + kBlockK - 1) / kBlockK);
-  const int64_t k_tiles = min(a.split_tiles, (k_count + kBlockK - 1) / kBlockK - kt_begin);
+  const int64_t class_tiles = (mh.taps * mw.taps * a.cp + kBlockK - 1) / kBlockK;
+  const int64_t kt_begin = min(split * a.split_tiles, class_tiles);
+  const int64_t k_tiles = min(a.split_tiles, class_tiles - kt_begin);
 
   // Each thread copies chunk column kc (8 channels of one tap) of the A and B
   // rows row0 + q * kRowStep; the row parts of the addresses are fixed.
@@ -200,8 +200,10 @@ __global__ void __launch_bounds__(S::kThreads, S::kMinBlocks) conv_gather_tc_ker
 // side, columns the output channels of one group, and the reduction runs over
 // the output pixels of one split. grid: (row tiles, column tiles, groups x
 // splits, from z_begin).
+// (It fits 2 blocks of 128x128 per SM on sm_90 without a register bound; a
+// bound spills on sm_86/sm_89, whose shared memory holds one such block.)
 template <typename T, class S>
-__global__ void __launch_bounds__(S::kThreads, S::kMinBlocks) conv_wgrad_tc_kernel(WgradArgs<T> a) {
+__global__ void __launch_bounds__(S::kThreads) conv_wgrad_tc_kernel(WgradArgs<T> a) {
   using namespace tc;
   using ATileT = ATile<S, false>;  // A[pixel][(tap, channel)]
   using BTileT = BTile<S, true>;   // B[pixel][out channel]
