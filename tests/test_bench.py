@@ -16,6 +16,7 @@ import dlkern as dk
 from dlkern import _cpu
 from dlkern.__main__ import main
 from dlkern.bench import arrays, registry, threads
+from dlkern.bench.cases import conv as conv_cases
 from dlkern.bench.cases import matmul as matmul_cases
 from dlkern.bench.peak import Peaks
 from dlkern.bench.stats import summarize
@@ -133,6 +134,37 @@ def test_matmul_flop_and_byte_formulas():
     for c in matmul_cases.cases(registry.Context(device="cpu", quick=True)):
         p = c.params
         assert c.flops == 2 * p["batch"] * p["m"] * p["n"] * p["k"]
+
+
+def test_conv_cases_without_gpu_skip_cleanly():
+    if dk.cuda_available():
+        pytest.skip("this machine can run CUDA kernels")
+    for device in ("cpu", "cuda"):
+        ctx = registry.Context(device=device, quick=True)
+        assert conv_cases.cases(ctx) == [] and ctx.skipped
+
+
+def test_conv_formulas_and_expected_values():
+    import reference as ref
+
+    # 3x3 pad 1 keeps 56 x 56: a multiply and an add per tap, channel and output.
+    assert conv_cases.flop_count((8, 64, 56, 56), 64, 3, 1, 1, 1) == 2 * 8 * 64 * 56 * 56 * 64 * 9
+    assert conv_cases.flop_count((2, 6, 9, 9), 6, 3, 2, 1, 6) == 2 * 2 * 6 * 5 * 5 * 1 * 9
+    assert conv_cases.byte_count((1, 2, 5, 5), 3, 3, 1, 0, 1, 2) == 2 * (50 + 27 + 54)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (2, 6, 9, 8))
+    for stride, pad, groups in [(1, 1, 1), (2, 1, 1), (1, 0, 3)]:
+        w = rng.uniform(-1, 1, (6, 6 // groups, 3, 3))
+        args = ((stride, stride), (pad, pad), (1, 1), groups)
+        y = ref.conv2d(x, w, None, *args)
+        np.testing.assert_allclose(conv_cases.expected("forward", x, w, None, stride, pad, groups),
+                                   y, rtol=1e-12, atol=1e-12)
+        if groups == 1:
+            dy = rng.uniform(-1, 1, y.shape)
+            gi, gw, _ = ref.conv2d_backward(dy, x, w, *args)
+            for pass_, want in (("grad_input", gi), ("grad_weight", gw)):
+                got = conv_cases.expected(pass_, x, w, dy, stride, pad, groups)
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_statistics_on_known_samples():

@@ -291,3 +291,100 @@ def test_cuda_conv2d(cuda, rng, dtype, case):
                      padding, dilation, groups)
     expected = ref.conv2d_backward(go, x, w, stride, padding, dilation, groups)
     assert_backward_close(grads, go, x, w, stride, padding, dilation, groups, expected)
+
+
+# Shapes that walk every CUDA path (csrc/cuda/conv.cu): tensor cores for
+# float16/bfloat16, CUDA cores for float32/float64, and the channel-wise
+# kernels (one input channel per group) for every dtype.
+CUDA_PATH_CASES = {
+    # aligned channels, planes of a multiple of 8 (vector stores), 3 row tiles,
+    # 2 column tiles of the 128-wide tile, 7 K tiles (the 4-stage pipeline wraps)
+    "tiles": ((2, 24, 16, 12), (136, 24, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+    # 1x1 stride 2: grad_input residue classes that no tap reaches (zeros)
+    "1x1-stride2": ((2, 16, 9, 7), (24, 16, 1, 1), (2, 2), (0, 0), (1, 1), 1),
+    # 3 channels padded to 8; stride (2, 3) with dilation (2, 1)
+    "odd-channels": ((1, 3, 11, 13), (5, 3, 3, 3), (2, 3), (1, 2), (2, 1), 1),
+    # 3 in / 5 out channels per group; 'same' with an even kernel (asymmetric)
+    "groups-same": ((2, 6, 7, 9), (10, 3, 4, 2), (1, 1), "same", (1, 2), 2),
+    # stride above the input height: a residue class without rows
+    "small-input": ((1, 4, 2, 9), (6, 4, 2, 3), (3, 2), (1, 0), (1, 1), 1),
+    # grad_weight summed in pixel splits, the last one partial
+    "splits": ((2, 8, 17, 15), (16, 8, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+    # one output tile with a long K: forward and grad_input split K (the
+    # emulated device has 2 multiprocessors), grad_input in unequal slices
+    "small-image": ((1, 64, 5, 6), (72, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+    # channel-wise: depthwise with 2 outputs per channel, stride 2, dilation 2
+    "channelwise": ((2, 5, 10, 9), (10, 1, 3, 3), (2, 2), (2, 1), (2, 2), 5),
+}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("case", list(CUDA_PATH_CASES))
+def test_cuda_conv2d_paths(cuda, rng, dtype, case):
+    x_shape, w_shape, stride, padding, dilation, groups = CUDA_PATH_CASES[case]
+    x = random_array(rng, x_shape, dtype)
+    w = random_array(rng, w_shape, dtype)
+    b = random_array(rng, (w_shape[0],), dtype)
+    args = (stride, padding, dilation, groups)
+    out = cuda.run(dk.conv2d, cuda.array(x), cuda.array(w), cuda.array(b), *args)
+    assert_conv_close(out, x, w, b, *args, ref.conv2d(x, w, b, *args))
+    go = random_array(rng, out.shape, dtype)
+    grads = cuda.run(dk.conv2d_backward, cuda.array(go), cuda.array(x), cuda.array(w), *args)
+    assert_backward_close(grads, go, x, w, *args, ref.conv2d_backward(go, x, w, *args))
+    again = cuda.run(dk.conv2d_backward, cuda.array(go), cuda.array(x), cuda.array(w), *args)
+    for first, second in zip(grads, again):  # no atomics: the same bits every run
+        np.testing.assert_array_equal(ref.as64(first), ref.as64(second))
+
+
+def _strided_view(v, view):
+    """A non-contiguous view of a (3, 16, 10, 11) NumPy or CuPy array."""
+    if view == "reversed":
+        return v[::-1, :, ::-1, ::-1]
+    if view == "channel-step":
+        return v[:, ::2, 1:, 2:]
+    xp = np if isinstance(v, np.ndarray) else pytest.importorskip("cupy")
+    if view == "channels-last":  # the same values stored NHWC (read in place on tensor cores)
+        return xp.ascontiguousarray(v.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    return xp.broadcast_to(v[:1], (4,) + v.shape[1:])  # batch stride 0
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("view", ["reversed", "batch-broadcast", "channel-step", "channels-last"])
+def test_cuda_strided_input(cuda, rng, dtype, view):
+    base = random_array(rng, (3, 16, 10, 11), dtype)
+    x = _strided_view(base, view)
+    w = random_array(rng, (9, x.shape[1], 3, 2), dtype)
+    args = ((2, 1), (1, 0), (1, 2), 1)
+    out = cuda.run(dk.conv2d, _strided_view(cuda.array(base), view), cuda.array(w), None, *args)
+    assert_conv_close(out, x, w, None, *args, ref.conv2d(x, w, None, *args))
+    go = random_array(rng, out.shape, dtype)
+    grads = cuda.run(dk.conv2d_backward, cuda.array(go), _strided_view(cuda.array(base), view),
+                     cuda.array(w), *args)
+    assert_backward_close(grads, go, x, w, *args, ref.conv2d_backward(go, x, w, *args))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("groups", [1, 4])  # matrix product and channel-wise paths
+def test_cuda_empty_batch_and_masks(cuda, rng, dtype, groups):
+    w = random_array(rng, (8, 4 // groups, 3, 3), dtype)
+    empty = random_array(rng, (0, 4, 7, 6), dtype)
+    out = cuda.run(dk.conv2d, cuda.array(empty), cuda.array(w), None, 1, 1, 1, groups)
+    assert out.shape == (0, 8, 7, 6)
+    gi, gw, gb = cuda.run(dk.conv2d_backward, cuda.array(random_array(rng, (0, 8, 7, 6), dtype)),
+                          cuda.array(empty), cuda.array(w), 1, 1, 1, groups)
+    assert gi.shape == (0, 4, 7, 6)
+    np.testing.assert_array_equal(gw, np.zeros(w.shape))  # a sum over no samples
+    np.testing.assert_array_equal(gb, np.zeros(8))
+
+    x = random_array(rng, (2, 4, 7, 6), dtype)
+    go = random_array(rng, (2, 8, 7, 6), dtype)
+    args = ((1, 1), (1, 1), (1, 1), groups)
+    expected = ref.conv2d_backward(go, x, w, *args)
+    for mask in [(True, False, False), (False, True, False), (False, False, True)]:
+        grads = cuda.run(dk.conv2d_backward, cuda.array(go), cuda.array(x), cuda.array(w), *args,
+                         output_mask=mask)
+        assert [g is not None for g in grads] == list(mask)
+        assert_backward_close(grads, go, x, w, *args, expected)

@@ -8,6 +8,7 @@
 #include "bindings/common.h"
 #include "cuda/runtime.cuh"
 #include "cuda/selftest.h"
+#include "dlkern/conv.h"
 #include "dlkern/gemm.h"
 #include "dlkern/pool.h"
 
@@ -157,6 +158,39 @@ void def_pool(py::module_& m) {
       py::call_guard<py::gil_scoped_release>());
 }
 
+void def_conv(py::module_& m) {
+  using bindings::ConvTuple;
+  using Strides = std::tuple<int64_t, int64_t, int64_t, int64_t>;
+  using bindings::parse_dtype;
+  m.def(
+      "conv2d_forward",
+      [](const std::string& dtype, const ConvTuple& t, std::uintptr_t in, const Strides& st,
+         std::uintptr_t weight, std::uintptr_t bias, std::uintptr_t out, int device,
+         std::uintptr_t stream) {
+        DeviceGuard guard(device);
+        conv2d_forward_cuda(parse_dtype(dtype), bindings::conv_params(t),
+                            as_pointer<const void>(in), bindings::nchw(st),
+                            as_pointer<const void>(weight), as_pointer<const void>(bias),
+                            as_pointer<void>(out), as_stream(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "conv2d_backward",
+      [](const std::string& dtype, const ConvTuple& t, const bindings::GradMask& mask,
+         std::uintptr_t grad_out, std::uintptr_t in, const Strides& st, std::uintptr_t weight,
+         std::uintptr_t grad_in, std::uintptr_t grad_weight, std::uintptr_t grad_bias, int device,
+         std::uintptr_t stream) {
+        DeviceGuard guard(device);
+        conv2d_backward_cuda(parse_dtype(dtype), bindings::conv_params(t),
+                             bindings::conv_grads(mask), as_pointer<const void>(grad_out),
+                             as_pointer<const void>(in), bindings::nchw(st),
+                             as_pointer<const void>(weight), as_pointer<void>(grad_in),
+                             as_pointer<void>(grad_weight), as_pointer<void>(grad_bias),
+                             as_stream(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+}
+
 }  // namespace
 
 PYBIND11_MODULE(DLKERN_MODULE_NAME, m) {
@@ -181,6 +215,7 @@ PYBIND11_MODULE(DLKERN_MODULE_NAME, m) {
       py::call_guard<py::gil_scoped_release>());
 
   def_pool(m);
+  def_conv(m);
 
   // Self-tests of the instruction wrappers (csrc/cuda/selftest.h), for
   // tests/test_emu.py: device addresses in, results written to device memory.

@@ -30,7 +30,7 @@ bool vector_copyable(const void* data, int64_t extent, int64_t stride, int64_t b
 
 template <typename T, bool kVector, bool kAKMajor, bool kBNMajor>
 void launch_tensor_core(const cuda::GemmOperands<T>& op, dim3 grid, cudaStream_t stream) {
-  constexpr int smem = cuda::gemm_tc::smem_bytes<kAKMajor, kBNMajor>();
+  constexpr int smem = cuda::tc::smem_bytes<cuda::gemm_tc::Shape, kAKMajor, kBNMajor>();
   auto kernel = cuda::gemm_tensor_core_kernel<T, kVector, kAKMajor, kBNMajor>;
   DLKERN_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -44,7 +44,7 @@ template <typename T>
 void gemm_tensor_core(GemmShape s, GemmBatch bt, MatrixView<const void> a, MatrixView<const void> b,
                       MatrixView<void> c, cudaStream_t stream) {
   const auto op = operands<T>(s, bt, a, b, c);
-  const dim3 grid = grid_for(s, bt, cuda::gemm_tc::kBlockM, cuda::gemm_tc::kBlockN);
+  const dim3 grid = grid_for(s, bt, cuda::gemm_tc::Shape::kBlockM, cuda::gemm_tc::Shape::kBlockN);
   const bool a_k = a.col_stride == 1 && vector_copyable(a.data, s.k, a.row_stride, bt.a_stride);
   const bool a_m = a.row_stride == 1 && vector_copyable(a.data, s.m, a.col_stride, bt.a_stride);
   const bool b_n = b.col_stride == 1 && vector_copyable(b.data, s.n, b.row_stride, bt.b_stride);

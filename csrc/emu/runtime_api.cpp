@@ -197,6 +197,14 @@ cudaError_t cudaFree(void* ptr) {
   return cudaSuccess;
 }
 
+cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t) {
+  const cudaError_t err = cudaMalloc(ptr, bytes);
+  if (err == cudaSuccess && bytes) std::memset(*ptr, 0xff, bytes);
+  return err;
+}
+
+cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) { return cudaFree(ptr); }
+
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (!valid_kind(kind)) return fail(cudaErrorInvalidMemcpyDirection);
   if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue);

@@ -1,0 +1,171 @@
+"""``dk.conv2d`` and its gradients on CUDA, float16, against torch (cuDNN).
+
+The issue's shapes: three 3x3 ResNet layers, a 1x1, the 7x7 stride-2 stem and
+a depthwise 3x3. Forward for all of them; grad_input and grad_weight (each
+its own case, as ``conv2d_backward`` with one output mask entry) for the 3x3
+layers. torch runs on the same NCHW data ("torch", the target: dlkern at
+least 0.7x its time on the 3x3 forward cases) and on a channels-last copy
+("torch_cl", cuDNN's fastest float16 layout, for information).
+
+CPU cases are not here yet: they come with the CPU implementation.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from ... import conv as dk_conv
+from .. import arrays, libraries
+from ..registry import Case, Context
+
+# (name, (N, C, H, W), out_channels, kernel, stride, padding, groups)
+SHAPES = [
+    ("3x3 c64", (8, 64, 56, 56), 64, 3, 1, 1, 1),
+    ("3x3 c128", (8, 128, 28, 28), 128, 3, 1, 1, 1),
+    ("3x3 c256", (8, 256, 14, 14), 256, 3, 1, 1, 1),
+    ("1x1", (8, 256, 56, 56), 64, 1, 1, 0, 1),
+    ("stem 7x7/2", (8, 3, 224, 224), 64, 7, 2, 3, 1),
+    ("depthwise 3x3", (8, 256, 28, 28), 256, 3, 1, 1, 256),
+]  # the GPU is fast enough that --quick only takes fewer repetitions
+SHAPES_BACKWARD = ("3x3 c64", "3x3 c128", "3x3 c256")  # names of SHAPES
+PASSES = ("forward", "grad_input", "grad_weight")
+
+
+def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def out_shape(shape, out_channels: int, kernel: int, stride: int, pad: int):
+    n, _, h, w = shape
+    return (n, out_channels, output_size(h, kernel, stride, pad), output_size(w, kernel, stride, pad))
+
+
+def flop_count(shape, out_channels: int, kernel: int, stride: int, pad: int, groups: int) -> int:
+    """A multiply and an add per tap of every output; each pass does the same sum."""
+    n, c, _, _ = shape
+    _, _, oh, ow = out_shape(shape, out_channels, kernel, stride, pad)
+    return 2 * n * out_channels * oh * ow * (c // groups) * kernel * kernel
+
+
+def byte_count(shape, out_channels: int, kernel: int, stride: int, pad: int, groups: int,
+               itemsize: int) -> int:
+    """The least traffic of any pass: of input, weight and output, two read once and the
+    third written once."""
+    x = int(np.prod(shape))
+    y = int(np.prod(out_shape(shape, out_channels, kernel, stride, pad)))
+    w = out_channels * (shape[1] // groups) * kernel * kernel
+    return itemsize * (x + y + w)
+
+
+def _windows(x: np.ndarray, kernel: int, stride: int, pad: int) -> np.ndarray:
+    """(N, C, OH, OW, k, k) zero-padded windows of x."""
+    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    win = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(2, 3))
+    return win[:, :, ::stride, ::stride]
+
+
+def expected(pass_: str, x, w, dy, stride: int, pad: int, groups: int) -> np.ndarray:
+    """float64 result of one pass (grad_input and grad_weight for groups == 1)."""
+    kernel = w.shape[2]
+    win = _windows(x, kernel, stride, pad)
+    if pass_ == "forward":
+        k, cg = w.shape[0], w.shape[1]
+        kg = k // groups
+        return np.concatenate([
+            np.einsum("nchwij,kcij->nkhw", win[:, g * cg:(g + 1) * cg], w[g * kg:(g + 1) * kg],
+                      optimize=True)
+            for g in range(groups)
+        ], axis=1)
+    if pass_ == "grad_weight":
+        return np.einsum("nkhw,nchwij->kcij", dy, win, optimize=True)
+    n, c, h, wd = x.shape
+    oh, ow = dy.shape[2:]
+    grad = np.zeros((n, c, h + 2 * pad, wd + 2 * pad))
+    for i in range(kernel):
+        for j in range(kernel):
+            grad[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += np.einsum(
+                "nkhw,kc->nchw", dy, w[:, :, i, j], optimize=True)
+    return grad[:, :, pad:pad + h, pad:pad + wd]
+
+
+def _case(ctx: Context, pass_: str, name, shape, out_channels, kernel, stride, pad, groups,
+          kind: str, refs) -> Case:
+    dtype = "float16"
+    w_shape = (out_channels, shape[1] // groups, kernel, kernel)
+    y_shape = out_shape(shape, out_channels, kernel, stride, pad)
+    title = f"{name}{'' if pass_ == 'forward' else ' ' + pass_} {'x'.join(map(str, shape))}"
+    seed = zlib.crc32(f"conv {title} {ctx.device}".encode())
+    torch = libraries.get("torch")
+    mask = (pass_ == "grad_input", pass_ == "grad_weight", False)
+
+    def setup():
+        rng = np.random.default_rng(seed)
+        inputs = {"x": arrays.random(shape, dtype, kind, ctx.device, rng),
+                  "w": arrays.random(w_shape, dtype, kind, ctx.device, rng)}
+        if pass_ != "forward":
+            inputs["dy"] = arrays.random(y_shape, dtype, kind, ctx.device, rng)
+        if refs:
+            t = {key: arrays.view(v, "torch") for key, v in inputs.items()}
+            inputs["torch"] = t
+            inputs["torch_cl"] = {key: v.contiguous(memory_format=torch.channels_last)
+                                  for key, v in t.items()}
+        return inputs
+
+    def run(v):
+        if pass_ == "forward":
+            return dk_conv.conv2d(v["x"], v["w"], None, stride, pad, 1, groups)
+        grads = dk_conv.conv2d_backward(v["dy"], v["x"], v["w"], stride, pad, 1, groups,
+                                        output_mask=mask)
+        return grads[0] if pass_ == "grad_input" else grads[1]
+
+    def torch_call(layout):
+        def call(v):
+            t = v[layout]
+            if pass_ == "forward":
+                return torch.nn.functional.conv2d(t["x"], t["w"], None, stride, pad, 1, groups)
+            grads = torch.ops.aten.convolution_backward(
+                t["dy"], t["x"], t["w"], None, [stride] * 2, [pad] * 2, [1, 1], False, [0, 0],
+                groups, list(mask))
+            return grads[0] if pass_ == "grad_input" else grads[1]
+        return call
+
+    def expect(v):
+        host = {key: arrays.to_host64(v[key]) for key in ("x", "w", "dy") if key in v}
+        return expected(pass_, host["x"], host["w"], host.get("dy"), stride, pad, groups)
+
+    flops = flop_count(shape, out_channels, kernel, stride, pad, groups)
+    return Case(
+        family="conv",
+        name=title,
+        device=ctx.device,
+        dtype=dtype,
+        kind=kind,
+        params={"pass": pass_, "shape": shape, "out_channels": out_channels, "kernel": kernel,
+                "stride": stride, "padding": pad, "groups": groups},
+        flops=flops,
+        bytes=byte_count(shape, out_channels, kernel, stride, pad, groups, arrays.ITEMSIZE[dtype]),
+        setup=setup,
+        run=run,
+        expected=expect,
+        references={lib: torch_call(lib) for lib in refs},
+    )
+
+
+def cases(ctx: Context) -> list[Case]:
+    if ctx.device != "cuda":
+        ctx.skip("conv", "CPU cases come with the CPU implementation")
+        return []
+    kind = "torch" if libraries.torch_cuda() is not None else "cupy"
+    if kind == "cupy" and libraries.get("cupy") is None:
+        ctx.skip("conv", "needs CuPy or torch with CUDA")
+        return []
+    refs = ["torch", "torch_cl"] if kind == "torch" else []
+    out = []
+    for name, shape, out_channels, kernel, stride, pad, groups in SHAPES:
+        for pass_ in PASSES:
+            if pass_ == "forward" or name in SHAPES_BACKWARD:
+                out.append(_case(ctx, pass_, name, shape, out_channels, kernel, stride, pad,
+                                 groups, kind, refs))
+    return out
