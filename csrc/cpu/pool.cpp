@@ -1,6 +1,10 @@
-// max_pool2d and avg_pool2d on the CPU: threads over (n, c) planes; within a
-// plane each output row is built tap by tap, the loop over output columns
-// written branch-free so the compiler vectorises it along the width.
+// max_pool2d and avg_pool2d on the CPU: threads over (n, c) planes. Rows of
+// unit-stride input go to the vectorised row kernels of the chosen
+// instruction set (pool_simd.h) for the windows inside the input along W,
+// with the border windows done one by one here; other inputs, strides of 3
+// or more, and the generic instruction set take the portable path: each
+// output row built tap by tap, the loop over output columns written
+// branch-free so the compiler vectorises it along the width.
 #include <omp.h>
 
 #include <algorithm>
@@ -9,6 +13,7 @@
 #include <vector>
 
 #include "common/pool.h"
+#include "cpu/pool_simd.h"
 #include "dlkern/config.h"
 #include "dlkern/error.h"
 
@@ -34,6 +39,38 @@ ColumnRange columns_inside(const Pool2dParams& p, int64_t off) {
   const int64_t last = p.in_w - 1 - off;  // largest ow * s allowed
   const int64_t hi = last < 0 ? 0 : std::min(p.out_w, last / s + 1);
   return {lo, std::max(lo, hi)};
+}
+
+// The row kernels of the instruction set in use; null for the generic one.
+// Each is fetched only once that set is known to run here.
+template <typename T>
+const cpu_pool::RowKernels<T>* row_kernels() {
+  switch (cpu_isa()) {
+    case CpuIsa::avx512: {
+      static const cpu_pool::RowKernels<T> k = cpu_pool::row_kernels_avx512<T>();
+      return &k;
+    }
+    case CpuIsa::avx2: {
+      static const cpu_pool::RowKernels<T> k = cpu_pool::row_kernels_avx2<T>();
+      return &k;
+    }
+    case CpuIsa::generic: break;
+  }
+  return nullptr;
+}
+
+// The row kernels for a forward pass over `st`, or null for the portable
+// path: they need unit column stride, a stride along W of 1 or 2, and (for
+// indices) int32 room for every index, including torch's index of a window
+// that misses the input, wh.first * in_w + ww.first with wh.first below
+// max(in_h, dilation_h) and ww.first below max(in_w, dilation_w).
+template <typename T>
+const cpu_pool::RowKernels<T>* forward_kernels(const Pool2dParams& p, Nchw st, bool indices) {
+  if (st.w != 1 || p.stride_w > 2) return nullptr;
+  if (indices && (std::max(p.in_h, p.dilation_h) + 1) * (std::max(p.in_w, p.dilation_w) + 1) >
+                     std::numeric_limits<int32_t>::max())
+    return nullptr;
+  return row_kernels<T>();
 }
 
 template <typename T, bool kIndices>
@@ -107,6 +144,58 @@ void avg_pool_backward_plane(const Pool2dParams& p, AvgPoolDivisor d, const T* g
   }
 }
 
+// torch's index column of every output column's window while no tap beats
+// -inf: its first in-input column (past the input where the window misses it).
+std::vector<int32_t> first_columns(const Pool2dParams& p) {
+  std::vector<int32_t> first(p.out_w);
+  for (int64_t ow = 0; ow < p.out_w; ++ow)
+    first[ow] = static_cast<int32_t>(
+        pool::window(ow, p.in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w).first);
+  return first;
+}
+
+template <typename T>
+void max_pool_plane_simd(const Pool2dParams& p, const cpu_pool::RowKernels<T>& k,
+                         const int32_t* first_cols, const T* in, int64_t st_h, T* out,
+                         int64_t* idx) {
+  for (int64_t oh = 0; oh < p.out_h; ++oh) {
+    const pool::Window wh = pool::window(oh, p.in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+    const int64_t rows = wh.first < wh.end ? (wh.end - wh.first - 1) / p.dilation_h + 1 : 0;
+    k.max_row({{rows ? in + wh.first * st_h : in, rows, p.dilation_h * st_h, p.kernel_w,
+                p.dilation_w, p.stride_w, p.pad_w, p.in_w, p.out_w},
+               out + oh * p.out_w,
+               idx ? idx + oh * p.out_w : idx,
+               first_cols,
+               wh.first * p.in_w,
+               p.dilation_h * p.in_w});
+  }
+}
+
+// avg_pool2d's divisor of every output of a plane, in T: the row kernels
+// divide by a vector of them.
+template <typename T>
+std::vector<T> divisor_table(const Pool2dParams& p, AvgPoolDivisor d) {
+  std::vector<T> table(p.out_h * p.out_w);
+#pragma omp parallel for schedule(static) num_threads(threads_for(16 * p.out_h * p.out_w))
+  for (int64_t oh = 0; oh < p.out_h; ++oh)
+    for (int64_t ow = 0; ow < p.out_w; ++ow)
+      table[oh * p.out_w + ow] = static_cast<T>(pool::avg_divisor(p, d, oh, ow));
+  return table;
+}
+
+template <typename T>
+void avg_pool_plane_simd(const Pool2dParams& p, const cpu_pool::RowKernels<T>& k,
+                         const T* divisors, const T* in, int64_t st_h, T* out) {
+  for (int64_t oh = 0; oh < p.out_h; ++oh) {
+    const pool::Window wh = pool::window(oh, p.in_h, p.kernel_h, p.stride_h, p.pad_h, 1);
+    const int64_t rows = std::max<int64_t>(0, wh.end - wh.first);
+    k.avg_row({{rows ? in + wh.first * st_h : in, rows, st_h, p.kernel_w, 1, p.stride_w, p.pad_w,
+                p.in_w, p.out_w},
+               divisors + oh * p.out_w,
+               out + oh * p.out_w});
+  }
+}
+
 // Runs body(plane, n, c) for every (n, c) plane, in parallel.
 template <typename Body>
 void for_each_plane(const Pool2dParams& p, int64_t work_per_plane, Body body) {
@@ -121,12 +210,21 @@ template <typename T>
 void max_pool2d_forward_cpu(const Pool2dParams& p, const T* input, Nchw st, T* output,
                             int64_t* indices) {
   const int64_t plane_out = p.out_h * p.out_w;
+  const cpu_pool::RowKernels<T>* k = forward_kernels<T>(p, st, indices != nullptr);
+  if (!k) {
+    for_each_plane(p, p.in_h * p.in_w, [&](int64_t plane, int64_t n, int64_t c) {
+      const T* in = input + n * st.n + c * st.c;
+      if (indices)
+        max_pool_plane<T, true>(p, in, st, output + plane * plane_out, indices + plane * plane_out);
+      else
+        max_pool_plane<T, false>(p, in, st, output + plane * plane_out, nullptr);
+    });
+    return;
+  }
+  const std::vector<int32_t> first_cols = first_columns(p);
   for_each_plane(p, p.in_h * p.in_w, [&](int64_t plane, int64_t n, int64_t c) {
-    const T* in = input + n * st.n + c * st.c;
-    if (indices)
-      max_pool_plane<T, true>(p, in, st, output + plane * plane_out, indices + plane * plane_out);
-    else
-      max_pool_plane<T, false>(p, in, st, output + plane * plane_out, nullptr);
+    max_pool_plane_simd(p, *k, first_cols.data(), input + n * st.n + c * st.c, st.h,
+                        output + plane * plane_out, indices ? indices + plane * plane_out : nullptr);
   });
 }
 
@@ -169,18 +267,67 @@ template <typename T>
 void avg_pool2d_forward_cpu(const Pool2dParams& p, AvgPoolDivisor d, const T* input, Nchw st,
                             T* output) {
   const int64_t plane_out = p.out_h * p.out_w;
+  const cpu_pool::RowKernels<T>* k = forward_kernels<T>(p, st, false);
+  if (!k) {
+    for_each_plane(p, p.in_h * p.in_w, [&](int64_t plane, int64_t n, int64_t c) {
+      avg_pool_plane<T>(p, d, input + n * st.n + c * st.c, st, output + plane * plane_out);
+    });
+    return;
+  }
+  const std::vector<T> divisors = divisor_table<T>(p, d);
   for_each_plane(p, p.in_h * p.in_w, [&](int64_t plane, int64_t n, int64_t c) {
-    avg_pool_plane<T>(p, d, input + n * st.n + c * st.c, st, output + plane * plane_out);
+    avg_pool_plane_simd(p, *k, divisors.data(), input + n * st.n + c * st.c, st.h,
+                        output + plane * plane_out);
   });
 }
 
 template <typename T>
 void avg_pool2d_backward_cpu(const Pool2dParams& p, AvgPoolDivisor d, const T* grad_output,
                              T* grad_input) {
+  const int64_t planes = p.batch * p.channels;
   const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
-  for_each_plane(p, plane_in, [&](int64_t plane, int64_t, int64_t) {
-    avg_pool_backward_plane<T>(p, d, grad_output + plane * plane_out, grad_input + plane * plane_in);
-  });
+  const cpu_pool::RowKernels<T>* k = p.stride_w <= 2 ? row_kernels<T>() : nullptr;
+  if (!k) {
+    for_each_plane(p, plane_in, [&](int64_t plane, int64_t, int64_t) {
+      avg_pool_backward_plane<T>(p, d, grad_output + plane * plane_out,
+                                 grad_input + plane * plane_in);
+    });
+    return;
+  }
+  const std::vector<T> divisors = divisor_table<T>(p, d);
+  // The output rows [lo, hi) whose windows hold input row ih: with no
+  // dilation, a contiguous run.
+  std::vector<ColumnRange> covering(p.in_h, ColumnRange{0, 0});
+  for (int64_t oh = 0; oh < p.out_h; ++oh) {
+    const pool::Window wh = pool::window(oh, p.in_h, p.kernel_h, p.stride_h, p.pad_h, 1);
+    for (int64_t ih = wh.first; ih < wh.end; ++ih) {
+      if (covering[ih].hi == 0) covering[ih].lo = oh;
+      covering[ih].hi = oh + 1;
+    }
+  }
+  const int64_t margin = p.kernel_w - 1;
+  const int64_t sums_size = margin + std::max(p.out_w, p.in_w + p.pad_w + 2 * cpu_pool::kMaxLanes);
+#pragma omp parallel num_threads(threads_for(planes * plane_in))
+  {
+    std::vector<T> sums(sums_size, T(0));  // zero outside [margin, margin + out_w) for good
+#pragma omp for schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const T* go = grad_output + plane * plane_out;
+      T* gi = grad_input + plane * plane_in;
+      for (int64_t ih = 0; ih < p.in_h; ++ih) {
+        const ColumnRange rows = covering[ih];
+        // Input rows held by the same output rows (all of them when the
+        // kernel is no taller than the stride) get the same gradient.
+        if (ih > 0 && rows.lo == covering[ih - 1].lo && rows.hi == covering[ih - 1].hi) {
+          std::copy(gi + (ih - 1) * p.in_w, gi + ih * p.in_w, gi + ih * p.in_w);
+          continue;
+        }
+        k->avg_backward_row({go + rows.lo * p.out_w, divisors.data() + rows.lo * p.out_w,
+                             rows.hi - rows.lo, p.out_w, p.kernel_w, p.stride_w, p.pad_w,
+                             sums.data() + margin, gi + ih * p.in_w, p.in_w});
+      }
+    }
+  }
 }
 
 #define DLKERN_INSTANTIATE_POOL(T)                                                              \
