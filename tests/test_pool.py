@@ -448,6 +448,73 @@ CUDA_CASES = [
 ]
 
 
+# Shapes for the tiled kernels: several tiles per plane (a tile is about 1024
+# outputs, or 2048 input elements backward), rows of whole 16-byte vectors or
+# not, strided views (staged element by element), and rows too wide for a
+# tile (the simple kernels).
+CUDA_TILE_CASES = [
+    # (N, C, H, W), view, kernel, stride, pad, dilation, ceil_mode
+    ((1, 2, 50, 200), "contiguous", (3, 3), (2, 2), (1, 1), (1, 1), False),
+    ((1, 1, 61, 96), "contiguous", (2, 3), (1, 2), (1, 1), (3, 1), True),
+    ((2, 1, 40, 130), "contiguous", (3, 2), (2, 1), (1, 0), (2, 2), True),
+    ((1, 2, 30, 64), "transposed", (3, 3), (2, 1), (1, 1), (1, 2), False),
+    ((1, 3, 33, 80), "offset", (2, 2), (2, 2), (0, 0), (1, 1), False),
+    ((1, 1, 4, 3000), "contiguous", (3, 3), (1, 1), (1, 1), (1, 1), False),
+]
+
+
+def cuda_view(x, view):
+    """x itself, a transposed-plane view of the same values, or a view whose
+    data starts one element into its buffer (not 16-byte aligned)."""
+    if view == "transposed":
+        return np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    if view == "offset":
+        buf = np.empty(x.size + 1, x.dtype)
+        y = buf[1:].reshape(x.shape)
+        y[...] = x
+        return y
+    return x
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CUDA_TILE_CASES)
+def test_cuda_tiled_pooling(cuda, rng, dtype, case):
+    shape, view, kernel, stride, pad, dilation, ceil_mode = case
+    x = cuda_view(random_array(rng, shape, dtype), view)
+    with cuda.context():
+        out, idx = dk.max_pool2d(cuda.array(x), kernel, stride, pad, dilation, ceil_mode,
+                                 return_indices=True)
+        g = random_array(rng, tuple(out.shape), dtype)
+        grad = dk.max_pool2d_backward(cuda.array(g), cuda.array(x), idx, kernel, stride, pad,
+                                      dilation, ceil_mode)
+    out, idx, grad = cuda.host(out), cuda.host(idx), cuda.host(grad)
+    t_out, t_idx = F.max_pool2d(torch.from_numpy(np.ascontiguousarray(x)), kernel, stride, pad,
+                                dilation, ceil_mode, return_indices=True)
+    np.testing.assert_array_equal(out, t_out.numpy())
+    np.testing.assert_array_equal(idx, t_idx.numpy())
+    expected = ref.max_pool2d_backward(g, idx, shape, kernel, stride, pad, dilation)
+    scale = ref.max_pool2d_backward(np.abs(g), idx, shape, kernel, stride, pad, dilation)
+    assert (np.abs(grad - expected) <= kernel[0] * kernel[1] * UNIT_ROUNDOFF[dtype] * scale).all()
+    if dilation != (1, 1):
+        return
+    with cuda.context():
+        out = dk.avg_pool2d(cuda.array(x), kernel, stride, pad, ceil_mode, False)
+        g = random_array(rng, tuple(out.shape), dtype)
+        grad = dk.avg_pool2d_backward(cuda.array(g), cuda.array(x), kernel, stride, pad,
+                                      ceil_mode, False)
+    out, grad = cuda.host(out), cuda.host(grad)
+    tx = torch.from_numpy(np.ascontiguousarray(x)).double().requires_grad_()
+    t_out = F.avg_pool2d(tx, kernel, stride, pad, ceil_mode, False)
+    t_out.backward(torch.from_numpy(g).double())
+    terms = kernel[0] * kernel[1]
+    scale = F.avg_pool2d(tx.detach().abs(), kernel, stride, pad, ceil_mode, False).numpy()
+    assert (np.abs(out - t_out.detach().numpy()) <= (terms + 1) * UNIT_ROUNDOFF[dtype] * scale).all()
+    scale = ref.avg_pool2d_backward(np.abs(g), shape, kernel, stride, pad, False, None)
+    bound = 2 * (terms + 1) * UNIT_ROUNDOFF[dtype] * scale
+    assert (np.abs(grad - tx.grad.numpy()) <= bound).all()
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CUDA_CASES)
