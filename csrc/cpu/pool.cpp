@@ -59,25 +59,30 @@ const cpu_pool::RowKernels<T>* row_kernels() {
   return nullptr;
 }
 
+// Whether every max_pool2d index fits int32, including torch's index of a
+// window that misses the input, wh.first * in_w + ww.first with wh.first
+// below max(in_h, dilation_h) and ww.first below max(in_w, dilation_w).
+bool indices_fit_int32(const Pool2dParams& p) {
+  return (std::max(p.in_h, p.dilation_h) + 1) * (std::max(p.in_w, p.dilation_w) + 1) <=
+         std::numeric_limits<int32_t>::max();
+}
+
 // The row kernels for a forward pass over `st`, or null for the portable
 // path: they need unit column stride, a stride along W of 1 or 2, and (for
-// indices) int32 room for every index, including torch's index of a window
-// that misses the input, wh.first * in_w + ww.first with wh.first below
-// max(in_h, dilation_h) and ww.first below max(in_w, dilation_w).
+// indices, which they keep as int32) indices_fit_int32.
 template <typename T>
 const cpu_pool::RowKernels<T>* forward_kernels(const Pool2dParams& p, Nchw st, bool indices) {
-  if (st.w != 1 || p.stride_w > 2) return nullptr;
-  if (indices && (std::max(p.in_h, p.dilation_h) + 1) * (std::max(p.in_w, p.dilation_w) + 1) >
-                     std::numeric_limits<int32_t>::max())
-    return nullptr;
+  if (st.w != 1 || p.stride_w > 2 || (indices && !indices_fit_int32(p))) return nullptr;
   return row_kernels<T>();
 }
 
-template <typename T, bool kIndices>
+// kIndices: torch's indices into idx, kept as I (the width of T where they
+// fit) while a row is built, so the select vectorises with the compare.
+template <typename T, typename I, bool kIndices>
 void max_pool_plane(const Pool2dParams& p, const T* in, Nchw st, T* out, int64_t* idx) {
+  std::vector<I> at(kIndices ? p.out_w : 0);
   for (int64_t oh = 0; oh < p.out_h; ++oh) {
     T* o = out + oh * p.out_w;
-    int64_t* ix = kIndices ? idx + oh * p.out_w : nullptr;
     const pool::Window wh = pool::window(oh, p.in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
     for (int64_t ow = 0; ow < p.out_w; ++ow) {
       o[ow] = -std::numeric_limits<T>::infinity();
@@ -85,7 +90,7 @@ void max_pool_plane(const Pool2dParams& p, const T* in, Nchw st, T* out, int64_t
         // torch's index when nothing beats -inf: the window's first in-input tap.
         const pool::Window ww =
             pool::window(ow, p.in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
-        ix[ow] = wh.first * p.in_w + ww.first;
+        at[ow] = static_cast<I>(wh.first * p.in_w + ww.first);
       }
     }
     // Taps in torch's order (rows, then columns), so ties and NaNs resolve alike:
@@ -98,12 +103,13 @@ void max_pool_plane(const Pool2dParams& p, const T* in, Nchw st, T* out, int64_t
         for (int64_t ow = r.lo; ow < r.hi; ++ow) {
           const int64_t iw = ow * p.stride_w + off;
           const T v = row[iw * st.w];
-          const bool take = v > o[ow] || v != v;
+          const bool take = (v > o[ow]) | (v != v);
           o[ow] = take ? v : o[ow];
-          if constexpr (kIndices) ix[ow] = take ? ih * p.in_w + iw : ix[ow];
+          if constexpr (kIndices) at[ow] = take ? static_cast<I>(ih * p.in_w + iw) : at[ow];
         }
       }
     }
+    if constexpr (kIndices) std::copy(at.begin(), at.end(), idx + oh * p.out_w);
   }
 }
 
@@ -212,12 +218,17 @@ void max_pool2d_forward_cpu(const Pool2dParams& p, const T* input, Nchw st, T* o
   const int64_t plane_out = p.out_h * p.out_w;
   const cpu_pool::RowKernels<T>* k = forward_kernels<T>(p, st, indices != nullptr);
   if (!k) {
+    // int32 indices while building rows of float where every index fits.
+    const bool narrow = sizeof(T) == 4 && indices_fit_int32(p);
     for_each_plane(p, p.in_h * p.in_w, [&](int64_t plane, int64_t n, int64_t c) {
       const T* in = input + n * st.n + c * st.c;
-      if (indices)
-        max_pool_plane<T, true>(p, in, st, output + plane * plane_out, indices + plane * plane_out);
+      T* out = output + plane * plane_out;
+      if (!indices)
+        max_pool_plane<T, int64_t, false>(p, in, st, out, nullptr);
+      else if (narrow)
+        max_pool_plane<T, int32_t, true>(p, in, st, out, indices + plane * plane_out);
       else
-        max_pool_plane<T, false>(p, in, st, output + plane * plane_out, nullptr);
+        max_pool_plane<T, int64_t, true>(p, in, st, out, indices + plane * plane_out);
     });
     return;
   }
