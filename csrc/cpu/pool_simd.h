@@ -120,20 +120,46 @@ struct SimdKernels {
                                       static_cast<uintptr_t>(elements) * sizeof(T));
   }
 
-  // The taps of n windows (n may exceed L) whose first lies at column c of
-  // `row`, S columns apart: fill where a tap's column is outside [0, in_w).
+  // The taps of n windows (n may exceed L) starting at p, S elements apart,
+  // all inside the input.
   template <int S>
-  static V load_taps(const T* row, int64_t c, int64_t n, int64_t in_w, T fill) {
-    const int64_t span = S * ((n < L ? n : L) - 1) + 1;  // elements the lanes span
-    if (c >= 0 && c + span <= in_w) {
-      if (n >= L) return S == 1 ? Ops::load(row + c) : Ops::load_even(row + c);
-      return S == 1 ? Ops::load_part(row + c, 0, span, T(0))
-                    : Ops::load_even_part(row + c, 0, span, T(0));
-    }
+  static V load_inside(const T* p, int64_t n) {
+    if (n >= L) return S == 1 ? Ops::load(p) : Ops::load_even(p);
+    const int64_t span = S * (n - 1) + 1;
+    return S == 1 ? Ops::load_part(p, 0, span, T(0)) : Ops::load_even_part(p, 0, span, T(0));
+  }
+
+  // The taps of n windows whose first lies at column c of `row`, S columns
+  // apart: fill where a tap's column is outside [0, in_w).
+  template <int S>
+  static V load_border(const T* row, int64_t c, int64_t n, int64_t in_w, T fill) {
+    const int64_t span = S * ((n < L ? n : L) - 1) + 1;
     const int64_t lo = c < 0 ? -c : 0, hi = in_w - c < span ? in_w - c : span;
     const T* p = offset(row, c);
     return S == 1 ? Ops::load_part(p, lo, hi, fill) : Ops::load_even_part(p, lo, hi, fill);
   }
+
+  // Where a group of U chunks starting at window k reads: chunk u holds n[u]
+  // windows and, if inside[u], all their taps lie inside the input, so its
+  // loads skip the border arithmetic.
+  template <int S, int U>
+  struct Chunks {
+    int64_t n[U];
+    bool inside[U];
+    Chunks(const RowWindows<T>& w, int64_t k, int64_t n_last) {
+      for (int u = 0; u < U; ++u) {
+        n[u] = u == U - 1 ? n_last : L;
+        const int64_t first = (k + u * L) * S - w.pad;
+        const int64_t last = first + S * ((n[u] < L ? n[u] : L) - 1) + (w.taps - 1) * w.tap_step;
+        inside[u] = first >= 0 && last < w.in_w;
+      }
+    }
+    // Chunk u's taps for tap column c of the group's first window.
+    V load(int u, const T* row, int64_t c, int64_t in_w, T fill) const {
+      return inside[u] ? load_inside<S>(row + c + u * L * S, n[u])
+                       : load_border<S>(row, c + u * L * S, n[u], in_w, fill);
+    }
+  };
 
   // Calls f(std::integral_constant<int, U>, k, n_last) for groups of up to
   // four chunks of L windows starting at window k, all full but the last,
@@ -160,23 +186,27 @@ struct SimdKernels {
   template <int S, bool kIndices, int U>
   static void max_chunks(const MaxRow<T>& t, int64_t k, int64_t n_last) {
     const RowWindows<T>& w = t.w;
+    const Chunks<S, U> chunks(w, k, n_last);
+    const T* in = w.in;
+    const int64_t rows = w.rows, row_step = w.row_step, taps = w.taps, tap_step = w.tap_step;
+    const int64_t pad = w.pad, in_w = w.in_w, row_index = t.row_index;
+    const int64_t index_row_step = t.index_row_step;
+    constexpr T kLowest = -std::numeric_limits<T>::infinity();
     V best[U];
     Index at[U];
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
-      best[u] = Ops::splat(-std::numeric_limits<T>::infinity());
-      if constexpr (kIndices)
-        at[u] = Ops::index_load(t.first_cols + k + u * L, u == U - 1 ? n_last : L, t.row_index);
+      best[u] = Ops::splat(kLowest);
+      if constexpr (kIndices) at[u] = Ops::index_load(t.first_cols + k + u * L, chunks.n[u], row_index);
     }
-    for (int64_t r = 0; r < w.rows; ++r) {
-      const T* row = w.in + r * w.row_step;
-      for (int64_t j = 0; j < w.taps; ++j) {
-        const int64_t c = k * S + j * w.tap_step - w.pad;
-        const int64_t tap = t.row_index + r * t.index_row_step + c;
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* row = in + r * row_step;
+      for (int64_t j = 0; j < taps; ++j) {
+        const int64_t c = k * S + j * tap_step - pad;
+        const int64_t tap = row_index + r * index_row_step + c;
 #pragma GCC unroll 4
         for (int u = 0; u < U; ++u) {
-          const V v = load_taps<S>(row, c + u * L * S, u == U - 1 ? n_last : L, w.in_w,
-                                   -std::numeric_limits<T>::infinity());
+          const V v = chunks.load(u, row, c, in_w, kLowest);
           // The index choice reads best before the update, off its chain.
           if constexpr (kIndices)
             at[u] = Ops::select_index(Ops::take(v, best[u]), at[u],
@@ -187,9 +217,8 @@ struct SimdKernels {
     }
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
-      const int64_t n = u == U - 1 ? n_last : L;
-      Ops::store(t.out + k + u * L, best[u], n);
-      if constexpr (kIndices) Ops::store_indices(t.indices + k + u * L, at[u], n);
+      Ops::store(t.out + k + u * L, best[u], chunks.n[u]);
+      if constexpr (kIndices) Ops::store_indices(t.indices + k + u * L, at[u], chunks.n[u]);
     }
   }
 
@@ -203,28 +232,30 @@ struct SimdKernels {
   template <int S, int U>
   static void avg_chunks(const AvgRow<T>& t, int64_t k, int64_t n_last) {
     const RowWindows<T>& w = t.w;
+    const Chunks<S, U> chunks(w, k, n_last);
+    const T* in = w.in;
+    const int64_t rows = w.rows, row_step = w.row_step, taps = w.taps, tap_step = w.tap_step;
+    const int64_t pad = w.pad, in_w = w.in_w;
     V sum[U];
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) sum[u] = Ops::splat(T(0));
-    for (int64_t r = 0; r < w.rows; ++r) {
-      const T* row = w.in + r * w.row_step;
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* row = in + r * row_step;
       // Asks for the lines 8 KiB ahead, some rows on: the hardware
       // prefetcher alone leaves this stream short of the memory bandwidth.
 #pragma GCC unroll 16
       for (int64_t e = 0; e < U * L * S; e += 64 / int64_t(sizeof(T)))
         __builtin_prefetch(offset(row, k * S + e + 8192 / int64_t(sizeof(T))));
-      for (int64_t j = 0; j < w.taps; ++j) {
-        const int64_t c = k * S + j * w.tap_step - w.pad;
+      for (int64_t j = 0; j < taps; ++j) {
+        const int64_t c = k * S + j * tap_step - pad;
 #pragma GCC unroll 4
-        for (int u = 0; u < U; ++u)
-          sum[u] = Ops::add(sum[u], load_taps<S>(row, c + u * L * S, u == U - 1 ? n_last : L,
-                                                 w.in_w, T(0)));
+        for (int u = 0; u < U; ++u) sum[u] = Ops::add(sum[u], chunks.load(u, row, c, in_w, T(0)));
       }
     }
     // Lanes past n_last divide 0 by 0 and are not stored.
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
-      const int64_t n = u == U - 1 ? n_last : L;
+      const int64_t n = chunks.n[u];
       Ops::store(t.out + k + u * L, Ops::div(sum[u], load_n(t.divisors + k + u * L, n)), n);
     }
   }
