@@ -509,7 +509,8 @@ def test_cuda_tiled_pooling(cuda, rng, dtype, case):
     t_out.backward(torch.from_numpy(g).double())
     terms = kernel[0] * kernel[1]
     scale = F.avg_pool2d(tx.detach().abs(), kernel, stride, pad, ceil_mode, False).numpy()
-    assert (np.abs(out - t_out.detach().numpy()) <= (terms + 1) * UNIT_ROUNDOFF[dtype] * scale).all()
+    bound = (terms + 1) * UNIT_ROUNDOFF[dtype] * scale
+    assert (np.abs(out - t_out.detach().numpy()) <= bound).all()
     scale = ref.avg_pool2d_backward(np.abs(g), shape, kernel, stride, pad, False, None)
     bound = 2 * (terms + 1) * UNIT_ROUNDOFF[dtype] * scale
     assert (np.abs(grad - tx.grad.numpy()) <= bound).all()

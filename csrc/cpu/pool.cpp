@@ -1,10 +1,11 @@
-// max_pool2d and avg_pool2d on the CPU: threads over (n, c) planes. Rows of
-// unit-stride input go to the vectorised row kernels of the chosen
-// instruction set (pool_simd.h) for the windows inside the input along W,
-// with the border windows done one by one here; other inputs, strides of 3
-// or more, and the generic instruction set take the portable path: each
+// max_pool2d and avg_pool2d on the CPU: threads over (n, c) planes. Output
+// rows of input with unit column stride and a stride along W of 1 or 2 go to
+// the vector row kernels of the instruction set in use (pool_simd.h), fed
+// with the window geometry computed here from common/pool.h; other inputs
+// and strides, and the generic instruction set, take the portable path: each
 // output row built tap by tap, the loop over output columns written
-// branch-free so the compiler vectorises it along the width.
+// branch-free so the compiler vectorises it along the width. max_pool2d
+// backward scatters each plane in output order (deterministic).
 #include <omp.h>
 
 #include <algorithm>
@@ -27,13 +28,14 @@ int threads_for(int64_t work) {
   return get_num_threads();
 }
 
-// The output columns whose tap at input offset `off` (= kw_index * dilation -
-// pad) lands inside [0, in_w): ow in [lo, hi).
-struct ColumnRange {
+// [lo, hi)
+struct Range {
   int64_t lo, hi;
 };
 
-ColumnRange columns_inside(const Pool2dParams& p, int64_t off) {
+// The output columns whose tap at input offset `off` (= kw_index * dilation -
+// pad) lands inside [0, in_w).
+Range columns_inside(const Pool2dParams& p, int64_t off) {
   const int64_t s = p.stride_w;
   const int64_t lo = off >= 0 ? 0 : (-off + s - 1) / s;
   const int64_t last = p.in_w - 1 - off;  // largest ow * s allowed
@@ -99,7 +101,7 @@ void max_pool_plane(const Pool2dParams& p, const T* in, Nchw st, T* out, int64_t
       const T* row = in + ih * st.h;
       for (int64_t j = 0; j < p.kernel_w; ++j) {
         const int64_t off = j * p.dilation_w - p.pad_w;
-        const ColumnRange r = columns_inside(p, off);
+        const Range r = columns_inside(p, off);
         for (int64_t ow = r.lo; ow < r.hi; ++ow) {
           const int64_t iw = ow * p.stride_w + off;
           const T v = row[iw * st.w];
@@ -123,7 +125,7 @@ void avg_pool_plane(const Pool2dParams& p, AvgPoolDivisor d, const T* in, Nchw s
       const T* row = in + ih * st.h;
       for (int64_t j = 0; j < p.kernel_w; ++j) {
         const int64_t off = j - p.pad_w;
-        const ColumnRange r = columns_inside(p, off);
+        const Range r = columns_inside(p, off);
         for (int64_t ow = r.lo; ow < r.hi; ++ow) o[ow] += row[(ow * p.stride_w + off) * st.w];
       }
     }
@@ -178,7 +180,8 @@ void max_pool_plane_simd(const Pool2dParams& p, const cpu_pool::RowKernels<T>& k
 }
 
 // avg_pool2d's divisor of every output of a plane, in T: the row kernels
-// divide by a vector of them.
+// divide by a vector of them. (Each costs about as much as 16 elements of
+// pooling, for the threading threshold.)
 template <typename T>
 std::vector<T> divisor_table(const Pool2dParams& p, AvgPoolDivisor d) {
   std::vector<T> table(p.out_h * p.out_w);
@@ -235,7 +238,8 @@ void max_pool2d_forward_cpu(const Pool2dParams& p, const T* input, Nchw st, T* o
   const std::vector<int32_t> first_cols = first_columns(p);
   for_each_plane(p, p.in_h * p.in_w, [&](int64_t plane, int64_t n, int64_t c) {
     max_pool_plane_simd(p, *k, first_cols.data(), input + n * st.n + c * st.c, st.h,
-                        output + plane * plane_out, indices ? indices + plane * plane_out : nullptr);
+                        output + plane * plane_out,
+                        indices ? indices + plane * plane_out : nullptr);
   });
 }
 
@@ -308,7 +312,7 @@ void avg_pool2d_backward_cpu(const Pool2dParams& p, AvgPoolDivisor d, const T* g
   const std::vector<T> divisors = divisor_table<T>(p, d);
   // The output rows [lo, hi) whose windows hold input row ih: with no
   // dilation, a contiguous run.
-  std::vector<ColumnRange> covering(p.in_h, ColumnRange{0, 0});
+  std::vector<Range> covering(p.in_h, Range{0, 0});
   for (int64_t oh = 0; oh < p.out_h; ++oh) {
     const pool::Window wh = pool::window(oh, p.in_h, p.kernel_h, p.stride_h, p.pad_h, 1);
     for (int64_t ih = wh.first; ih < wh.end; ++ih) {
@@ -326,7 +330,7 @@ void avg_pool2d_backward_cpu(const Pool2dParams& p, AvgPoolDivisor d, const T* g
       const T* go = grad_output + plane * plane_out;
       T* gi = grad_input + plane * plane_in;
       for (int64_t ih = 0; ih < p.in_h; ++ih) {
-        const ColumnRange rows = covering[ih];
+        const Range rows = covering[ih];
         // Input rows held by the same output rows (all of them when the
         // kernel is no taller than the stride) get the same gradient.
         if (ih > 0 && rows.lo == covering[ih - 1].lo && rows.hi == covering[ih - 1].hi) {

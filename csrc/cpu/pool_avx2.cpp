@@ -37,7 +37,8 @@ struct F32 {
   // the pairs.
   static V even(V a, V b) {
     const V pairs = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 2, 0));
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(pairs), _MM_SHUFFLE(3, 1, 2, 0)));
+    return _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(pairs), _MM_SHUFFLE(3, 1, 2, 0)));
   }
   static V load_even(const T* p) { return even(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 7)); }
   static V load_even_part(const T* p, int64_t lo, int64_t hi, T fill) {

@@ -70,8 +70,10 @@ struct F32 {
   static void store_indices(int64_t* p, Index i, int64_t n) {
     // The zero-masked forms: GCC 12 warns (wrongly) that the plain ones read
     // an uninitialised value.
-    const __m512i lo = _mm512_maskz_cvtepi32_epi64(0xff, _mm512_maskz_extracti64x4_epi64(0xf, i, 0));
-    const __m512i hi = _mm512_maskz_cvtepi32_epi64(0xff, _mm512_maskz_extracti64x4_epi64(0xf, i, 1));
+    const __m512i lo =
+        _mm512_maskz_cvtepi32_epi64(0xff, _mm512_maskz_extracti64x4_epi64(0xf, i, 0));
+    const __m512i hi =
+        _mm512_maskz_cvtepi32_epi64(0xff, _mm512_maskz_extracti64x4_epi64(0xf, i, 1));
     if (n >= L) {
       _mm512_storeu_si512(p, lo);
       _mm512_storeu_si512(p + 8, hi);

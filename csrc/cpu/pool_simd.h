@@ -111,7 +111,9 @@ struct SimdKernels {
   static constexpr int64_t L = Ops::L;
 
   // Lanes [0, n) of p, zero after.
-  static V load_n(const T* p, int64_t n) { return n >= L ? Ops::load(p) : Ops::load_part(p, 0, n, T(0)); }
+  static V load_n(const T* p, int64_t n) {
+    return n >= L ? Ops::load(p) : Ops::load_part(p, 0, n, T(0));
+  }
 
   // p + offset without forming an out-of-bounds pointer in the language's
   // sense: a masked load may start before its row, reading none of that.
@@ -197,7 +199,8 @@ struct SimdKernels {
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
       best[u] = Ops::splat(kLowest);
-      if constexpr (kIndices) at[u] = Ops::index_load(t.first_cols + k + u * L, chunks.n[u], row_index);
+      if constexpr (kIndices)
+        at[u] = Ops::index_load(t.first_cols + k + u * L, chunks.n[u], row_index);
     }
     for (int64_t r = 0; r < rows; ++r) {
       const T* row = in + r * row_step;

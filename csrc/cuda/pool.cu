@@ -121,7 +121,8 @@ void max_pool2d_backward_cuda(DType dtype, const Pool2dParams& p, const void* gr
     const int64_t blocks = p.batch * p.channels * ((p.in_h + rows - 1) / rows);
     const int64_t out_rows =
         std::min(p.out_h, (rows + p.kernel_h * p.dilation_h) / p.stride_h + 2);
-    const size_t smem = static_cast<size_t>((out_rows * p.out_w + 1) * (sizeof(T) + sizeof(int64_t)));
+    const size_t smem =
+        static_cast<size_t>((out_rows * p.out_w + 1) * (sizeof(T) + sizeof(int64_t)));
     auto kernel = vector_planes<T>(p, go, gi) ? cuda::max_pool2d_backward_tiled_kernel<T, true>
                                               : cuda::max_pool2d_backward_tiled_kernel<T, false>;
     DLKERN_LAUNCH(kernel, static_cast<unsigned>(blocks), cuda::kPoolThreads, smem, stream, p, go,

@@ -275,7 +275,8 @@ __global__ void __launch_bounds__(kPoolThreads)
       for (int64_t iw = ww.first; iw < ww.end; ++iw) sum += convert<Acc>(row[iw]);
     }
     const int64_t divisor = pool::avg_divisor(p, d, oh, ow);
-    out[base + oh * p.out_w + ow] = convert<T>(divisor == 0 ? Acc(0) : sum / static_cast<Acc>(divisor));
+    out[base + oh * p.out_w + ow] =
+        convert<T>(divisor == 0 ? Acc(0) : sum / static_cast<Acc>(divisor));
   }
 }
 
