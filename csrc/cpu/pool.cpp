@@ -174,21 +174,14 @@ std::vector<int32_t> first_columns(const Pool2dParams& p) {
   return first;
 }
 
-template <typename T>
-void max_pool_plane_simd(const Pool2dParams& p, const cpu_pool::RowKernels<T>& k,
-                         const int32_t* first_cols, const T* in, int64_t st_h, T* out,
-                         int64_t* idx) {
+// The input rows of every output row's window, for the row kernels.
+std::vector<cpu_pool::WindowRows> window_rows(const Pool2dParams& p, int64_t dilation_h) {
+  std::vector<cpu_pool::WindowRows> rows(p.out_h);
   for (int64_t oh = 0; oh < p.out_h; ++oh) {
-    const pool::Window wh = pool::window(oh, p.in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
-    const int64_t rows = wh.first < wh.end ? (wh.end - wh.first - 1) / p.dilation_h + 1 : 0;
-    k.max_row({{rows ? in + wh.first * st_h : in, rows, p.dilation_h * st_h, p.kernel_w,
-                p.dilation_w, p.stride_w, p.pad_w, p.in_w, p.out_w},
-               out + oh * p.out_w,
-               idx ? idx + oh * p.out_w : idx,
-               first_cols,
-               wh.first * p.in_w,
-               p.dilation_h * p.in_w});
+    const pool::Window wh = pool::window(oh, p.in_h, p.kernel_h, p.stride_h, p.pad_h, dilation_h);
+    rows[oh] = {wh.first, wh.first < wh.end ? (wh.end - wh.first - 1) / dilation_h + 1 : 0};
   }
+  return rows;
 }
 
 // avg_pool2d's divisor of every output of a plane, in T: the row kernels
@@ -202,19 +195,6 @@ std::vector<T> divisor_table(const Pool2dParams& p, AvgPoolDivisor d) {
     for (int64_t ow = 0; ow < p.out_w; ++ow)
       table[oh * p.out_w + ow] = static_cast<T>(pool::avg_divisor(p, d, oh, ow));
   return table;
-}
-
-template <typename T>
-void avg_pool_plane_simd(const Pool2dParams& p, const cpu_pool::RowKernels<T>& k,
-                         const T* divisors, const T* in, int64_t st_h, T* out) {
-  for (int64_t oh = 0; oh < p.out_h; ++oh) {
-    const pool::Window wh = pool::window(oh, p.in_h, p.kernel_h, p.stride_h, p.pad_h, 1);
-    const int64_t rows = std::max<int64_t>(0, wh.end - wh.first);
-    k.avg_row({{rows ? in + wh.first * st_h : in, rows, st_h, p.kernel_w, 1, p.stride_w, p.pad_w,
-                p.in_w, p.out_w},
-               divisors + oh * p.out_w,
-               out + oh * p.out_w});
-  }
 }
 
 // Runs body(plane, n, c) for every (n, c) plane, in parallel.
@@ -247,11 +227,13 @@ void max_pool2d_forward_cpu(const Pool2dParams& p, const T* input, Nchw st, T* o
     });
     return;
   }
+  const std::vector<cpu_pool::WindowRows> rows = window_rows(p, p.dilation_h);
   const std::vector<int32_t> first_cols = first_columns(p);
   for_each_plane(p, p.in_h * p.in_w, [&](int64_t plane, int64_t n, int64_t c) {
-    max_pool_plane_simd(p, *k, first_cols.data(), input + n * st.n + c * st.c, st.h,
-                        output + plane * plane_out,
-                        indices ? indices + plane * plane_out : nullptr);
+    k->max_plane({input + n * st.n + c * st.c, st.h, rows.data(), p.dilation_h, p.kernel_w,
+                  p.dilation_w, p.stride_w, p.pad_w, p.in_w, p.out_h, p.out_w,
+                  output + plane * plane_out, indices ? indices + plane * plane_out : nullptr,
+                  first_cols.data(), nullptr});
   });
 }
 
@@ -316,10 +298,12 @@ void avg_pool2d_forward_cpu(const Pool2dParams& p, AvgPoolDivisor d, const T* in
     });
     return;
   }
+  const std::vector<cpu_pool::WindowRows> rows = window_rows(p, 1);
   const std::vector<T> divisors = divisor_table<T>(p, d);
   for_each_plane(p, p.in_h * p.in_w, [&](int64_t plane, int64_t n, int64_t c) {
-    avg_pool_plane_simd(p, *k, divisors.data(), input + n * st.n + c * st.c, st.h,
-                        output + plane * plane_out);
+    k->avg_plane({input + n * st.n + c * st.c, st.h, rows.data(), 1, p.kernel_w, 1, p.stride_w,
+                  p.pad_w, p.in_w, p.out_h, p.out_w, output + plane * plane_out, nullptr, nullptr,
+                  divisors.data()});
   });
 }
 

@@ -68,10 +68,34 @@ struct AvgBackwardRow {
   int64_t in_w;
 };
 
+// The input rows of output row oh's windows: `count` rows from `first`,
+// dilation_h apart (count 0 where the window misses the input).
+struct WindowRows {
+  int64_t first, count;
+};
+
+// A whole plane, output row by output row: row oh's windows read input rows
+// in + (rows[oh].first + r * dilation_h) * row_stride, with the columns of
+// RowWindows; `divisors` (avg) is the plane's table, first_cols (max) the
+// columns' table of MaxRow.
+template <typename T>
+struct Plane {
+  const T* in;
+  int64_t row_stride;
+  const WindowRows* rows;
+  int64_t dilation_h;
+  int64_t taps, tap_step, stride, pad, in_w;
+  int64_t out_h, out_w;
+  T* out;
+  int64_t* indices;
+  const int32_t* first_cols;
+  const T* divisors;
+};
+
 template <typename T>
 struct RowKernels {
-  void (*max_row)(const MaxRow<T>&);
-  void (*avg_row)(const AvgRow<T>&);
+  void (*max_plane)(const Plane<T>&);
+  void (*avg_plane)(const Plane<T>&);
   void (*avg_backward_row)(const AvgBackwardRow<T>&);
 };
 
@@ -311,19 +335,47 @@ struct SimdKernels {
     }
   }
 
-  static void max_row_any(const MaxRow<T>& t) {
-    const bool two = t.w.stride == 2;
-    if (t.indices)
-      two ? max_row<2, true>(t) : max_row<1, true>(t);
+  // Output row oh's windows.
+  static RowWindows<T> windows(const Plane<T>& q, int64_t oh) {
+    const WindowRows rows = q.rows[oh];
+    return {rows.count ? q.in + rows.first * q.row_stride : q.in,
+            rows.count,
+            q.dilation_h * q.row_stride,
+            q.taps,
+            q.tap_step,
+            q.stride,
+            q.pad,
+            q.in_w,
+            q.out_w};
+  }
+
+  template <int S, bool kIndices>
+  static void max_plane(const Plane<T>& q) {
+    for (int64_t oh = 0; oh < q.out_h; ++oh)
+      max_row<S, kIndices>({windows(q, oh), q.out + oh * q.out_w,
+                            kIndices ? q.indices + oh * q.out_w : nullptr, q.first_cols,
+                            q.rows[oh].first * q.in_w, q.dilation_h * q.in_w});
+  }
+
+  template <int S>
+  static void avg_plane(const Plane<T>& q) {
+    for (int64_t oh = 0; oh < q.out_h; ++oh)
+      avg_row<S>({windows(q, oh), q.divisors + oh * q.out_w, q.out + oh * q.out_w});
+  }
+
+  static void max_plane_any(const Plane<T>& q) {
+    const bool two = q.stride == 2;
+    if (q.indices)
+      two ? max_plane<2, true>(q) : max_plane<1, true>(q);
     else
-      two ? max_row<2, false>(t) : max_row<1, false>(t);
+      two ? max_plane<2, false>(q) : max_plane<1, false>(q);
   }
 
-  static void avg_row_any(const AvgRow<T>& t) {
-    t.w.stride == 2 ? avg_row<2>(t) : avg_row<1>(t);
+  static void avg_plane_any(const Plane<T>& q) {
+    q.stride == 2 ? avg_plane<2>(q) : avg_plane<1>(q);
   }
 
-  static RowKernels<T> kernels() { return {max_row_any, avg_row_any, avg_backward_row}; }
+  static RowKernels<T> kernels() { return {max_plane_any, avg_plane_any, avg_backward_row}; }
 };
 
 }  // namespace dlkern::cpu_pool
