@@ -349,11 +349,13 @@ __global__ void __launch_bounds__(kPoolThreads)
 #pragma unroll
       for (int e = 0; e < kLanes; ++e) {
         const int64_t self = int64_t{ih} * p.in_w + iw0 + e;
+        Accumulator<T> s = sum[e];
         covering_outputs32(iw0 + e, out_w, static_cast<int>(p.kernel_w),
                            static_cast<int>(p.stride_w), static_cast<int>(p.pad_w),
                            static_cast<int>(p.dilation_w), [&](int ow) {
-          if (row_indices[ow] == self) sum[e] += convert<Accumulator<T>>(row_grad[ow]);
+          if (row_indices[ow] == self) s += convert<Accumulator<T>>(row_grad[ow]);
         });
+        sum[e] = s;
       }
     });
     store_lanes<T, kVec, kLanes>(grad_in + t.plane * p.in_h * p.in_w + int64_t{ih} * p.in_w + iw0,
@@ -393,10 +395,13 @@ __global__ void __launch_bounds__(kPoolThreads)
                        static_cast<int>(p.pad_h), 1, [&](int oh) {
       const Acc* row = quotients + int64_t{oh - static_cast<int>(t.oh0)} * out_w;
 #pragma unroll
-      for (int e = 0; e < kLanes; ++e)
+      for (int e = 0; e < kLanes; ++e) {
+        Acc s = sum[e];
         covering_outputs32(iw0 + e, out_w, static_cast<int>(p.kernel_w),
                            static_cast<int>(p.stride_w), static_cast<int>(p.pad_w), 1,
-                           [&](int ow) { sum[e] += row[ow]; });
+                           [&](int ow) { s += row[ow]; });
+        sum[e] = s;
+      }
     });
     store_lanes<T, kVec, kLanes>(grad_in + t.plane * p.in_h * p.in_w + int64_t{ih} * p.in_w + iw0,
                                  sum);
