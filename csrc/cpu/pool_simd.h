@@ -165,54 +165,68 @@ struct SimdKernels {
     return S == 1 ? Ops::load_part(p, lo, hi, fill) : Ops::load_even_part(p, lo, hi, fill);
   }
 
-  // Where a group of U chunks starting at window k reads: chunk u holds n[u]
-  // windows and, if inside[u], all their taps lie inside the input, so its
-  // loads skip the border arithmetic.
-  template <int S, int U>
-  struct Chunks {
-    int64_t n[U];
-    bool inside[U];
-    Chunks(const RowWindows<T>& w, int64_t k, int64_t n_last) {
-      for (int u = 0; u < U; ++u) {
-        n[u] = u == U - 1 ? n_last : L;
-        const int64_t first = (k + u * L) * S - w.pad;
-        const int64_t last = first + S * ((n[u] < L ? n[u] : L) - 1) + (w.taps - 1) * w.tap_step;
-        inside[u] = first >= 0 && last < w.in_w;
-      }
-    }
-    // Chunk u's taps for tap column c of the group's first window.
-    V load(int u, const T* row, int64_t c, int64_t in_w, T fill) const {
-      return inside[u] ? load_inside<S>(row + c + u * L * S, n[u])
-                       : load_border<S>(row, c + u * L * S, n[u], in_w, fill);
-    }
-  };
+  // The size of chunk u of a group of U chunks: L, or n_last for the last.
+  template <int U>
+  static int64_t chunk_size(int u, int64_t n_last) {
+    return u == U - 1 ? n_last : L;
+  }
 
-  // Calls f(std::integral_constant<int, U>, k, n_last) for groups of up to
-  // four chunks of L windows starting at window k, all full but the last,
-  // which holds n_last. A group's chunks are independent chains of vector
-  // operations, so their latencies overlap.
-  template <typename F>
-  static void in_groups(int64_t count, F f) {
-    for (int64_t k = 0; k < count; k += 4 * L) {
-      const int64_t rest = count - k;
+  // How a group's chunks meet the borders: kNone, every tap of every chunk
+  // lies inside the input; kFirst, all but those of the first chunk; kAll,
+  // any chunk's may not.
+  enum Border { kNone, kFirst, kAll };
+
+  // The taps of chunk u (n windows) for tap column c of the group's first
+  // window: without border arithmetic where the group's kind says they lie
+  // inside, else filling the padding.
+  template <int S, int kBorder>
+  static V load_chunk(int u, const T* row, int64_t c, int64_t n, int64_t in_w, T fill) {
+    if (kBorder == kAll || (kBorder == kFirst && u == 0))
+      return load_border<S>(row, c + u * L * S, n, in_w, fill);
+    return load_inside<S>(row + c + u * L * S, n);
+  }
+
+  // Calls f(std::integral_constant<int, U>, std::integral_constant<int,
+  // kBorder>, k, n_last) for the windows of a row in groups of up to four
+  // chunks of L windows starting at window k, all full but the last
+  // (n_last). A group's chunks are independent chains of vector operations,
+  // so their latencies overlap.
+  template <int S, typename F>
+  static void in_groups(const RowWindows<T>& w, F f) {
+    // Windows [begin, end) have every tap inside the input.
+    const int64_t begin = (w.pad + S - 1) / S;
+    const int64_t last = w.in_w - 1 + w.pad - (w.taps - 1) * w.tap_step;  // k * S <= last fit
+    const int64_t end = last < 0 ? 0 : last / S + 1;
+    for (int64_t k = 0; k < w.count; k += 4 * L) {
+      const int64_t rest = w.count - k;
+      const int64_t group = rest < 4 * L ? rest : 4 * L;
+      const bool tail_inside = k + L >= begin && k + group <= end;
+      const int kind = k >= begin && tail_inside ? kNone : tail_inside ? kFirst : kAll;
+      auto call = [&](auto u, int64_t n_last) {
+        if (kind == kNone)
+          f(u, std::integral_constant<int, kNone>{}, k, n_last);
+        else if (kind == kFirst)
+          f(u, std::integral_constant<int, kFirst>{}, k, n_last);
+        else
+          f(u, std::integral_constant<int, kAll>{}, k, n_last);
+      };
       if (rest > 3 * L)
-        f(std::integral_constant<int, 4>{}, k, rest - 3 * L);
+        call(std::integral_constant<int, 4>{}, group - 3 * L);
       else if (rest > 2 * L)
-        f(std::integral_constant<int, 3>{}, k, rest - 2 * L);
+        call(std::integral_constant<int, 3>{}, rest - 2 * L);
       else if (rest > L)
-        f(std::integral_constant<int, 2>{}, k, rest - L);
+        call(std::integral_constant<int, 2>{}, rest - L);
       else
-        f(std::integral_constant<int, 1>{}, k, rest);
+        call(std::integral_constant<int, 1>{}, rest);
     }
   }
 
   // Taps in torch's order (rows, then columns) so that ties and NaNs resolve
   // as in its kernel: the first maximum wins and every NaN replaces the best.
   // Padding taps load -inf, which never replaces anything.
-  template <int S, bool kIndices, int U>
+  template <int S, bool kIndices, int U, int kBorder>
   static void max_chunks(const MaxRow<T>& t, int64_t k, int64_t n_last) {
     const RowWindows<T>& w = t.w;
-    const Chunks<S, U> chunks(w, k, n_last);
     const T* in = w.in;
     const int64_t rows = w.rows, row_step = w.row_step, taps = w.taps, tap_step = w.tap_step;
     const int64_t pad = w.pad, in_w = w.in_w, row_index = t.row_index;
@@ -224,7 +238,7 @@ struct SimdKernels {
     for (int u = 0; u < U; ++u) {
       best[u] = Ops::splat(kLowest);
       if constexpr (kIndices)
-        at[u] = Ops::index_load(t.first_cols + k + u * L, chunks.n[u], row_index);
+        at[u] = Ops::index_load(t.first_cols + k + u * L, chunk_size<U>(u, n_last), row_index);
     }
     for (int64_t r = 0; r < rows; ++r) {
       const T* row = in + r * row_step;
@@ -233,7 +247,8 @@ struct SimdKernels {
         const int64_t tap = row_index + r * index_row_step + c;
 #pragma GCC unroll 4
         for (int u = 0; u < U; ++u) {
-          const V v = chunks.load(u, row, c, in_w, kLowest);
+          const V v =
+              load_chunk<S, kBorder>(u, row, c, chunk_size<U>(u, n_last), in_w, kLowest);
           // The index choice reads best before the update, off its chain.
           if constexpr (kIndices)
             at[u] = Ops::select_index(Ops::take(v, best[u]), at[u],
@@ -244,22 +259,22 @@ struct SimdKernels {
     }
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
-      Ops::store(t.out + k + u * L, best[u], chunks.n[u]);
-      if constexpr (kIndices) Ops::store_indices(t.indices + k + u * L, at[u], chunks.n[u]);
+      Ops::store(t.out + k + u * L, best[u], chunk_size<U>(u, n_last));
+      if constexpr (kIndices)
+        Ops::store_indices(t.indices + k + u * L, at[u], chunk_size<U>(u, n_last));
     }
   }
 
   template <int S, bool kIndices>
   static void max_row(const MaxRow<T>& t) {
-    in_groups(t.w.count, [&](auto group, int64_t k, int64_t n_last) {
-      max_chunks<S, kIndices, decltype(group)::value>(t, k, n_last);
+    in_groups<S>(t.w, [&](auto group, auto border, int64_t k, int64_t n_last) {
+      max_chunks<S, kIndices, decltype(group)::value, decltype(border)::value>(t, k, n_last);
     });
   }
 
-  template <int S, int U>
+  template <int S, int U, int kBorder>
   static void avg_chunks(const AvgRow<T>& t, int64_t k, int64_t n_last) {
     const RowWindows<T>& w = t.w;
-    const Chunks<S, U> chunks(w, k, n_last);
     const T* in = w.in;
     const int64_t rows = w.rows, row_step = w.row_step, taps = w.taps, tap_step = w.tap_step;
     const int64_t pad = w.pad, in_w = w.in_w;
@@ -276,21 +291,23 @@ struct SimdKernels {
       for (int64_t j = 0; j < taps; ++j) {
         const int64_t c = k * S + j * tap_step - pad;
 #pragma GCC unroll 4
-        for (int u = 0; u < U; ++u) sum[u] = Ops::add(sum[u], chunks.load(u, row, c, in_w, T(0)));
+        for (int u = 0; u < U; ++u)
+          sum[u] = Ops::add(sum[u], load_chunk<S, kBorder>(u, row, c, chunk_size<U>(u, n_last),
+                                                            in_w, T(0)));
       }
     }
     // Lanes past n_last divide 0 by 0 and are not stored.
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
-      const int64_t n = chunks.n[u];
+      const int64_t n = chunk_size<U>(u, n_last);
       Ops::store(t.out + k + u * L, Ops::div(sum[u], load_n(t.divisors + k + u * L, n)), n);
     }
   }
 
   template <int S>
   static void avg_row(const AvgRow<T>& t) {
-    in_groups(t.w.count, [&](auto group, int64_t k, int64_t n_last) {
-      avg_chunks<S, decltype(group)::value>(t, k, n_last);
+    in_groups<S>(t.w, [&](auto group, auto border, int64_t k, int64_t n_last) {
+      avg_chunks<S, decltype(group)::value, decltype(border)::value>(t, k, n_last);
     });
   }
 
