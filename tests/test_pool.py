@@ -327,6 +327,25 @@ def test_wide_rows_match_torch(isa, rng, dtype, case):
         assert (np.abs(grad - tx.grad.numpy()) <= bound).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [c for c in WIDE_CASES if c[4] == (1, 1)])
+def test_avg_pool2d_row_kernels_match_portable_path(isa, rng, dtype, case):
+    """The row kernels sum each window in the portable path's order and divide
+    alike (multiplying by 1/d only where every d is a power of two, which is
+    exact), so every instruction set gives the same bits."""
+    plane, kernel, stride, pad, _, ceil_mode = case
+    x = random_array(rng, (2, 3) + plane, dtype)
+    for include_pad, divisor in [(True, None), (False, None), (True, 4), (True, -3)]:
+        args = (x, kernel, stride, pad, ceil_mode, include_pad, divisor)
+        out = dk.avg_pool2d(*args)
+        dk._cpu.set_cpu_isa("generic")
+        try:
+            portable = dk.avg_pool2d(*args)
+        finally:
+            dk._cpu.set_cpu_isa(isa)
+        np.testing.assert_array_equal(out, portable)
+
+
 @pytest.mark.parametrize(
     "plane,kernel,stride,pad,dilation",
     [

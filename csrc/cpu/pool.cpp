@@ -184,16 +184,32 @@ std::vector<cpu_pool::WindowRows> window_rows(const Pool2dParams& p, int64_t dil
   return rows;
 }
 
-// avg_pool2d's divisor of every output of a plane, in T: the row kernels
-// divide by a vector of them. (Each costs about as much as 16 elements of
-// pooling, for the threading threshold.)
+// avg_pool2d's divisor of every output of a plane, in T, for the row
+// kernels; where every divisor is plus or minus a power of two, their
+// reciprocals instead, for the kernels to multiply by: x * (1 / d) is then
+// exactly x / d, and a multiply is much cheaper than a division.
 template <typename T>
-std::vector<T> divisor_table(const Pool2dParams& p, AvgPoolDivisor d) {
-  std::vector<T> table(p.out_h * p.out_w);
+struct DivisorTable {
+  std::vector<T> values;
+  bool reciprocals;
+};
+
+template <typename T>
+DivisorTable<T> divisor_table(const Pool2dParams& p, AvgPoolDivisor d) {
+  std::vector<int64_t> divisors(p.out_h * p.out_w);
+  // (Each costs about as much as 16 elements of pooling, for the threading threshold.)
 #pragma omp parallel for schedule(static) num_threads(threads_for(16 * p.out_h * p.out_w))
   for (int64_t oh = 0; oh < p.out_h; ++oh)
     for (int64_t ow = 0; ow < p.out_w; ++ow)
-      table[oh * p.out_w + ow] = static_cast<T>(pool::avg_divisor(p, d, oh, ow));
+      divisors[oh * p.out_w + ow] = pool::avg_divisor(p, d, oh, ow);
+  const bool powers_of_two = std::all_of(divisors.begin(), divisors.end(), [](int64_t v) {
+    const uint64_t m = static_cast<uint64_t>(v < 0 ? -v : v);
+    return m != 0 && (m & (m - 1)) == 0;
+  });
+  DivisorTable<T> table{std::vector<T>(divisors.size()), powers_of_two};
+  for (size_t i = 0; i < divisors.size(); ++i)
+    table.values[i] = powers_of_two ? T(1) / static_cast<T>(divisors[i])
+                                    : static_cast<T>(divisors[i]);
   return table;
 }
 
@@ -233,7 +249,7 @@ void max_pool2d_forward_cpu(const Pool2dParams& p, const T* input, Nchw st, T* o
     k->max_plane({input + n * st.n + c * st.c, st.h, rows.data(), p.dilation_h, p.kernel_w,
                   p.dilation_w, p.stride_w, p.pad_w, p.in_w, p.out_h, p.out_w,
                   output + plane * plane_out, indices ? indices + plane * plane_out : nullptr,
-                  first_cols.data(), nullptr});
+                  first_cols.data(), nullptr, false});
   });
 }
 
@@ -299,11 +315,11 @@ void avg_pool2d_forward_cpu(const Pool2dParams& p, AvgPoolDivisor d, const T* in
     return;
   }
   const std::vector<cpu_pool::WindowRows> rows = window_rows(p, 1);
-  const std::vector<T> divisors = divisor_table<T>(p, d);
+  const DivisorTable<T> divisors = divisor_table<T>(p, d);
   for_each_plane(p, p.in_h * p.in_w, [&](int64_t plane, int64_t n, int64_t c) {
     k->avg_plane({input + n * st.n + c * st.c, st.h, rows.data(), 1, p.kernel_w, 1, p.stride_w,
                   p.pad_w, p.in_w, p.out_h, p.out_w, output + plane * plane_out, nullptr, nullptr,
-                  divisors.data()});
+                  divisors.values.data(), divisors.reciprocals});
   });
 }
 
@@ -320,7 +336,7 @@ void avg_pool2d_backward_cpu(const Pool2dParams& p, AvgPoolDivisor d, const T* g
     });
     return;
   }
-  const std::vector<T> divisors = divisor_table<T>(p, d);
+  const DivisorTable<T> divisors = divisor_table<T>(p, d);
   // The output rows [lo, hi) whose windows hold input row ih: with no
   // dilation, a contiguous run.
   std::vector<Range> covering(p.in_h, Range{0, 0});
@@ -348,8 +364,8 @@ void avg_pool2d_backward_cpu(const Pool2dParams& p, AvgPoolDivisor d, const T* g
           std::copy(gi + (ih - 1) * p.in_w, gi + ih * p.in_w, gi + ih * p.in_w);
           continue;
         }
-        k->avg_backward_row({go + rows.lo * p.out_w, divisors.data() + rows.lo * p.out_w,
-                             rows.hi - rows.lo, p.out_w, p.kernel_w, p.stride_w, p.pad_w,
+        k->avg_backward_row({go + rows.lo * p.out_w, divisors.values.data() + rows.lo * p.out_w,
+                             divisors.reciprocals, rows.hi - rows.lo, p.out_w, p.kernel_w, p.stride_w, p.pad_w,
                              sums.data() + margin, gi + ih * p.in_w, p.in_w});
       }
     }

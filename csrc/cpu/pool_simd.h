@@ -44,11 +44,13 @@ struct MaxRow {
   int64_t row_index, index_row_step;
 };
 
-// avg_pool2d: out[k] = the window's sum / divisors[k].
+// avg_pool2d: out[k] = the window's sum / divisors[k], or * divisors[k]
+// where `reciprocals` (powers of two, for which that is the same number).
 template <typename T>
 struct AvgRow {
   RowWindows<T> w;
   const T* divisors;
+  bool reciprocals;
   T* out;
 };
 
@@ -60,7 +62,8 @@ struct AvgRow {
 template <typename T>
 struct AvgBackwardRow {
   const T* grad;
-  const T* divisors;
+  const T* divisors;  // or their reciprocals, as in AvgRow
+  bool reciprocals;
   int64_t rows, out_w;
   int64_t taps, stride, pad;  // stride 1 or 2
   T* sums;
@@ -90,6 +93,7 @@ struct Plane {
   int64_t* indices;
   const int32_t* first_cols;
   const T* divisors;
+  bool reciprocals;
 };
 
 template <typename T>
@@ -119,7 +123,7 @@ RowKernels<double> row_kernels_avx512<double>();
 //   load_part(p, lo, hi, fill)   the same, reading only the elements p[e] with
 //   load_even_part(...)          lo <= e < hi; lanes from other elements are fill
 //   store(p, v, n)               lanes [0, n) (n may exceed L)
-//   splat, add, div
+//   splat, add, mul, div
 //   take(v, best)                v > best or v is NaN: torch's rule for a new maximum
 //   maximum(v, best)             v where take(v, best), else best
 //   select_index(m, a, b)        b where m, else a
@@ -272,7 +276,13 @@ struct SimdKernels {
     });
   }
 
-  template <int S, int U, int kBorder>
+  // v / d, or v * d where kMul (d a reciprocal of a power of two).
+  template <bool kMul>
+  static V scale(V v, V d) {
+    return kMul ? Ops::mul(v, d) : Ops::div(v, d);
+  }
+
+  template <int S, bool kMul, int U, int kBorder>
   static void avg_chunks(const AvgRow<T>& t, int64_t k, int64_t n_last) {
     const RowWindows<T>& w = t.w;
     const T* in = w.in;
@@ -300,30 +310,35 @@ struct SimdKernels {
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
       const int64_t n = chunk_size<U>(u, n_last);
-      Ops::store(t.out + k + u * L, Ops::div(sum[u], load_n(t.divisors + k + u * L, n)), n);
+      Ops::store(t.out + k + u * L, scale<kMul>(sum[u], load_n(t.divisors + k + u * L, n)), n);
     }
   }
 
-  template <int S>
+  template <int S, bool kMul>
   static void avg_row(const AvgRow<T>& t) {
     in_groups<S>(t.w, [&](auto group, auto border, int64_t k, int64_t n_last) {
-      avg_chunks<S, decltype(group)::value, decltype(border)::value>(t, k, n_last);
+      avg_chunks<S, kMul, decltype(group)::value, decltype(border)::value>(t, k, n_last);
     });
   }
 
   // Columns first (the quotients of all output rows that hold this input row
   // summed per column), then each input column gathers the sums of the
   // windows that hold it: every element is written once, with no scatter.
-  static void avg_backward_row(const AvgBackwardRow<T>& t) {
+  template <bool kMul>
+  static void column_sums(const AvgBackwardRow<T>& t) {
     for (int64_t k = 0; k < t.out_w; k += L) {
       const int64_t n = t.out_w - k;
       V sum = Ops::splat(T(0));
       for (int64_t r = 0; r < t.rows; ++r) {
         const int64_t at = r * t.out_w + k;
-        sum = Ops::add(sum, Ops::div(load_n(t.grad + at, n), load_n(t.divisors + at, n)));
+        sum = Ops::add(sum, scale<kMul>(load_n(t.grad + at, n), load_n(t.divisors + at, n)));
       }
       Ops::store(t.sums + k, sum, n);
     }
+  }
+
+  static void avg_backward_row(const AvgBackwardRow<T>& t) {
+    t.reciprocals ? column_sums<true>(t) : column_sums<false>(t);
     if (t.stride == 1) {
       // Column c is tap j of window c + pad - j.
       for (int64_t c = 0; c < t.in_w; c += L) {
@@ -374,10 +389,10 @@ struct SimdKernels {
                             q.rows[oh].first * q.in_w, q.dilation_h * q.in_w});
   }
 
-  template <int S>
+  template <int S, bool kMul>
   static void avg_plane(const Plane<T>& q) {
     for (int64_t oh = 0; oh < q.out_h; ++oh)
-      avg_row<S>({windows(q, oh), q.divisors + oh * q.out_w, q.out + oh * q.out_w});
+      avg_row<S, kMul>({windows(q, oh), q.divisors + oh * q.out_w, kMul, q.out + oh * q.out_w});
   }
 
   static void max_plane_any(const Plane<T>& q) {
@@ -389,7 +404,10 @@ struct SimdKernels {
   }
 
   static void avg_plane_any(const Plane<T>& q) {
-    q.stride == 2 ? avg_plane<2>(q) : avg_plane<1>(q);
+    if (q.reciprocals)
+      q.stride == 2 ? avg_plane<2, true>(q) : avg_plane<1, true>(q);
+    else
+      q.stride == 2 ? avg_plane<2, false>(q) : avg_plane<1, false>(q);
   }
 
   static RowKernels<T> kernels() { return {max_plane_any, avg_plane_any, avg_backward_row}; }
