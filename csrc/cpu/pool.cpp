@@ -364,8 +364,9 @@ void avg_pool2d_backward_cpu(const Pool2dParams& p, AvgPoolDivisor d, const T* g
           std::copy(gi + (ih - 1) * p.in_w, gi + ih * p.in_w, gi + ih * p.in_w);
           continue;
         }
-        k->avg_backward_row({go + rows.lo * p.out_w, divisors.values.data() + rows.lo * p.out_w,
-                             divisors.reciprocals, rows.hi - rows.lo, p.out_w, p.kernel_w, p.stride_w, p.pad_w,
+        k->avg_backward_row({go + rows.lo * p.out_w,
+                             divisors.values.data() + rows.lo * p.out_w, divisors.reciprocals,
+                             rows.hi - rows.lo, p.out_w, p.kernel_w, p.stride_w, p.pad_w,
                              sums.data() + margin, gi + ih * p.in_w, p.in_w});
       }
     }
