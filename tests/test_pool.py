@@ -1,10 +1,14 @@
-"""max_pool2d / avg_pool2d forward and backward against the reference and torch."""
+"""max_pool2d / avg_pool2d forward and backward against the reference and torch.
+
+CPU tests take the ``isa`` fixture and run once per instruction set of the
+CPU kernels: the AVX-512 and AVX2 row kernels and the portable path.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import dlkern as dk
@@ -16,6 +20,19 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 DTYPES = ["float32", "float64"]
+ISAS = ["avx512", "avx2", "generic"]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """The CPU kernels of one instruction set (skipped where this CPU lacks it)."""
+    supported = dk._cpu.cpu_isa_supported()
+    if ISAS.index(request.param) < ISAS.index(supported):
+        pytest.skip(f"this CPU cannot run {request.param} kernels (best: {supported})")
+    before = dk._cpu.cpu_isa()
+    dk._cpu.set_cpu_isa(request.param)
+    yield request.param
+    dk._cpu.set_cpu_isa(before)
 
 
 def pair(v):
@@ -66,14 +83,16 @@ def assert_avg_close(out, x, expected, kernel, stride, pad, ceil_mode, include_p
     assert (err <= bound).all(), f"max error {err.max():.3g}, bound there {bound[err.argmax()]}"
 
 
-SETTINGS = settings(max_examples=60, deadline=None)
+# The isa fixture only selects kernels, so sharing it between examples is safe.
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 seeds = st.integers(0, 2**32 - 1)  # data comes from the example, so a failure replays
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
 @given(case=max_pool_cases(), seed=seeds)
-def test_max_pool2d_matches_reference_and_torch(dtype, case, seed):
+def test_max_pool2d_matches_reference_and_torch(isa, dtype, case, seed):
     rng = np.random.default_rng(seed)
     shape, kernel, stride, pad, dilation, ceil_mode = case
     x = random_array(rng, shape, dtype)
@@ -91,7 +110,7 @@ def test_max_pool2d_matches_reference_and_torch(dtype, case, seed):
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
 @given(case=avg_pool_cases(), seed=seeds)
-def test_avg_pool2d_matches_reference_and_torch(dtype, case, seed):
+def test_avg_pool2d_matches_reference_and_torch(isa, dtype, case, seed):
     rng = np.random.default_rng(seed)
     shape, kernel, stride, pad, ceil_mode, include_pad, divisor = case
     x = random_array(rng, shape, dtype)
@@ -106,7 +125,7 @@ def test_avg_pool2d_matches_reference_and_torch(dtype, case, seed):
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
 @given(case=max_pool_cases(), seed=seeds)
-def test_max_pool2d_backward(dtype, case, seed):
+def test_max_pool2d_backward(isa, dtype, case, seed):
     rng = np.random.default_rng(seed)
     shape, kernel, stride, pad, dilation, ceil_mode = case
     x = random_array(rng, shape, dtype)
@@ -127,7 +146,7 @@ def test_max_pool2d_backward(dtype, case, seed):
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
 @given(case=avg_pool_cases(), seed=seeds)
-def test_avg_pool2d_backward(dtype, case, seed):
+def test_avg_pool2d_backward(isa, dtype, case, seed):
     rng = np.random.default_rng(seed)
     shape, kernel, stride, pad, ceil_mode, include_pad, divisor = case
     x = random_array(rng, shape, dtype)
@@ -158,7 +177,7 @@ def finite_difference_grad(f, x, g, h=1e-6):
     return grad
 
 
-def test_backward_matches_finite_differences(rng):
+def test_backward_matches_finite_differences(isa, rng):
     x = random_array(rng, (1, 2, 6, 7), "float64")  # distinct values: max is differentiable
     kernel, stride, pad = (3, 2), (2, 1), (1, 1)
     out, idx = dk.max_pool2d(x, kernel, stride, pad, return_indices=True)
@@ -176,14 +195,15 @@ def test_backward_matches_finite_differences(rng):
 
 @pytest.mark.parametrize(
     "view",
-    ["transposed-plane", "channel-step", "reversed", "batch-broadcast"],
+    ["transposed-plane", "channel-step", "reversed", "reversed-rows", "batch-broadcast"],
 )
-def test_strided_inputs(rng, view):
+def test_strided_inputs(isa, rng, view):
     base = random_array(rng, (3, 6, 15, 17), "float32")
     x = {
         "transposed-plane": base.transpose(0, 1, 3, 2),
         "channel-step": base[:, ::2, 1:, 2:],
         "reversed": base[::-1, :, ::-1, ::-1],
+        "reversed-rows": base[:, :, ::-1],
         "batch-broadcast": np.broadcast_to(base[:1], (4, 6, 15, 17)),
     }[view]
     out, idx = dk.max_pool2d(x, 3, 2, 1, return_indices=True)
@@ -195,7 +215,7 @@ def test_strided_inputs(rng, view):
     assert_avg_close(out, x, expected, (2, 3), (1, 1), (1, 0), False, True, None)
 
 
-def test_unbatched_and_empty_batch(rng):
+def test_unbatched_and_empty_batch(isa, rng):
     x = random_array(rng, (4, 9, 8), "float64")
     out, idx = dk.max_pool2d(x, 2, return_indices=True)
     expected, expected_idx = ref.max_pool2d(x[None], (2, 2), (2, 2), (0, 0), (1, 1), False)
@@ -212,7 +232,7 @@ def test_unbatched_and_empty_batch(rng):
     assert dk.avg_pool2d(empty, 2).shape == (0, 3, 2, 2)
 
 
-def test_nan_inf_and_ties_follow_torch():
+def test_nan_inf_and_ties_follow_torch(isa):
     x = np.array([[[[1.0, np.nan, 3.0, 2.0],
                     [4.0, 5.0, np.nan, 2.0],
                     [-np.inf, -np.inf, 7.0, 7.0],
@@ -224,7 +244,7 @@ def test_nan_inf_and_ties_follow_torch():
         np.testing.assert_array_equal(idx, t_idx.numpy())
 
 
-def test_window_missing_the_input(rng):
+def test_window_missing_the_input(isa, rng):
     """With dilation, a window can fall between the input's rows or columns.
 
     Its output is -inf and its index is torch's (derived from the window's
@@ -241,6 +261,110 @@ def test_window_missing_the_input(rng):
     assert np.isneginf(out[0, 0, :, 0]).all() and idx[0, 0, 0, 0] == 2
     grad = dk.max_pool2d_backward(np.ones_like(out), x, idx, *args)
     np.testing.assert_array_equal(grad, np.zeros_like(x))  # no window holds any element
+
+
+# Rows wide enough for several vectors per output row (16 and 8 lanes), with
+# windows over both borders, strides 1 and 2, dilation and ceil_mode.
+WIDE_CASES = [
+    # (H, W), kernel, stride, pad, dilation, ceil_mode
+    ((9, 31), (3, 3), (2, 2), (1, 1), (1, 1), False),
+    ((7, 33), (3, 3), (2, 2), (1, 1), (1, 1), True),
+    ((5, 64), (2, 2), (2, 2), (0, 0), (1, 1), False),
+    ((7, 67), (2, 2), (2, 2), (1, 1), (1, 1), True),
+    ((3, 40), (3, 2), (1, 2), (1, 1), (1, 1), False),
+    ((6, 97), (3, 2), (1, 2), (1, 1), (2, 1), True),
+    ((5, 130), (2, 3), (1, 1), (1, 1), (1, 1), False),
+    ((4, 71), (4, 4), (3, 1), (2, 2), (1, 2), True),
+    ((5, 150), (1, 5), (1, 2), (0, 2), (1, 3), False),
+]
+
+
+def with_ties_nans_and_infs(rng, x):
+    """x with values repeated (ties) and some NaN and -inf entries."""
+    x = np.round(x * 4) / 4
+    x[rng.random(x.shape) < 0.02] = np.nan
+    x[rng.random(x.shape) < 0.05] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", WIDE_CASES)
+def test_wide_rows_match_torch(isa, rng, dtype, case):
+    plane, kernel, stride, pad, dilation, ceil_mode = case
+    x = with_ties_nans_and_infs(rng, random_array(rng, (2, 3) + plane, dtype))
+    tx = torch.from_numpy(x)
+    out, idx = dk.max_pool2d(x, kernel, stride, pad, dilation, ceil_mode, return_indices=True)
+    t_out, t_idx = F.max_pool2d(tx, kernel, stride, pad, dilation, ceil_mode, return_indices=True)
+    np.testing.assert_array_equal(out, t_out.numpy())  # NaN where torch has NaN
+    np.testing.assert_array_equal(idx, t_idx.numpy())
+    np.testing.assert_array_equal(dk.max_pool2d(x, kernel, stride, pad, dilation, ceil_mode), out)
+    g = random_array(rng, out.shape, dtype)
+    grad = dk.max_pool2d_backward(g, x, idx, kernel, stride, pad, dilation, ceil_mode)
+    expected = ref.max_pool2d_backward(g, idx, x.shape, kernel, stride, pad, dilation)
+    scale = ref.max_pool2d_backward(np.abs(g), idx, x.shape, kernel, stride, pad, dilation)
+    assert (np.abs(grad - expected) <= kernel[0] * kernel[1] * UNIT_ROUNDOFF[dtype] * scale).all()
+
+    if dilation != (1, 1):
+        return
+    x = random_array(rng, (2, 3) + plane, dtype)
+    tx = torch.from_numpy(x).double().requires_grad_()
+    for include_pad, divisor in [(True, None), (False, None), (True, 3)]:
+        out = dk.avg_pool2d(x, kernel, stride, pad, ceil_mode, include_pad, divisor)
+        t_out = F.avg_pool2d(tx, kernel, stride, pad, ceil_mode, include_pad, divisor)
+        # Sums of at most kh * kw terms and one division, in the dtype's precision.
+        terms = kernel[0] * kernel[1]
+        scale = F.avg_pool2d(tx.detach().abs(), kernel, stride, pad, ceil_mode, include_pad,
+                             divisor).abs().numpy()
+        bound = (terms + 1) * UNIT_ROUNDOFF[dtype] * scale
+        assert (np.abs(out - t_out.detach().numpy()) <= bound).all()
+        g = random_array(rng, out.shape, dtype)
+        grad = dk.avg_pool2d_backward(g, x, kernel, stride, pad, ceil_mode, include_pad, divisor)
+        tx.grad = None
+        t_out.backward(torch.from_numpy(g).double())
+        scale = ref.avg_pool2d_backward(np.abs(g), x.shape, kernel, stride, pad, include_pad,
+                                        divisor)
+        bound = 2 * (terms + 1) * UNIT_ROUNDOFF[dtype] * np.abs(scale)
+        assert (np.abs(grad - tx.grad.numpy()) <= bound).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [c for c in WIDE_CASES if c[4] == (1, 1)])
+def test_avg_pool2d_row_kernels_match_portable_path(isa, rng, dtype, case):
+    """The row kernels sum each window in the portable path's order and divide
+    alike (multiplying by 1/d only where every d is a power of two, which is
+    exact), so every instruction set gives the same bits."""
+    plane, kernel, stride, pad, _, ceil_mode = case
+    x = random_array(rng, (2, 3) + plane, dtype)
+    for include_pad, divisor in [(True, None), (False, None), (True, 4), (True, -3)]:
+        args = (x, kernel, stride, pad, ceil_mode, include_pad, divisor)
+        out = dk.avg_pool2d(*args)
+        dk._cpu.set_cpu_isa("generic")
+        try:
+            portable = dk.avg_pool2d(*args)
+        finally:
+            dk._cpu.set_cpu_isa(isa)
+        np.testing.assert_array_equal(out, portable)
+
+
+@pytest.mark.parametrize(
+    "plane,kernel,stride,pad,dilation",
+    [
+        ((6, 6), (4, 4), (1, 1), (2, 2), (3, 3)),  # one output, all of its taps past a border
+        ((3, 1), (3, 3), (1, 2), (1, 1), (1, 1)),
+        ((2, 5), (2, 4), (2, 3), (1, 2), (1, 1)),
+    ],
+)
+def test_rows_of_border_windows_only(isa, rng, plane, kernel, stride, pad, dilation):
+    x = random_array(rng, (2, 3) + plane, "float64")
+    out, idx = dk.max_pool2d(x, kernel, stride, pad, dilation, return_indices=True)
+    t_out, t_idx = F.max_pool2d(torch.from_numpy(x), kernel, stride, pad, dilation,
+                                return_indices=True)
+    np.testing.assert_array_equal(out, t_out.numpy())
+    np.testing.assert_array_equal(idx, t_idx.numpy())
+    if dilation == (1, 1):
+        np.testing.assert_allclose(dk.avg_pool2d(x, kernel, stride, pad),
+                                   F.avg_pool2d(torch.from_numpy(x), kernel, stride, pad).numpy(),
+                                   rtol=1e-14)
 
 
 def test_torch_in_torch_out(rng):
@@ -263,17 +387,25 @@ def test_argument_forms(rng):
     np.testing.assert_array_equal(dk.avg_pool2d(x, 3, stride=None), dk.avg_pool2d(x, 3, 3))
 
 
-def test_threads_agree(rng):
+def test_threads_agree(isa, rng):
     x = random_array(rng, (4, 16, 40, 40), "float32")
+    g_max = random_array(rng, (4, 16, 20, 20), "float32")
+    g_avg = random_array(rng, (4, 16, 20, 20), "float32")
+
+    def run():
+        out, idx = dk.max_pool2d(x, 3, 2, 1, return_indices=True)
+        return (out, idx, dk.max_pool2d_backward(g_max, x, idx, 3, 2, 1), dk.avg_pool2d(x, 2),
+                dk.avg_pool2d_backward(g_avg, x, 2))
+
     before = dk.get_num_threads()
     try:
         dk.set_num_threads(1)
-        one = dk.max_pool2d(x, 3, 2, 1, return_indices=True), dk.avg_pool2d(x, 2)
+        one = run()
         dk.set_num_threads(2)
-        two = dk.max_pool2d(x, 3, 2, 1, return_indices=True), dk.avg_pool2d(x, 2)
+        two = run()
     finally:
         dk.set_num_threads(before)
-    for a, b in zip(one[0] + (one[1],), two[0] + (two[1],)):
+    for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
 
 
@@ -335,6 +467,74 @@ CUDA_CASES = [
     ((1, 2, 8, 7), (2, 3), (1, 2), (1, 0), (2, 1), True),
     ((1, 1, 5, 5), (4, 4), (3, 3), (2, 2), (1, 1), True),
 ]
+
+
+# Shapes for the tiled kernels: several tiles per plane (a tile is about 1024
+# outputs, or 2048 input elements backward), rows of whole 16-byte vectors or
+# not, strided views (staged element by element), and rows too wide for a
+# tile (the simple kernels).
+CUDA_TILE_CASES = [
+    # (N, C, H, W), view, kernel, stride, pad, dilation, ceil_mode
+    ((1, 2, 50, 200), "contiguous", (3, 3), (2, 2), (1, 1), (1, 1), False),
+    ((1, 1, 61, 96), "contiguous", (2, 3), (1, 2), (1, 1), (3, 1), True),
+    ((2, 1, 40, 130), "contiguous", (3, 2), (2, 1), (1, 0), (2, 2), True),
+    ((1, 2, 30, 64), "transposed", (3, 3), (2, 1), (1, 1), (1, 2), False),
+    ((1, 3, 33, 80), "offset", (2, 2), (2, 2), (0, 0), (1, 1), False),
+    ((1, 1, 4, 3000), "contiguous", (3, 3), (1, 1), (1, 1), (1, 1), False),
+]
+
+
+def cuda_view(x, view):
+    """x itself, a transposed-plane view of the same values, or a view whose
+    data starts one element into its buffer (not 16-byte aligned)."""
+    if view == "transposed":
+        return np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    if view == "offset":
+        buf = np.empty(x.size + 1, x.dtype)
+        y = buf[1:].reshape(x.shape)
+        y[...] = x
+        return y
+    return x
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CUDA_TILE_CASES)
+def test_cuda_tiled_pooling(cuda, rng, dtype, case):
+    shape, view, kernel, stride, pad, dilation, ceil_mode = case
+    x = cuda_view(random_array(rng, shape, dtype), view)
+    with cuda.context():
+        out, idx = dk.max_pool2d(cuda.array(x), kernel, stride, pad, dilation, ceil_mode,
+                                 return_indices=True)
+        g = random_array(rng, tuple(out.shape), dtype)
+        grad = dk.max_pool2d_backward(cuda.array(g), cuda.array(x), idx, kernel, stride, pad,
+                                      dilation, ceil_mode)
+    out, idx, grad = cuda.host(out), cuda.host(idx), cuda.host(grad)
+    t_out, t_idx = F.max_pool2d(torch.from_numpy(np.ascontiguousarray(x)), kernel, stride, pad,
+                                dilation, ceil_mode, return_indices=True)
+    np.testing.assert_array_equal(out, t_out.numpy())
+    np.testing.assert_array_equal(idx, t_idx.numpy())
+    expected = ref.max_pool2d_backward(g, idx, shape, kernel, stride, pad, dilation)
+    scale = ref.max_pool2d_backward(np.abs(g), idx, shape, kernel, stride, pad, dilation)
+    assert (np.abs(grad - expected) <= kernel[0] * kernel[1] * UNIT_ROUNDOFF[dtype] * scale).all()
+    if dilation != (1, 1):
+        return
+    with cuda.context():
+        out = dk.avg_pool2d(cuda.array(x), kernel, stride, pad, ceil_mode, False)
+        g = random_array(rng, tuple(out.shape), dtype)
+        grad = dk.avg_pool2d_backward(cuda.array(g), cuda.array(x), kernel, stride, pad,
+                                      ceil_mode, False)
+    out, grad = cuda.host(out), cuda.host(grad)
+    tx = torch.from_numpy(np.ascontiguousarray(x)).double().requires_grad_()
+    t_out = F.avg_pool2d(tx, kernel, stride, pad, ceil_mode, False)
+    t_out.backward(torch.from_numpy(g).double())
+    terms = kernel[0] * kernel[1]
+    scale = F.avg_pool2d(tx.detach().abs(), kernel, stride, pad, ceil_mode, False).numpy()
+    bound = (terms + 1) * UNIT_ROUNDOFF[dtype] * scale
+    assert (np.abs(out - t_out.detach().numpy()) <= bound).all()
+    scale = ref.avg_pool2d_backward(np.abs(g), shape, kernel, stride, pad, False, None)
+    bound = 2 * (terms + 1) * UNIT_ROUNDOFF[dtype] * scale
+    assert (np.abs(grad - tx.grad.numpy()) <= bound).all()
 
 
 @pytest.mark.cuda

@@ -30,12 +30,14 @@ def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def byte_count(op: str, backward: bool, shape, out_shape, itemsize: int) -> int:
-    """The least traffic. Forward: input read, output written. Backward:
-    grad_output (and max pooling's int64 indices) read, grad_input written."""
+def byte_count(op: str, backward: bool, shape, out_shape, itemsize: int,
+               indices: bool = False) -> int:
+    """The least traffic. Forward: input read, output (and int64 indices with
+    ``indices``) written. Backward: grad_output (and max pooling's int64
+    indices) read, grad_input written."""
     n_in, n_out = int(np.prod(shape)), int(np.prod(out_shape))
     if not backward:
-        return itemsize * (n_in + n_out)
+        return itemsize * (n_in + n_out) + (8 * n_out if indices else 0)
     indices = 8 * n_out if op == "max_pool2d" else 0
     return itemsize * (n_out + n_in) + indices
 
@@ -71,10 +73,14 @@ def expected_backward(op, x, grad, indices, kernel, stride, pad) -> np.ndarray:
     return out[:, :, pad:pad + h, pad:pad + w]
 
 
-def _case(ctx: Context, op, shape, kernel, stride, pad, backward: bool, kind: str, refs) -> Case:
+def _case(ctx: Context, op, shape, kernel, stride, pad, backward: bool, kind: str, refs,
+          indices: bool = False) -> Case:
+    """One timed call. ``indices``: max_pool2d forward with return_indices,
+    timed whole; the check compares its values (tests check the indices)."""
     dtype = "float32"
     out_shape = shape[:2] + tuple(output_size(s, kernel, stride, pad) for s in shape[2:])
-    name = f"{op}{' backward' if backward else ''} {'x'.join(map(str, shape))} k{kernel}s{stride}p{pad}"
+    variant = " backward" if backward else " indices" if indices else ""
+    name = f"{op}{variant} {'x'.join(map(str, shape))} k{kernel}s{stride}p{pad}"
     seed = zlib.crc32(f"pool {name} {ctx.device}".encode())
     torch = libraries.get("torch")
     aten = torch.ops.aten if torch is not None else None
@@ -101,6 +107,8 @@ def _case(ctx: Context, op, shape, kernel, stride, pad, backward: bool, kind: st
         return inputs
 
     def run(x):
+        if indices:
+            return dk_forward(x["x"], kernel, stride, pad, return_indices=True)[0]
         if not backward:
             return dk_forward(x["x"], kernel, stride, pad)
         if op == "max_pool2d":
@@ -110,6 +118,9 @@ def _case(ctx: Context, op, shape, kernel, stride, pad, backward: bool, kind: st
     def torch_call(layout):
         def call(x):
             t = x[layout]
+            if indices:
+                return torch.nn.functional.max_pool2d(t["x"], kernel, stride, pad,
+                                                      return_indices=True)[0]
             if not backward:
                 fn = torch.nn.functional.max_pool2d if op == "max_pool2d" else torch.nn.functional.avg_pool2d
                 return fn(t["x"], kernel, stride, pad)
@@ -137,10 +148,10 @@ def _case(ctx: Context, op, shape, kernel, stride, pad, backward: bool, kind: st
         device=ctx.device,
         dtype=dtype,
         kind=kind,
-        params={"op": op, "backward": backward, "shape": shape, "kernel": kernel,
-                "stride": stride, "padding": pad},
+        params={"op": op, "backward": backward, "indices": indices, "shape": shape,
+                "kernel": kernel, "stride": stride, "padding": pad},
         flops=int(np.prod(out_shape)) * kernel * kernel,  # one compare or add per tap
-        bytes=byte_count(op, backward, shape, out_shape, arrays.ITEMSIZE[dtype]),
+        bytes=byte_count(op, backward, shape, out_shape, arrays.ITEMSIZE[dtype], indices),
         setup=setup,
         run=run,
         expected=expected,
@@ -162,6 +173,8 @@ def cases(ctx: Context) -> list[Case]:
         refs = ["torch", "torch_cl"] if torch is not None else []
     out = []
     for op, shape, kernel, stride, pad in SHAPES_QUICK if ctx.quick else SHAPES:
-        for backward in (False, True):
-            out.append(_case(ctx, op, shape, kernel, stride, pad, backward, kind, refs))
+        out.append(_case(ctx, op, shape, kernel, stride, pad, False, kind, refs))
+        if op == "max_pool2d":
+            out.append(_case(ctx, op, shape, kernel, stride, pad, False, kind, refs, indices=True))
+        out.append(_case(ctx, op, shape, kernel, stride, pad, True, kind, refs))
     return out
