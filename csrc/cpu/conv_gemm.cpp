@@ -1,0 +1,141 @@
+// Convolution on the GEMM core. Per image and group the forward pass is
+//   out (K_g x out_h*out_w) = W (K_g x C_g*kh*kw) @ patches (C_g*kh*kw x out_h*out_w),
+// the patches packed straight from the input into the driver's B
+// micro-panels (no im2col buffer); a 1x1 stride-1 convolution without
+// padding is a plain GEMM on the input planes. The weight gradient is
+//   gw (K_g x C_g*kh*kw) = grad_out (K_g x N*out_h*out_w) @ patches^T,
+// one product per group whose depth runs over every image, so that each
+// element is one ordered sum whatever the thread count (deterministic).
+#include <omp.h>
+
+#include <algorithm>
+
+#include "cpu/conv_kernels.h"
+#include "cpu/conv_paths.h"
+#include "cpu/gemm/driver.h"
+
+namespace dlkern::cpu::conv {
+namespace {
+
+using gemm::GemmKernel;
+
+// Runs item(i, threads) for i < items: one item per thread when they share
+// out evenly (no synchronisation inside a product), else one after another,
+// each product using every thread.
+template <typename Item>
+void for_items(int64_t items, int nt, const Item& item) {
+  if (nt > 1 && (items % nt == 0 || items >= 4 * nt)) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t i = 0; i < items; ++i) item(i, 1);
+  } else {
+    for (int64_t i = 0; i < items; ++i) item(i, nt);
+  }
+}
+
+// A: the group's filters, row-major; B: the patches of one image.
+template <typename T>
+struct PatchPackers {
+  const GemmKernel<T>& K;
+  const ConvKernels<T>& ck;
+  const Conv2dParams& p;
+  const T* w;
+  int64_t depth;
+  const T* in;
+  Nchw st;
+
+  void pack_a(int64_t i0, int64_t rows, int64_t p0, int64_t kc, T* dst) const {
+    K.pack_a(rows, kc, w + i0 * depth + p0, depth, 1, T(1), dst);
+  }
+  void pack_b(int64_t j0, int64_t cols, int64_t p0, int64_t kc, T* dst) const {
+    ck.pack_patches(p, in, st, K.nr, j0, cols, p0, kc, dst);
+  }
+};
+
+// A: grad_out rows of the group, depth over (n, position); B: the patch
+// matrix transposed, each micro-panel's rows gathered first into a line
+// buffer that the GEMM's own packer then transposes.
+template <typename T>
+struct GradWeightPackers {
+  const GemmKernel<T>& K;
+  const ConvKernels<T>& ck;
+  const Conv2dParams& p;
+  const T* go;    // channel 0 of the group, image 0
+  int64_t go_sn;  // between images
+  int64_t plane;  // out_h * out_w
+  const T* in;
+  Nchw st;
+
+  void pack_a(int64_t i0, int64_t rows, int64_t p0, int64_t kc, T* dst) const {
+    // The depth range may span images: pack it one image at a time, one
+    // micro-panel at a time (the packer lays out whole panels of its own kc).
+    for (int64_t r = 0; r < rows; r += K.mr) {
+      const int64_t lines = std::min<int64_t>(K.mr, rows - r);
+      for (int64_t q = p0; q < p0 + kc;) {
+        const int64_t n = q / plane, pos = q % plane, seg = std::min(p0 + kc - q, plane - pos);
+        K.pack_a(lines, seg, go + n * go_sn + (i0 + r) * plane + pos, plane, 1, T(1),
+                 dst + r * kc + (q - p0) * K.mr);
+        q += seg;
+      }
+    }
+  }
+  void pack_b(int64_t j0, int64_t cols, int64_t p0, int64_t kc, T* dst) const {
+    T* lines = static_cast<T*>(scratch(Scratch::lines, sizeof(T) * K.nr * kc));
+    for (int64_t c = 0; c < cols; c += K.nr) {
+      const int64_t n = std::min<int64_t>(K.nr, cols - c);
+      ck.patch_rows(p, in, st, j0 + c, n, p0, kc, lines, kc);
+      K.pack_b(n, kc, lines, kc, 1, T(1), dst + c * kc);
+    }
+  }
+};
+
+}  // namespace
+
+template <typename T>
+void forward_gemm(const Conv2dParams& p, const T* in, Nchw st, const T* w, const T* bias, T* out,
+                  bool plain) {
+  const GemmKernel<T>& K = gemm::gemm_kernel<T>();
+  const ConvKernels<T>& ck = conv_kernels<T>();
+  const int64_t cin = p.in_channels / p.groups, kout = p.out_channels / p.groups;
+  const int64_t depth = cin * p.kernel_h * p.kernel_w, plane = p.out_h * p.out_w;
+  const int nt = threads_for(static_cast<double>(p.batch) * p.out_channels * plane * depth);
+  for_items(p.batch * p.groups, nt, [&](int64_t item, int threads) {
+    const int64_t n = item / p.groups, g = item % p.groups;
+    const T* x = in + n * st.n + g * cin * st.c;
+    const T* wg = w + g * kout * depth;
+    const MatrixView<T> c{out + (n * p.out_channels + g * kout) * plane, plane, 1};
+    GemmEpilogue<T> ep;
+    ep.row_bias = bias ? bias + g * kout : nullptr;
+    if (plain)
+      gemm::gemm_driver(K, kout, plane, depth,
+                        gemm::StridedPackers<T>{K, {wg, depth, 1}, {x, st.c, st.w}, T(1)}, c, ep,
+                        threads);
+    else
+      gemm::gemm_driver(K, kout, plane, depth, PatchPackers<T>{K, ck, p, wg, depth, x, st}, c, ep,
+                        threads);
+  });
+}
+
+template <typename T>
+void grad_weight_gemm(const Conv2dParams& p, const T* grad_out, const T* in, Nchw st, T* gw) {
+  const GemmKernel<T>& K = gemm::gemm_kernel<T>();
+  const ConvKernels<T>& ck = conv_kernels<T>();
+  const int64_t cin = p.in_channels / p.groups, kout = p.out_channels / p.groups;
+  const int64_t depth = cin * p.kernel_h * p.kernel_w, plane = p.out_h * p.out_w;
+  const int nt = threads_for(static_cast<double>(p.batch) * p.out_channels * plane * depth);
+  for_items(p.groups, nt, [&](int64_t g, int threads) {
+    const GradWeightPackers<T> packers{K,     ck, p, grad_out + g * kout * plane,
+                                       p.out_channels * plane, plane, in + g * cin * st.c, st};
+    gemm::gemm_driver(K, kout, depth, p.batch * plane, packers,
+                      MatrixView<T>{gw + g * kout * depth, depth, 1}, GemmEpilogue<T>{}, threads);
+  });
+}
+
+#define DLKERN_INSTANTIATE(T)                                                                   \
+  template void forward_gemm<T>(const Conv2dParams&, const T*, Nchw, const T*, const T*, T*,    \
+                                bool);                                                          \
+  template void grad_weight_gemm<T>(const Conv2dParams&, const T*, const T*, Nchw, T*);
+DLKERN_INSTANTIATE(float)
+DLKERN_INSTANTIATE(double)
+#undef DLKERN_INSTANTIATE
+
+}  // namespace dlkern::cpu::conv
