@@ -22,7 +22,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <memory>
 #include <new>
 #include <vector>
 
@@ -80,13 +79,16 @@ const char* path_name(Path path) {
   return "implicit_gemm";
 }
 
+bool plain_1x1(const Conv2dParams& p, Nchw st) {
+  return p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+         p.pad_top == 0 && p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w &&
+         st.h == p.in_w * st.w;
+}
+
 template <typename T>
 Path forward_path(const Conv2dParams& p, Nchw st) {
   if (p.in_channels == p.groups) return Path::depthwise;
-  if (p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 &&
-      p.pad_top == 0 && p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w &&
-      st.h == p.in_w * st.w)
-    return Path::gemm_1x1;
+  if (plain_1x1(p, st)) return Path::gemm_1x1;
   if (std::is_same_v<T, float> && winograd_applies(p) && winograd_pays(p)) return Path::winograd;
   return Path::implicit_gemm;
 }
@@ -196,14 +198,15 @@ void grad_input(const Conv2dParams& p, const T* go, const T* weight, T* gi) {
     return;
   }
   const int64_t coarse = q.out_h * q.out_w, plane = p.in_h * p.in_w;
-  std::unique_ptr<T[]> tmp(new T[q.batch * q.out_channels * coarse]);
-  forward<T>(q, go, go_st, wt.data(), nullptr, tmp.get());
+  T* tmp = static_cast<T*>(
+      cpu::conv::scratch(Scratch::shuffle, sizeof(T) * q.batch * q.out_channels * coarse));
+  forward<T>(q, go, go_st, wt.data(), nullptr, tmp);
   // The pixel shuffle: gi(n, ch, ih, iw) from phase (ih % Ph, iw % Pw).
   const int64_t planes = p.batch * p.in_channels;
   const int nt = threads_for(static_cast<double>(planes) * plane / 16);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t nc = 0; nc < planes; ++nc) {
-    const T* src = tmp.get() + nc * phases * coarse;
+    const T* src = tmp + nc * phases * coarse;
     T* dst = gi + nc * plane;
     for (int64_t ih = 0; ih < p.in_h; ++ih)
       for (int64_t iw = 0; iw < p.in_w; ++iw) {

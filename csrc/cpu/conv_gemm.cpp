@@ -52,8 +52,9 @@ struct PatchPackers {
 };
 
 // A: grad_out rows of the group, depth over (n, position); B: the patch
-// matrix transposed, each micro-panel's rows gathered first into a line
-// buffer that the GEMM's own packer then transposes.
+// matrix transposed, columns (tap, channel), packed from a channels-last
+// copy of the input where each position's channels lie side by side (in
+// NCHW every depth step of a B micro-panel would gather from nr planes).
 template <typename T>
 struct GradWeightPackers {
   const GemmKernel<T>& K;
@@ -62,8 +63,8 @@ struct GradWeightPackers {
   const T* go;    // channel 0 of the group, image 0
   int64_t go_sn;  // between images
   int64_t plane;  // out_h * out_w
-  const T* in;
-  Nchw st;
+  const Nhwc<T>& x;
+  int64_t c0;     // the group's first input channel
 
   void pack_a(int64_t i0, int64_t rows, int64_t p0, int64_t kc, T* dst) const {
     // The depth range may span images: pack it one image at a time, one
@@ -79,12 +80,7 @@ struct GradWeightPackers {
     }
   }
   void pack_b(int64_t j0, int64_t cols, int64_t p0, int64_t kc, T* dst) const {
-    T* lines = static_cast<T*>(scratch(Scratch::lines, sizeof(T) * K.nr * kc));
-    for (int64_t c = 0; c < cols; c += K.nr) {
-      const int64_t n = std::min<int64_t>(K.nr, cols - c);
-      ck.patch_rows(p, in, st, j0 + c, n, p0, kc, lines, kc);
-      K.pack_b(n, kc, lines, kc, 1, T(1), dst + c * kc);
-    }
+    ck.pack_nhwc_patches(p, x, c0, K.nr, j0, cols, p0, kc, dst);
   }
 };
 
@@ -120,14 +116,46 @@ void grad_weight_gemm(const Conv2dParams& p, const T* grad_out, const T* in, Nch
   const GemmKernel<T>& K = gemm::gemm_kernel<T>();
   const ConvKernels<T>& ck = conv_kernels<T>();
   const int64_t cin = p.in_channels / p.groups, kout = p.out_channels / p.groups;
-  const int64_t depth = cin * p.kernel_h * p.kernel_w, plane = p.out_h * p.out_w;
+  const int64_t taps = p.kernel_h * p.kernel_w, depth = cin * taps, plane = p.out_h * p.out_w;
   const int nt = threads_for(static_cast<double>(p.batch) * p.out_channels * plane * depth);
+  if (plain_1x1(p, st)) {
+    // gw (K_g x C_g) = sum over images of grad_out (K_g x positions) @ the
+    // input planes transposed: no copy, the GEMM's packers transpose.
+    for_items(p.groups, nt, [&](int64_t g, int threads) {
+      for (int64_t n = 0; n < p.batch; ++n) {
+        GemmEpilogue<T> ep;
+        ep.accumulate = n > 0;
+        const T* x = in + n * st.n + g * cin * st.c;
+        gemm::gemm_driver(K, kout, cin, plane,
+                          gemm::StridedPackers<T>{
+                              K, {grad_out + (n * p.out_channels + g * kout) * plane, plane, 1},
+                              {x, st.w, st.c}, T(1)},
+                          MatrixView<T>{gw + g * kout * cin, cin, 1}, ep, threads);
+      }
+    });
+    return;
+  }
+  const int64_t rows = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
+  const int64_t cols = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
+  const Nhwc<T> x{static_cast<T*>(scratch(Scratch::nhwc,
+                                          sizeof(T) * p.batch * rows * cols * p.in_channels)),
+                  rows, cols, p.in_channels};
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t r = 0; r < p.batch * x.rows; ++r)
+    ck.to_nhwc(p, in, st, r / x.rows, r % x.rows, r % x.rows + 1, x);
+  // The product's columns are (tap, channel); gw's are (channel, tap).
+  T* product = static_cast<T*>(scratch(Scratch::product, sizeof(T) * p.out_channels * depth));
   for_items(p.groups, nt, [&](int64_t g, int threads) {
     const GradWeightPackers<T> packers{K,     ck, p, grad_out + g * kout * plane,
-                                       p.out_channels * plane, plane, in + g * cin * st.c, st};
+                                       p.out_channels * plane, plane, x, g * cin};
     gemm::gemm_driver(K, kout, depth, p.batch * plane, packers,
-                      MatrixView<T>{gw + g * kout * depth, depth, 1}, GemmEpilogue<T>{}, threads);
+                      MatrixView<T>{product + g * kout * depth, depth, 1}, GemmEpilogue<T>{},
+                      threads);
   });
+  for (int64_t k = 0; k < p.out_channels; ++k)
+    for (int64_t c = 0; c < cin; ++c)
+      for (int64_t t = 0; t < taps; ++t)
+        gw[(k * cin + c) * taps + t] = product[k * depth + t * cin + c];
 }
 
 #define DLKERN_INSTANTIATE(T)                                                                   \

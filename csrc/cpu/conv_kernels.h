@@ -22,6 +22,16 @@ struct TileRun {
   int64_t n, ty, tx0, tx1, col;
 };
 
+// An input zero-padded and channels-last: (image n, row hp, column wp,
+// channel c) at data[((n * rows + hp) * cols + wp) * channels + c] holds
+// input (hp - pad_top, wp - pad_left), zero outside the input; rows and cols
+// cover every position a tap reads.
+template <typename T>
+struct Nhwc {
+  T* data;
+  int64_t rows, cols, channels;
+};
+
 // Winograd F(4x4, 3x3): 4 x 4 outputs from 6 x 6 inputs per tile, 36
 // element-wise products (xi = 6 * row + column of the 6 x 6 transform).
 inline constexpr int kWinoOut = 4, kWinoIn = 6, kWinoXi = 36;
@@ -37,10 +47,16 @@ struct ConvKernels {
   void (*pack_patches)(const Conv2dParams& p, const T* in, Nchw st, int nr, int64_t j0,
                        int64_t cols, int64_t p0, int64_t kc, T* dst);
 
-  // Rows [l0, l0 + rows) of the patch matrix of one group, at positions
-  // [q0, q0 + len) counted over (n, oh, ow): dst[l * ld + q].
-  void (*patch_rows)(const Conv2dParams& p, const T* in, Nchw st, int64_t l0, int64_t rows,
-                     int64_t q0, int64_t len, T* dst, int64_t ld);
+  // Rows [hp0, hp1) of image n of the padded channels-last copy of the input.
+  void (*to_nhwc)(const Conv2dParams& p, const T* in, Nchw st, int64_t n, int64_t hp0,
+                  int64_t hp1, const Nhwc<T>& x);
+
+  // The transposed patch matrix of the group whose first channel is c0, from
+  // its channels-last copy, as GEMM B micro-panels of nr columns: columns
+  // (tap, c) (c < in_channels / groups fastest) [j0, j0 + cols), depth the
+  // output positions (n, oh, ow) [p0, p0 + kc).
+  void (*pack_nhwc_patches)(const Conv2dParams& p, const Nhwc<T>& x, int64_t c0, int nr,
+                            int64_t j0, int64_t cols, int64_t p0, int64_t kc, T* dst);
 
   // One output plane of a convolution whose groups have one input channel:
   // out (out_h x out_w, contiguous) = bias + taps `w` (kernel_h x kernel_w)
@@ -101,9 +117,12 @@ template <typename T>
 const ConvKernels<T>& conv_kernels();
 
 // A 64-byte aligned scratch buffer owned by the calling thread, grown and
-// never shrunk; one per slot, so that the users of one convolution never
-// share one (nor the GEMM driver's own workspace).
-enum class Scratch : int { plane = 0, lines, tiles, products, transform, count };
+// never shrunk (fresh memory costs a page fault per 4 KiB on every call);
+// one per slot, so that the users of one convolution never share one (nor
+// the GEMM driver's own workspace).
+enum class Scratch : int {
+  plane = 0, gather, nhwc, product, tiles, products, transform, filters, shuffle, count
+};
 void* scratch(Scratch slot, size_t bytes);
 
 }  // namespace dlkern::cpu::conv

@@ -140,6 +140,56 @@ void gather_row_avx512(T* dst, int64_t len, const T* row, int64_t origin, int64_
 }
 #endif
 
+// Where one kernel tap reads for a run of consecutive output columns: lanes
+// [lo, hi) of the run read plane[origin + lane * e] (e = stride_w * st.w),
+// the others read padding. Working it out divides; using it does not.
+struct TapRun {
+  int64_t origin, lo, hi;
+};
+
+inline TapRun tap_run(const Conv2dParams& p, Nchw st, int64_t len, int64_t ih, int64_t iw0) {
+  if (ih < 0 || ih >= p.in_h) return {0, 0, 0};
+  int64_t lo, hi;
+  columns_inside(len, iw0, p.stride_w, p.in_w, &lo, &hi);
+  return {ih * st.h + iw0 * st.w, lo, hi};
+}
+
+// dst[t] for t < len, as `r` says.
+template <typename T>
+inline void copy_run(T* dst, int64_t len, const T* plane, const TapRun& r, int64_t e) {
+#if defined(__AVX512F__)
+  constexpr int L = Simd<T>::L;
+  if (e == 1 && len <= 2 * L) {  // the common case, inline: a masked load per vector
+    using V = typename Simd<T>::V;
+    const uint64_t lanes = r.lo >= r.hi ? 0 : ((2ull << (r.hi - 1)) - 1) & ~((1ull << r.lo) - 1);
+    const uintptr_t base = reinterpret_cast<uintptr_t>(plane) +
+                           static_cast<uintptr_t>(r.origin * int64_t(sizeof(T)));
+    for (int k = 0; k * L < len; ++k) {
+      const uint32_t m = static_cast<uint32_t>(lanes >> (k * L)) & ((1u << L) - 1);
+      V v;
+      if constexpr (sizeof(T) == 4)
+        v = (V)_mm512_maskz_loadu_ps(static_cast<__mmask16>(m),
+                                     reinterpret_cast<const float*>(base + k * L * sizeof(T)));
+      else
+        v = (V)_mm512_maskz_loadu_pd(static_cast<__mmask8>(m),
+                                     reinterpret_cast<const double*>(base + k * L * sizeof(T)));
+      if (len - k * L >= L)
+        Simd<T>::store(dst + k * L, v);
+      else
+        Simd<T>::store_n(dst + k * L, v, static_cast<int>(len - k * L));
+    }
+    return;
+  }
+  if (e == 1 || e == 2 || e == 4) {
+    gather_row_avx512(dst, len, plane, r.origin, r.lo, r.hi, static_cast<int>(e));
+    return;
+  }
+#endif
+  std::fill(dst, dst + r.lo, T(0));
+  for (int64_t t = r.lo; t < r.hi; ++t) dst[t] = plane[r.origin + t * e];
+  std::fill(dst + r.hi, dst + len, T(0));
+}
+
 // dst[t] = x(iw0 + t * step) for t < len, x(iw) = row[iw * cs] inside
 // [0, in_w) and 0 outside: one output row's worth of one kernel tap.
 template <typename T>
@@ -147,28 +197,31 @@ inline void gather_row(T* dst, int64_t len, const T* row, int64_t iw0, int64_t s
                        int64_t cs) {
   int64_t lo, hi;
   columns_inside(len, iw0, step, in_w, &lo, &hi);
-#if defined(__AVX512F__)
-  const int64_t e = step * cs;
-  if (lo < hi && (e == 1 || e == 2 || e == 4)) {
-    gather_row_avx512(dst, len, row, iw0 * cs, lo, hi, static_cast<int>(e));
-    return;
-  }
-#endif
-  std::fill(dst, dst + lo, T(0));
-  for (int64_t t = lo; t < hi; ++t) dst[t] = row[(iw0 + t * step) * cs];
-  std::fill(dst + hi, dst + len, T(0));
+  copy_run(dst, len, row, TapRun{iw0 * cs, lo, hi}, step * cs);
 }
 
 template <typename T>
 void pack_patches(const Conv2dParams& p, const T* in, Nchw st, int nr, int64_t j0, int64_t cols,
                   int64_t p0, int64_t kc, T* dst) {
-  // A micro-panel's columns in runs along output rows: at most nr of them.
+  using S = Simd<T>;
+  constexpr int L = S::L;
+  // A micro-panel's columns in runs along output rows (at most nr + 1), and
+  // where each tap reads for each run, worked out on the tap's first use.
   struct Run {
-    int64_t lane, len, oh, ow;
+    int64_t lane, len, ih, iw;  // ih, iw: read by tap (0, 0) for lane 0
   };
-  constexpr int kMaxRuns = 64;
-  Run runs[kMaxRuns];
-  const int64_t taps = p.kernel_h * p.kernel_w;
+  const int64_t taps = p.kernel_h * p.kernel_w, e = p.stride_w * st.w;
+  const int64_t max_runs = nr + 1;
+  auto* runs = static_cast<Run*>(scratch(
+      Scratch::gather, (sizeof(Run) + taps * sizeof(TapRun)) * max_runs + taps * sizeof(int64_t)));
+  auto* table = reinterpret_cast<TapRun*>(runs + max_runs);
+  auto* offset = reinterpret_cast<int64_t*>(table + taps * max_runs);  // of each tap
+  for (int64_t t = 0; t < taps; ++t)
+    offset[t] = t / p.kernel_w * p.dilation_h * st.h + t % p.kernel_w * p.dilation_w * st.w;
+  // Unit or 2-element steps with the panel inside the input for every tap
+  // (most panels): whole vectors, no masks.
+  const bool fast = (e == 1 || e == 2) && nr % L == 0;
+  const int64_t span_h = (p.kernel_h - 1) * p.dilation_h, span_w = (p.kernel_w - 1) * p.dilation_w;
   for (int64_t q = 0; q * nr < cols; ++q) {
     const int64_t jq = j0 + q * nr, n = std::min<int64_t>(nr, cols - q * nr);
     int nruns = 0;
@@ -179,47 +232,179 @@ void pack_patches(const Conv2dParams& p, const T* in, Nchw st, int nr, int64_t j
       lane += len;
     }
     T* panel = dst + q * nr * kc;
-    int64_t c = p0 / taps, i = p0 % taps / p.kernel_w, j = p0 % p.kernel_w;
+    int64_t c = p0 / taps, tap = p0 % taps;
+    const Run& r0 = runs[0];
+    // (Two-element steps load one element past the last, inside the next column.)
+    if (fast && r0.len == nr && r0.ih >= 0 && r0.ih + span_h < p.in_h && r0.iw >= 0 &&
+        r0.iw + (nr - 1) * p.stride_w + span_w + (e == 2) < p.in_w) {
+      const T* base = in + r0.ih * st.h + r0.iw * st.w;
+      typedef int64_t I __attribute__((vector_size(kVectorBytes)));
+      typedef int32_t J __attribute__((vector_size(kVectorBytes)));
+      using Even = std::conditional_t<sizeof(T) == 8, I, J>;
+      Even even;
+      for (int k = 0; k < L; ++k) even[k] = 2 * k;
+      for (int64_t d = 0; d < kc; ++d) {
+        const T* src = base + c * st.c + offset[tap];
+        T* out = panel + d * nr;
+        for (int k = 0; k < nr; k += L) {
+          if (e == 1)
+            S::store(out + k, S::load(src + k));
+          else
+            S::store(out + k, __builtin_shuffle(S::load(src + 2 * k), S::load(src + 2 * k + L), even));
+        }
+        if (++tap == taps) tap = 0, ++c;
+      }
+      continue;
+    }
     for (int64_t d = 0; d < kc; ++d) {
       T* out = panel + d * nr;
-      const T* plane = in + c * st.c;
-      for (int r = 0; r < nruns; ++r) {
-        const Run& run = runs[r];
-        const int64_t ih = run.oh + i * p.dilation_h;
-        if (ih < 0 || ih >= p.in_h)
-          std::fill(out + run.lane, out + run.lane + run.len, T(0));
-        else
-          gather_row(out + run.lane, run.len, plane + ih * st.h, run.ow + j * p.dilation_w,
-                     p.stride_w, p.in_w, st.w);
+      TapRun* where = table + tap * max_runs;
+      if (d < taps) {  // the first visit of this tap
+        for (int r = 0; r < nruns; ++r)
+          where[r] = tap_run(p, st, runs[r].len, runs[r].ih + tap / p.kernel_w * p.dilation_h,
+                             runs[r].iw + tap % p.kernel_w * p.dilation_w);
       }
-      std::fill(out + n, out + nr, T(0));
-      if (++j == p.kernel_w) {
-        j = 0;
-        if (++i == p.kernel_h) i = 0, ++c;
+      const T* plane = in + c * st.c;
+      for (int r = 0; r < nruns; ++r) copy_run(out + runs[r].lane, runs[r].len, plane, where[r], e);
+      if (n < nr) std::fill(out + n, out + nr, T(0));
+      if (++tap == taps) tap = 0, ++c;
+    }
+  }
+}
+
+// Lane permutes of T's vectors: pair[0] = a0 b0 a1 b1 ... from the low halves
+// of a and b, pair[1] the same from the high halves.
+template <typename T>
+struct Pairs {
+  typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> E;
+  typedef E I __attribute__((vector_size(kVectorBytes)));
+  static constexpr int L = Simd<T>::L;
+  I pair[2];
+  Pairs() {
+    for (int j = 0; j < L; ++j) {
+      pair[0][j] = j / 2 + (j % 2) * L;
+      pair[1][j] = pair[0][j] + L / 2;
+    }
+  }
+};
+
+// r[i][j] <-> r[j][i]: log2(L) rounds of perfect shuffles of row i with row
+// i + L/2.
+template <typename T>
+inline void transpose(typename Simd<T>::V r[Simd<T>::L]) {
+  using V = typename Simd<T>::V;
+  constexpr int L = Simd<T>::L;
+  static const Pairs<T> x;
+  for (int round = 1; round < L; round *= 2) {
+    V next[L];
+    for (int i = 0; i < L / 2; ++i) {
+      next[2 * i] = __builtin_shuffle(r[i], r[i + L / 2], x.pair[0]);
+      next[2 * i + 1] = __builtin_shuffle(r[i], r[i + L / 2], x.pair[1]);
+    }
+    for (int i = 0; i < L; ++i) r[i] = next[i];
+  }
+}
+
+template <typename T>
+void to_nhwc(const Conv2dParams& p, const T* in, Nchw st, int64_t n, int64_t hp0, int64_t hp1,
+             const Nhwc<T>& x) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  const int64_t row_len = x.cols * x.channels;
+  for (int64_t hp = hp0; hp < hp1; ++hp) {
+    T* out = x.data + (n * x.rows + hp) * row_len;
+    std::fill(out, out + row_len, T(0));
+    const int64_t ih = hp - p.pad_top;
+    if (ih < 0 || ih >= p.in_h) continue;
+    const T* row = in + n * st.n + ih * st.h;
+    // Columns past the last a tap reads (strides leave some) are not copied.
+    const int64_t in_w = std::min(p.in_w, x.cols - p.pad_left);
+    // Blocks of L channels by L columns, transposed in registers.
+    for (int64_t c0 = 0; c0 < p.in_channels; c0 += L) {
+      const int nc = static_cast<int>(std::min<int64_t>(L, p.in_channels - c0));
+      for (int64_t w0 = 0; w0 < in_w; w0 += L) {
+        const int nw = static_cast<int>(std::min<int64_t>(L, in_w - w0));
+        V r[L];
+        for (int c = 0; c < L; ++c) {
+          const T* src = row + (c0 + c) * st.c + w0 * st.w;
+          if (c >= nc) {
+            r[c] = V{};
+          } else if (st.w == 1) {
+            r[c] = nw == L ? S::load(src) : S::load_n(src, nw);
+          } else {
+            r[c] = V{};
+            for (int w = 0; w < nw; ++w) r[c][w] = src[w * st.w];
+          }
+        }
+        transpose<T>(r);
+        T* dst = out + (w0 + p.pad_left) * x.channels + c0;
+        for (int w = 0; w < nw; ++w) {
+          if (nc == L)
+            S::store(dst + w * x.channels, r[w]);
+          else
+            S::store_n(dst + w * x.channels, r[w], nc);
+        }
       }
     }
   }
 }
 
 template <typename T>
-void patch_rows(const Conv2dParams& p, const T* in, Nchw st, int64_t l0, int64_t rows, int64_t q0,
-                int64_t len, T* dst, int64_t ld) {
-  const int64_t taps = p.kernel_h * p.kernel_w, plane = p.out_h * p.out_w;
-  for (int64_t l = l0; l < l0 + rows; ++l) {
-    const int64_t c = l / taps, i = l % taps / p.kernel_w, j = l % p.kernel_w;
-    T* out = dst + (l - l0) * ld;
-    int64_t n = q0 / plane, oh = q0 % plane / p.out_w, ow = q0 % p.out_w;
-    for (int64_t t = 0; t < len;) {
-      const int64_t seg = std::min(len - t, p.out_w - ow);
-      const int64_t ih = oh * p.stride_h - p.pad_top + i * p.dilation_h;
-      if (ih < 0 || ih >= p.in_h)
-        std::fill(out + t, out + t + seg, T(0));
+void pack_nhwc_patches(const Conv2dParams& p, const Nhwc<T>& x, int64_t c0, int nr, int64_t j0,
+                       int64_t cols, int64_t p0, int64_t kc, T* dst) {
+  using S = Simd<T>;
+  constexpr int L = S::L;
+  const int64_t cin = p.in_channels / p.groups, plane = p.out_h * p.out_w;
+  // A micro-panel's columns in runs contiguous in x (at most nr).
+  struct Run {
+    int64_t lane, len, offset;  // offset from the position's (tap 0, channel 0)
+  };
+  auto* runs = static_cast<Run*>(scratch(Scratch::gather, sizeof(Run) * nr));
+  auto offset_of = [&](int64_t l) {
+    const int64_t tap = l / cin, i = tap / p.kernel_w, j = tap % p.kernel_w;
+    return (i * p.dilation_h * x.cols + j * p.dilation_w) * x.channels + c0 + l % cin;
+  };
+  for (int64_t q = 0; q * nr < cols; ++q) {
+    const int64_t l0 = j0 + q * nr, n = std::min<int64_t>(nr, cols - q * nr);
+    int nruns = 0;
+    for (int64_t l = 0; l < n; ++l) {
+      const int64_t off = offset_of(l0 + l);
+      if (nruns > 0 && runs[nruns - 1].offset + runs[nruns - 1].len == off)
+        ++runs[nruns - 1].len;
       else
-        gather_row(out + t, seg, in + n * st.n + c * st.c + ih * st.h,
-                   ow * p.stride_w - p.pad_left + j * p.dilation_w, p.stride_w, p.in_w, st.w);
-      t += seg;
+        runs[nruns++] = {l, 1, off};
+    }
+    T* out = dst + q * nr * kc;
+    const bool whole = nruns == 1 && runs[0].len == nr && nr % L == 0;
+    const int64_t step = p.stride_w * x.channels;  // between output columns
+    int64_t img = p0 / plane, oh = p0 % plane / p.out_w, ow = p0 % p.out_w;
+    for (int64_t d = 0; d < kc;) {
+      // The positions along one output row.
+      const int64_t seg = std::min(kc - d, p.out_w - ow);
+      const T* at = x.data + ((img * x.rows + oh * p.stride_h) * x.cols + ow * p.stride_w) * x.channels;
+      if (whole) {  // one run filling the panel: whole vectors
+        const T* src = at + runs[0].offset;
+        for (int64_t t = 0; t < seg; ++t, out += nr, src += step)
+          for (int k = 0; k < nr; k += L) S::store(out + k, S::load(src + k));
+      } else {
+        for (int64_t t = 0; t < seg; ++t, out += nr, at += step) {
+          for (int r = 0; r < nruns; ++r) {
+            const T* src = at + runs[r].offset;
+            T* o = out + runs[r].lane;
+            int64_t k = 0;
+            for (; k + L <= runs[r].len; k += L) S::store(o + k, S::load(src + k));
+            if (k < runs[r].len) {
+              const int left = static_cast<int>(runs[r].len - k);
+              S::store_n(o + k, S::load_n(src + k, left), left);
+            }
+          }
+          if (n < nr) std::fill(out + n, out + nr, T(0));
+        }
+      }
+      d += seg;
       ow = 0;
-      if (++oh == p.out_h) oh = 0, ++n;
+      if (++oh == p.out_h) oh = 0, ++img;
     }
   }
 }
@@ -400,12 +585,61 @@ T horizontal_sum(typename Simd<T>::V v) {
   return s;
 }
 
+#if defined(__AVX512F__)
+// depthwise_grad_weight reading the input in place (see DirectInput), a
+// kernel row at a time: each vector of grad_output meets the KW input
+// vectors under it, KW accumulators kept in registers.
+template <typename T, int KW>
+void depthwise_grad_weight_direct(const Conv2dParams& p, const T* go, int64_t go_sn, const T* in,
+                                  Nchw st, T* gw) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  for (int64_t i = 0; i < p.kernel_h; ++i) {
+    V acc[KW] = {};
+    for (int64_t ow0 = 0; ow0 < p.out_w; ow0 += L) {
+      const int left = static_cast<int>(std::min<int64_t>(L, p.out_w - ow0));
+      typename DirectInput<T>::Column cols[KW];
+      for (int j = 0; j < KW; ++j) {
+        cols[j] = DirectInput<T>{p, in, st}.column(j, ow0);
+        cols[j].mask &= (2u << (left - 1)) - 1;  // a lane past the row may read an inf
+      }
+      for (int64_t n = 0; n < p.batch; ++n) {
+        const DirectInput<T> x{p, in + n * st.n, st};
+        for (int64_t oh = 0; oh < p.out_h; ++oh) {
+          const typename DirectInput<T>::Row row = x.row(oh, i);
+          if (!row) continue;
+          const T* g = go + n * go_sn + oh * p.out_w + ow0;
+          const V gv = left == L ? S::load(g) : S::load_n(g, left);
+#pragma GCC unroll 8
+          for (int j = 0; j < KW; ++j) acc[j] += gv * x.load(row, cols[j]);
+        }
+      }
+    }
+    for (int j = 0; j < KW; ++j) gw[i * KW + j] = horizontal_sum<T>(acc[j]);
+  }
+}
+#endif
+
 template <typename T>
 void depthwise_grad_weight(const Conv2dParams& p, const T* go, int64_t go_sn, const T* in, Nchw st,
                            T* gw) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::L, kVectors = 4;
+#if defined(__AVX512F__)
+  if (p.stride_w == 1 && st.w == 1) {
+    switch (p.kernel_w) {
+      case 1: return depthwise_grad_weight_direct<T, 1>(p, go, go_sn, in, st, gw);
+      case 2: return depthwise_grad_weight_direct<T, 2>(p, go, go_sn, in, st, gw);
+      case 3: return depthwise_grad_weight_direct<T, 3>(p, go, go_sn, in, st, gw);
+      case 4: return depthwise_grad_weight_direct<T, 4>(p, go, go_sn, in, st, gw);
+      case 5: return depthwise_grad_weight_direct<T, 5>(p, go, go_sn, in, st, gw);
+      case 7: return depthwise_grad_weight_direct<T, 7>(p, go, go_sn, in, st, gw);
+      default: break;
+    }
+  }
+#endif
   std::fill(gw, gw + p.kernel_h * p.kernel_w, T(0));
   for (int64_t n = 0; n < p.batch; ++n) {
     const PhasePlanes<T> planes = phase_planes(p, in + n * st.n, st);
@@ -458,8 +692,8 @@ T sum(const T* x, int64_t n) {
 //       [0  4  0 -5 0 1]       [   0    0    1]
 // Each 1-D transform of a vector below rounds every path through it at most
 // three times (the multiplications by 2, 4 and 8 are exact); the filter
-// transform rounds once. tests/test_conv.py derives its error bound from
-// these counts.
+// transform is computed in double and rounded once. tests/test_conv.py
+// derives its error bound from these counts.
 
 // v = B^T d along one axis of the tile: d[k * stride], v[k * stride].
 template <typename V>
@@ -486,40 +720,41 @@ inline void output_1d(const V* m, int stride, V* y, int ystride) {
   y[3 * ystride] = (dif12 + 8 * dif34) + m[5 * stride];
 }
 
+// u = G g along one axis of the filter (three values, six out), in double:
+// by reciprocals, whose rounding (~2^-53) is far below the float rounding
+// that follows.
+template <typename D>
+inline void filter_1d(D g0, D g1, D g2, D* u, int stride) {
+  const D s = (g0 + g2) * (-1.0 / 6), t = g1 * (-1.0 / 6);
+  const D a = g0 * (1.0 / 24) + g2 * (1.0 / 6), b = g1 * (1.0 / 12);
+  u[0] = g0 * 0.25;
+  u[stride] = s + t;
+  u[2 * stride] = s - t;
+  u[3 * stride] = a + b;
+  u[4 * stride] = a - b;
+  u[5 * stride] = g2;
+}
+
 void winograd_filters(const float* w, int64_t rows, int64_t channels, int mr, int64_t xi_stride,
                       float* u) {
-  constexpr int L = Simd<float>::L;
+  // Lanes are output channels (rows of the micro-panel), in double.
+  typedef double D __attribute__((vector_size(kVectorBytes)));
+  constexpr int L = kVectorBytes / 8;
   for (int64_t c = 0; c < channels; ++c)
     for (int r0 = 0; r0 < mr; r0 += L) {
       const int nl = std::min(L, mr - r0);
-      double g[9][L] = {}, t[6][3][L], out[6][6][L];
+      D g[9], t[18], out[kWinoXi];
+      for (int k = 0; k < 9; ++k) g[k] = D{};
       for (int l = 0; l < nl; ++l)
         if (r0 + l < rows)
           for (int k = 0; k < 9; ++k) g[k][l] = w[((r0 + l) * channels + c) * 9 + k];
-      // t = G g (rows of the 3 x 3 filter: g[3 * row + col]), then out = t G^T.
-      for (int col = 0; col < 3; ++col)
-        for (int l = 0; l < L; ++l) {
-          const double g0 = g[col][l], g1 = g[3 + col][l], g2 = g[6 + col][l];
-          t[0][col][l] = g0 / 4;
-          t[1][col][l] = -(g0 + g1 + g2) / 6;
-          t[2][col][l] = -(g0 - g1 + g2) / 6;
-          t[3][col][l] = g0 / 24 + g1 / 12 + g2 / 6;
-          t[4][col][l] = g0 / 24 - g1 / 12 + g2 / 6;
-          t[5][col][l] = g2;
-        }
+      // t = G g (filter row-major: g[3 * row + col]), then out = t G^T.
+      for (int col = 0; col < 3; ++col) filter_1d(g[col], g[3 + col], g[6 + col], t + col, 3);
       for (int row = 0; row < 6; ++row)
-        for (int l = 0; l < L; ++l) {
-          const double g0 = t[row][0][l], g1 = t[row][1][l], g2 = t[row][2][l];
-          out[row][0][l] = g0 / 4;
-          out[row][1][l] = -(g0 + g1 + g2) / 6;
-          out[row][2][l] = -(g0 - g1 + g2) / 6;
-          out[row][3][l] = g0 / 24 + g1 / 12 + g2 / 6;
-          out[row][4][l] = g0 / 24 - g1 / 12 + g2 / 6;
-          out[row][5][l] = g2;
-        }
+        filter_1d(t[3 * row], t[3 * row + 1], t[3 * row + 2], out + 6 * row, 1);
       for (int xi = 0; xi < kWinoXi; ++xi) {
         float* dst = u + xi * xi_stride + c * mr + r0;
-        for (int l = 0; l < nl; ++l) dst[l] = static_cast<float>(out[xi / 6][xi % 6][l]);
+        for (int l = 0; l < nl; ++l) dst[l] = static_cast<float>(out[xi][l]);
       }
     }
 }
@@ -784,7 +1019,8 @@ ConvKernels<T> make_kernels() {
   ConvKernels<T> k{};
   k.lanes = Simd<T>::L;
   k.pack_patches = pack_patches<T>;
-  k.patch_rows = patch_rows<T>;
+  k.to_nhwc = to_nhwc<T>;
+  k.pack_nhwc_patches = pack_nhwc_patches<T>;
   k.depthwise_plane = depthwise_plane<T>;
   k.depthwise_grad_weight = depthwise_grad_weight<T>;
   k.sum = sum<T>;

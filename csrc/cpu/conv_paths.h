@@ -18,6 +18,11 @@ Path forward_path(const Conv2dParams& p, Nchw st);
 template <typename T>
 Path grad_input_path(const Conv2dParams& p);
 
+// A 1x1 convolution with stride 1 and no padding over input planes whose
+// rows are evenly strided: the planes are a plain matrix (channels x
+// positions).
+bool plain_1x1(const Conv2dParams& p, Nchw st);
+
 // Threads worth using for `macs` multiply-adds: get_num_threads(), one inside
 // a parallel region, fewer where waking threads costs more than it saves.
 int threads_for(double macs);

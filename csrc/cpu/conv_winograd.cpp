@@ -22,7 +22,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <memory>
 #include <vector>
 
 #include "cpu/conv_kernels.h"
@@ -114,7 +113,8 @@ void forward_winograd(const Conv2dParams& p, const float* in, Nchw st, const flo
   // channel counts Winograd is used for.
   const int64_t block = std::min<int64_t>(2 * nr, ceil_div(tiles, nr) * nr);
   const int64_t blocks = ceil_div(tiles, block);
-  std::unique_ptr<float[]> u(new float[p.groups * kWinoXi * u_stride]);
+  float* u = static_cast<float*>(
+      scratch(Scratch::filters, sizeof(float) * p.groups * kWinoXi * u_stride));
   const int nt = threads_for(static_cast<double>(tiles) * kWinoXi * cin * p.out_channels);
 
 #pragma omp parallel num_threads(nt)
@@ -123,7 +123,7 @@ void forward_winograd(const Conv2dParams& p, const float* in, Nchw st, const flo
     for (int64_t gq = 0; gq < p.groups * panels; ++gq) {
       const int64_t g = gq / panels, q = gq % panels;
       ck.winograd_filters(w + (g * kout + q * mr) * cin * 9, std::min<int64_t>(mr, kout - q * mr),
-                          cin, mr, u_stride, u.get() + g * kWinoXi * u_stride + q * mr * cin);
+                          cin, mr, u_stride, u + g * kWinoXi * u_stride + q * mr * cin);
     }
     const int64_t cols_max = ceil_div(block, nr) * nr;
     float* v = static_cast<float*>(
@@ -146,7 +146,7 @@ void forward_winograd(const Conv2dParams& p, const float* in, Nchw st, const flo
         direct_tiles(p, x, st, w + g * kout * cin * 9, bg, runs.data(), nruns, og);
         continue;
       }
-      const float* ug = u.get() + g * kWinoXi * u_stride;
+      const float* ug = u + g * kWinoXi * u_stride;
       for (int xi = 0; xi < kWinoXi; ++xi)
         for (int64_t q = 0; q < panels; ++q) {
           const int rows = static_cast<int>(std::min<int64_t>(mr, kout - q * mr));
