@@ -366,12 +366,12 @@ def cpu_configs():
 
 PATH_CASES = [
     # id, x shape, w shape, stride, padding, dilation, groups, (forward, grad_input) in float32
-    ("winograd", (2, 16, 13, 11), (17, 16, 3, 3), 1, 1, 1, 1, ("winograd", "winograd")),
-    ("winograd-valid-blocks", (3, 16, 30, 29), (16, 16, 3, 3), 1, 0, 1, 1, ("winograd", "winograd")),
-    ("winograd-uneven-pad", (2, 18, 17, 14), (16, 18, 3, 3), 1, (0, 2), 1, 1,
+    ("winograd", (2, 32, 23, 21), (33, 32, 3, 3), 1, 1, 1, 1, ("winograd", "winograd")),
+    ("winograd-valid-blocks", (3, 32, 30, 29), (32, 32, 3, 3), 1, 0, 1, 1, ("winograd", "winograd")),
+    ("winograd-uneven-pad", (2, 34, 25, 22), (32, 34, 3, 3), 1, (0, 2), 1, 1,
      ("winograd", "winograd")),
-    ("winograd-deep", (2, 390, 13, 13), (16, 390, 3, 3), 1, 1, 1, 1, ("winograd", "winograd")),
-    ("winograd-groups", (2, 32, 12, 12), (32, 16, 3, 3), 1, 1, 1, 2, ("winograd", "winograd")),
+    ("winograd-deep", (2, 390, 19, 19), (32, 390, 3, 3), 1, 1, 1, 1, ("winograd", "winograd")),
+    ("winograd-groups", (2, 64, 22, 22), (64, 32, 3, 3), 1, 1, 1, 2, ("winograd", "winograd")),
     ("3x3-few-channels", (2, 5, 13, 11), (7, 5, 3, 3), 1, 1, 1, 1,
      ("implicit_gemm", "implicit_gemm")),
     ("1x1", (2, 20, 9, 7), (24, 20, 1, 1), 1, 0, 1, 1, ("gemm_1x1", "gemm_1x1")),
@@ -450,7 +450,7 @@ def test_non_finite_inputs_stay_where_they_are_read(rng, case):
     Winograd path computes a block holding one directly (its transforms would
     spread it over whole tiles)."""
     x_shape, w_shape, groups = {
-        "winograd": ((2, 16, 24, 24), (16, 16, 3, 3), 1),
+        "winograd": ((2, 32, 24, 24), (32, 32, 3, 3), 1),
         "implicit_gemm": ((2, 4, 24, 24), (5, 4, 3, 3), 1),
         "depthwise": ((2, 4, 24, 24), (4, 1, 3, 3), 4),
     }[case]

@@ -9,9 +9,10 @@
 //   gemm_1x1       1x1 kernel, stride 1, no padding, input rows evenly
 //                  strided: the input planes are the B of a plain GEMM.
 //   winograd       float32 3x3, stride 1, dilation 1, where it pays
-//                  (conv_winograd.cpp, winograd_pays: at least 16 input and
-//                  output channels per group, at least 16 tiles, and tiles
-//                  that save at least half the multiplications).
+//                  (conv_winograd.cpp, winograd_pays: a cost model of the
+//                  products, the three transforms and the implicit GEMM,
+//                  from measured per-element costs; few channels or few
+//                  tiles leave the transforms unamortised).
 //   implicit_gemm  everything else (conv_gemm.cpp).
 // Backward, each part only when asked for:
 //   grad_input     a stride-1 convolution of grad_output through the

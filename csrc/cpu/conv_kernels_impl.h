@@ -816,7 +816,6 @@ struct TilePermutes {
   I every4[4];        // lanes j and j + L/2: column 4 (j mod L/2) + f of a pair of vectors
   I halves;           // the low halves of two vectors
   I next[2];          // one lane on, the last lane from lane f of the second vector
-  I pair[2];          // a0 b0 a1 b1 ..., from the low or the high halves
   I quad[2];          // ab0 cd0 ab1 cd1 ... (pairs of lanes), from the low or the high halves
 
   TilePermutes() {
@@ -825,8 +824,6 @@ struct TilePermutes {
       for (int f = 0; f < 4; ++f) every4[f][j] = 4 * (j % (L / 2)) + f;
       halves[j] = j < L / 2 ? j : L + j - L / 2;
       for (int f = 0; f < 2; ++f) next[f][j] = j < L - 1 ? j + 1 : L + f;
-      pair[0][j] = j / 2 + (j % 2) * L;
-      pair[1][j] = pair[0][j] + L / 2;
       quad[0][j] = (j / 4) * 2 + j % 2 + ((j / 2) % 2) * L;
       quad[1][j] = quad[0][j] + L / 2;
     }
@@ -949,13 +946,15 @@ void interleave4(float* dst, int64_t n, const float* const y[4]) {
   using V = S::V;
   constexpr int L = S::L;
   const TilePermutes& x = tile_permutes();
+  static const Pairs<float> pairs;
   for (int64_t t0 = 0; 4 * t0 < n; t0 += L) {
     const V a = S::load(y[0] + t0), b = S::load(y[1] + t0), c = S::load(y[2] + t0),
             d = S::load(y[3] + t0);
     for (int half = 0; half < 2; ++half) {
       const int64_t at = 4 * t0 + 2 * half * L;
       if (at >= n) break;
-      const V ab = __builtin_shuffle(a, b, x.pair[half]), cd = __builtin_shuffle(c, d, x.pair[half]);
+      const V ab = __builtin_shuffle(a, b, pairs.pair[half]);
+      const V cd = __builtin_shuffle(c, d, pairs.pair[half]);
       for (int q = 0; q < 2; ++q) {
         const int64_t left = n - at - q * L;
         if (left <= 0) break;

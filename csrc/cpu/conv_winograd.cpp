@@ -91,14 +91,20 @@ bool winograd_applies(const Conv2dParams& p) {
 }
 
 bool winograd_pays(const Conv2dParams& p) {
-  const int64_t cin = p.in_channels / p.groups, kout = p.out_channels / p.groups;
-  // The transforms cost about as much per tile and channel as a GEMM of
-  // depth ~16 (see conv_kernels_impl.h); below that, or with few tiles to
-  // spread the filter transform over, the direct GEMM is as fast.
-  const int64_t tiles = p.batch * ceil_div(p.out_h, kWinoOut) * ceil_div(p.out_w, kWinoOut);
-  const double direct = 9.0 * p.out_h * p.out_w * p.batch;  // multiplies per channel pair
-  const double winograd = 36.0 * tiles;
-  return cin >= 16 && kout >= 16 && tiles >= 16 && 2 * winograd < direct;
+  const double cin = p.in_channels / p.groups, kout = p.out_channels / p.groups;
+  const double tiles = static_cast<double>(p.batch) * ceil_div(p.out_h, kWinoOut) *
+                       ceil_div(p.out_w, kWinoOut);
+  const double positions = static_cast<double>(p.batch) * p.out_h * p.out_w;
+  // Estimated nanoseconds on one core, per group, from measurements on the
+  // AVX-512 machine of bench/results/conv-cpu.md: the implicit GEMM runs at
+  // ~113 multiply-adds per ns; Winograd's products at ~125 (no packing),
+  // plus ~10 ns per tile and input channel (input transform), ~5 per tile
+  // and output channel (output transform) and ~10 per filter (its
+  // transform). Partial tiles at the edges count whole.
+  const double gemm = 9 * kout * cin * positions / 113;
+  const double winograd = kWinoXi * kout * cin * tiles / 125 + 10 * cin * tiles +
+                          5 * kout * tiles + 10 * kout * cin;
+  return winograd < gemm;
 }
 
 void forward_winograd(const Conv2dParams& p, const float* in, Nchw st, const float* w,
