@@ -199,22 +199,29 @@ void grad_input(const Conv2dParams& p, const T* go, const T* weight, T* gi) {
     return;
   }
   const int64_t coarse = q.out_h * q.out_w, plane = p.in_h * p.in_w;
-  T* tmp = static_cast<T*>(
-      cpu::conv::scratch(Scratch::shuffle, sizeof(T) * q.batch * q.out_channels * coarse));
-  forward<T>(q, go, go_st, wt.data(), nullptr, tmp);
-  // The pixel shuffle: gi(n, ch, ih, iw) from phase (ih % Ph, iw % Pw).
-  const int64_t planes = p.batch * p.in_channels;
-  const int nt = threads_for(static_cast<double>(planes) * plane / 16);
+  // A chunk of images at a time (about 64 MiB of phases), so that the
+  // buffer stays bounded whatever the batch.
+  const int64_t image = q.out_channels * coarse;
+  const int64_t chunk = std::clamp<int64_t>((int64_t(64) << 20) / (sizeof(T) * image), 1, p.batch);
+  T* tmp = static_cast<T*>(cpu::conv::scratch(Scratch::shuffle, sizeof(T) * chunk * image));
+  for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
+    Conv2dParams qc = q;
+    qc.batch = std::min(chunk, p.batch - n0);
+    forward<T>(qc, go + n0 * go_st.n, go_st, wt.data(), nullptr, tmp);
+    // The pixel shuffle: gi(n, ch, ih, iw) from phase (ih % Ph, iw % Pw).
+    const int64_t planes = qc.batch * p.in_channels;
+    const int nt = threads_for(static_cast<double>(planes) * plane / 16);
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t nc = 0; nc < planes; ++nc) {
-    const T* src = tmp + nc * phases * coarse;
-    T* dst = gi + nc * plane;
-    for (int64_t ih = 0; ih < p.in_h; ++ih)
-      for (int64_t iw = 0; iw < p.in_w; ++iw) {
-        const int64_t phase = ih % t.h.phases * t.w.phases + iw % t.w.phases;
-        dst[ih * p.in_w + iw] =
-            src[phase * coarse + ih / t.h.phases * q.out_w + iw / t.w.phases];
-      }
+    for (int64_t nc = 0; nc < planes; ++nc) {
+      const T* src = tmp + nc * phases * coarse;
+      T* dst = gi + n0 * p.in_channels * plane + nc * plane;
+      for (int64_t ih = 0; ih < p.in_h; ++ih)
+        for (int64_t iw = 0; iw < p.in_w; ++iw) {
+          const int64_t phase = ih % t.h.phases * t.w.phases + iw % t.w.phases;
+          dst[ih * p.in_w + iw] =
+              src[phase * coarse + ih / t.h.phases * q.out_w + iw / t.w.phases];
+        }
+    }
   }
 }
 

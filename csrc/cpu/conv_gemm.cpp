@@ -137,21 +137,30 @@ void grad_weight_gemm(const Conv2dParams& p, const T* grad_out, const T* in, Nch
   }
   const int64_t rows = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
   const int64_t cols = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
-  const Nhwc<T> x{static_cast<T*>(scratch(Scratch::nhwc,
-                                          sizeof(T) * p.batch * rows * cols * p.in_channels)),
-                  rows, cols, p.in_channels};
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t r = 0; r < p.batch * x.rows; ++r)
-    ck.to_nhwc(p, in, st, r / x.rows, r % x.rows, r % x.rows + 1, x);
+  // The copy holds a chunk of images at a time (about 64 MiB), the products
+  // of later chunks adding on: memory stays bounded whatever the batch.
+  const int64_t image = rows * cols * p.in_channels;
+  const int64_t chunk = std::clamp<int64_t>((int64_t(64) << 20) / (sizeof(T) * image), 1, p.batch);
+  const Nhwc<T> x{static_cast<T*>(scratch(Scratch::nhwc, sizeof(T) * chunk * image)), rows, cols,
+                  p.in_channels};
   // The product's columns are (tap, channel); gw's are (channel, tap).
   T* product = static_cast<T*>(scratch(Scratch::product, sizeof(T) * p.out_channels * depth));
-  for_items(p.groups, nt, [&](int64_t g, int threads) {
-    const GradWeightPackers<T> packers{K,     ck, p, grad_out + g * kout * plane,
-                                       p.out_channels * plane, plane, x, g * cin};
-    gemm::gemm_driver(K, kout, depth, p.batch * plane, packers,
-                      MatrixView<T>{product + g * kout * depth, depth, 1}, GemmEpilogue<T>{},
-                      threads);
-  });
+  for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
+    const int64_t images = std::min(chunk, p.batch - n0);
+    const T* x_in = in + n0 * st.n;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < images * x.rows; ++r)
+      ck.to_nhwc(p, x_in, st, r / x.rows, r % x.rows, r % x.rows + 1, x);
+    for_items(p.groups, nt, [&](int64_t g, int threads) {
+      const GradWeightPackers<T> packers{
+          K, ck, p, grad_out + (n0 * p.out_channels + g * kout) * plane, p.out_channels * plane,
+          plane, x, g * cin};
+      GemmEpilogue<T> ep;
+      ep.accumulate = n0 > 0;
+      gemm::gemm_driver(K, kout, depth, images * plane, packers,
+                        MatrixView<T>{product + g * kout * depth, depth, 1}, ep, threads);
+    });
+  }
   for (int64_t k = 0; k < p.out_channels; ++k)
     for (int64_t c = 0; c < cin; ++c)
       for (int64_t t = 0; t < taps; ++t)
