@@ -452,7 +452,7 @@ PhasePlanes<T> phase_planes(const Conv2dParams& p, const T* in, Nchw st) {
 // R * NV accumulators hide the FMA latency.
 template <typename T, int R, int NV, class Input>
 void depthwise_block(const Conv2dParams& p, int64_t oh0, int64_t ow0, const T* w, T bias, T* out,
-                     const Input& in) {
+                     const Input& in, const typename Input::Column (*columns)[NV]) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::L;
@@ -469,7 +469,7 @@ void depthwise_block(const Conv2dParams& p, int64_t oh0, int64_t ow0, const T* w
       const V wv = S::bcast(w[i * p.kernel_w + j]);
       typename Input::Column cols[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) cols[v] = in.column(j, ow0 + v * L);
+      for (int v = 0; v < NV; ++v) cols[v] = columns ? columns[j][v] : in.column(j, ow0 + v * L);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
@@ -490,12 +490,22 @@ void depthwise_block(const Conv2dParams& p, int64_t oh0, int64_t ow0, const T* w
 }
 
 // Every row of one column chunk, R rows at a time.
+// (Where the kernel columns read is the same for every row: worked out once
+// here for kernels up to kColumns wide.)
 template <typename T, int R, int NV, class Input>
 void depthwise_chunk(const Conv2dParams& p, int64_t ow0, const T* w, T bias, T* out,
                      const Input& in) {
+  constexpr int L = Simd<T>::L, kColumns = 16;
+  typename Input::Column table[kColumns][NV];
+  const bool tabled = p.kernel_w <= kColumns;
+  if (tabled)
+    for (int64_t j = 0; j < p.kernel_w; ++j)
+      for (int v = 0; v < NV; ++v) table[j][v] = in.column(j, ow0 + v * L);
+  const typename Input::Column (*columns)[NV] = tabled ? table : nullptr;
   int64_t oh = 0;
-  for (; oh + R <= p.out_h; oh += R) depthwise_block<T, R, NV>(p, oh, ow0, w, bias, out, in);
-  for (; oh < p.out_h; ++oh) depthwise_block<T, 1, NV>(p, oh, ow0, w, bias, out, in);
+  for (; oh + R <= p.out_h; oh += R)
+    depthwise_block<T, R, NV>(p, oh, ow0, w, bias, out, in, columns);
+  for (; oh < p.out_h; ++oh) depthwise_block<T, 1, NV>(p, oh, ow0, w, bias, out, in, columns);
 }
 
 template <typename T, class Input>
@@ -558,14 +568,17 @@ struct DirectInput {
     return {iw, lo >= hi ? 0u : ((1u << hi) - 1) & ~((1u << lo) - 1)};
   }
   V load(Row row, Column c) const {
-    if (!row) return V{};
-    // The masked lanes may lie before the row: an integer address.
-    const auto* at = reinterpret_cast<const T*>(reinterpret_cast<uintptr_t>(row) +
-                                                static_cast<uintptr_t>(c.iw * int64_t(sizeof(T))));
+    // Branch-free (so that the caller's multiply-add stays fused): a padding
+    // row loads no lane, from the input's own address. The masked lanes may
+    // lie before the row: an integer address.
+    const uintptr_t at = row ? reinterpret_cast<uintptr_t>(row) +
+                                   static_cast<uintptr_t>(c.iw * int64_t(sizeof(T)))
+                             : reinterpret_cast<uintptr_t>(in);
+    const uint32_t m = row ? c.mask : 0u;
     if constexpr (sizeof(T) == 4)
-      return (V)_mm512_maskz_loadu_ps(static_cast<__mmask16>(c.mask), at);
+      return (V)_mm512_maskz_loadu_ps(static_cast<__mmask16>(m), reinterpret_cast<const T*>(at));
     else
-      return (V)_mm512_maskz_loadu_pd(static_cast<__mmask8>(c.mask), at);
+      return (V)_mm512_maskz_loadu_pd(static_cast<__mmask8>(m), reinterpret_cast<const T*>(at));
   }
 };
 #endif
