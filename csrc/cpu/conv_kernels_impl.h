@@ -73,8 +73,10 @@ struct Simd {
 // The lanes [lo, hi) of t < len whose column iw0 + t * step lies in [0, in_w).
 inline void columns_inside(int64_t len, int64_t iw0, int64_t step, int64_t in_w, int64_t* lo,
                            int64_t* hi) {
-  *lo = iw0 >= 0 ? 0 : std::min(len, (-iw0 + step - 1) / step);
-  *hi = iw0 >= in_w ? 0 : std::min(len, (in_w - 1 - iw0) / step + 1);
+  // Non-negative numerators: strides 1 and 2 (nearly all) skip the division.
+  auto over = [step](int64_t x) { return step == 1 ? x : step == 2 ? x >> 1 : x / step; };
+  *lo = iw0 >= 0 ? 0 : std::min(len, over(-iw0 + step - 1));
+  *hi = iw0 >= in_w ? 0 : std::min(len, over(in_w - 1 - iw0) + 1);
   *hi = std::max(*hi, *lo);
 }
 
@@ -173,6 +175,37 @@ inline void copy_run(T* dst, int64_t len, const T* plane, const TapRun& r, int64
       else
         v = (V)_mm512_maskz_loadu_pd(static_cast<__mmask8>(m),
                                      reinterpret_cast<const double*>(base + k * L * sizeof(T)));
+      if (len - k * L >= L)
+        Simd<T>::store(dst + k * L, v);
+      else
+        Simd<T>::store_n(dst + k * L, v, static_cast<int>(len - k * L));
+    }
+    return;
+  }
+  if (e == 2 && len <= 2 * L) {  // stride 2, inline: lanes [a, b) of a vector read elements [2a, 2b - 1)
+    using V = typename Simd<T>::V;
+    typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> E;
+    typedef E I __attribute__((vector_size(kVectorBytes)));
+    I even;
+    for (int l = 0; l < L; ++l) even[l] = 2 * l;
+    const uintptr_t base = reinterpret_cast<uintptr_t>(plane) +
+                           static_cast<uintptr_t>(r.origin * int64_t(sizeof(T)));
+    for (int k = 0; k * L < len; ++k) {
+      const int64_t a = std::clamp<int64_t>(r.lo - k * L, 0, L);
+      const int64_t b = std::clamp<int64_t>(r.hi - k * L, 0, L);
+      const uint64_t elements = a >= b ? 0 : ((1ull << (2 * b - 1)) - 1) & ~((1ull << (2 * a)) - 1);
+      const uintptr_t at = base + 2 * k * L * sizeof(T);
+      V v0, v1;
+      if constexpr (sizeof(T) == 4) {
+        v0 = (V)_mm512_maskz_loadu_ps(static_cast<__mmask16>(elements), reinterpret_cast<const float*>(at));
+        v1 = (V)_mm512_maskz_loadu_ps(static_cast<__mmask16>(elements >> L),
+                                      reinterpret_cast<const float*>(at + L * sizeof(T)));
+      } else {
+        v0 = (V)_mm512_maskz_loadu_pd(static_cast<__mmask8>(elements), reinterpret_cast<const double*>(at));
+        v1 = (V)_mm512_maskz_loadu_pd(static_cast<__mmask8>(elements >> L),
+                                      reinterpret_cast<const double*>(at + L * sizeof(T)));
+      }
+      const V v = __builtin_shuffle(v0, v1, even);
       if (len - k * L >= L)
         Simd<T>::store(dst + k * L, v);
       else
