@@ -444,6 +444,29 @@ def test_cpu_paths(rng, cpu_configs, dtype, case):
             check_case(view, w, b, go, args, dtype, winograd_paths)
 
 
+@pytest.mark.parametrize("case", ["winograd", "3x3-few-channels", "1x1", "stem", "depthwise-wide"])
+def test_results_do_not_depend_on_the_thread_count(rng, case):
+    """Every output element is one ordered sum, whoever computes it: the
+    weight gradient's partial sums over images are cut by the shape alone."""
+    _, x_shape, w_shape, stride, padding, dilation, groups, _ = next(
+        c for c in PATH_CASES if c[0] == case)
+    x_shape = (7,) + x_shape[1:]  # chunks of images that do not divide evenly
+    args = (stride, padding, dilation, groups)
+    x, w = random_array(rng, x_shape), random_array(rng, w_shape)
+    go = random_array(rng, dk.conv2d(x, w, None, *args).shape)
+    before = dk.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            dk.set_num_threads(n)
+            results.append((dk.conv2d(x, w, None, *args), *dk.conv2d_backward(go, x, w, *args)))
+    finally:
+        dk.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("case", ["winograd", "implicit_gemm", "depthwise"])
 def test_non_finite_inputs_stay_where_they_are_read(rng, case):
     """inf and NaN reach exactly the outputs whose windows read them: the

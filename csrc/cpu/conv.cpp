@@ -180,19 +180,23 @@ void grad_input(const Conv2dParams& p, const T* go, const T* weight, T* gi) {
   const int64_t cin = p.in_channels / p.groups, kout = p.out_channels / p.groups;
   const int64_t phases = t.h.phases * t.w.phases, taps = q.kernel_h * q.kernel_w;
   // Its filters: output channel ((g * cin + c) * phases + phase), input kout.
+  // Where each tap lands: (phase, kernel index) along each axis.
+  std::vector<int64_t> rh(p.kernel_h), a(p.kernel_h), rw(p.kernel_w), b(p.kernel_w);
+  for (int64_t i = 0; i < p.kernel_h; ++i)
+    place_tap(t.h, i, p.kernel_h, p.stride_h, p.pad_top, p.dilation_h, &rh[i], &a[i]);
+  for (int64_t j = 0; j < p.kernel_w; ++j)
+    place_tap(t.w, j, p.kernel_w, p.stride_w, p.pad_left, p.dilation_w, &rw[j], &b[j]);
   std::vector<T> wt(q.out_channels * kout * taps, T(0));
   for (int64_t g = 0; g < p.groups; ++g)
-    for (int64_t k = 0; k < kout; ++k)
-      for (int64_t c = 0; c < cin; ++c)
+    for (int64_t c = 0; c < cin; ++c)  // writes in order; the reads stay in L1 across c
+      for (int64_t k = 0; k < kout; ++k) {
+        const T* src = weight + ((g * kout + k) * cin + c) * p.kernel_h * p.kernel_w;
+        T* dst = wt.data() + ((g * cin + c) * phases * kout + k) * taps;
         for (int64_t i = 0; i < p.kernel_h; ++i)
-          for (int64_t j = 0; j < p.kernel_w; ++j) {
-            int64_t rh, a, rw, b;
-            place_tap(t.h, i, p.kernel_h, p.stride_h, p.pad_top, p.dilation_h, &rh, &a);
-            place_tap(t.w, j, p.kernel_w, p.stride_w, p.pad_left, p.dilation_w, &rw, &b);
-            const int64_t o = (g * cin + c) * phases + rh * t.w.phases + rw;
-            wt[((o * kout + k) * q.kernel_h + a) * q.kernel_w + b] =
-                weight[(((g * kout + k) * cin + c) * p.kernel_h + i) * p.kernel_w + j];
-          }
+          for (int64_t j = 0; j < p.kernel_w; ++j)
+            dst[(rh[i] * t.w.phases + rw[j]) * kout * taps + a[i] * q.kernel_w + b[j]] =
+                src[i * p.kernel_w + j];
+      }
   const Nchw go_st{p.out_channels * p.out_h * p.out_w, p.out_h * p.out_w, p.out_w, 1};
   if (phases == 1) {
     forward<T>(q, go, go_st, wt.data(), nullptr, gi);

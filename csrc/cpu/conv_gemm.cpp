@@ -4,8 +4,10 @@
 // micro-panels (no im2col buffer); a 1x1 stride-1 convolution without
 // padding is a plain GEMM on the input planes. The weight gradient is
 //   gw (K_g x C_g*kh*kw) = grad_out (K_g x N*out_h*out_w) @ patches^T,
-// one product per group whose depth runs over every image, so that each
-// element is one ordered sum whatever the thread count (deterministic).
+// its depth cut into chunks of images by the shape alone, the chunks dealt
+// round-robin to a fixed number of partial sums, and those added in order:
+// threads take whole partial sums (no synchronisation inside a product),
+// and every element is the same ordered sum whatever the thread count.
 #include <omp.h>
 
 #include <algorithm>
@@ -118,53 +120,68 @@ void grad_weight_gemm(const Conv2dParams& p, const T* grad_out, const T* in, Nch
   const int64_t cin = p.in_channels / p.groups, kout = p.out_channels / p.groups;
   const int64_t taps = p.kernel_h * p.kernel_w, depth = cin * taps, plane = p.out_h * p.out_w;
   const int nt = threads_for(static_cast<double>(p.batch) * p.out_channels * plane * depth);
-  if (plain_1x1(p, st)) {
-    // gw (K_g x C_g) = sum over images of grad_out (K_g x positions) @ the
-    // input planes transposed: no copy, the GEMM's packers transpose.
-    for_items(p.groups, nt, [&](int64_t g, int threads) {
-      for (int64_t n = 0; n < p.batch; ++n) {
-        GemmEpilogue<T> ep;
-        ep.accumulate = n > 0;
-        const T* x = in + n * st.n + g * cin * st.c;
-        gemm::gemm_driver(K, kout, cin, plane,
-                          gemm::StridedPackers<T>{
-                              K, {grad_out + (n * p.out_channels + g * kout) * plane, plane, 1},
-                              {x, st.w, st.c}, T(1)},
-                          MatrixView<T>{gw + g * kout * cin, cin, 1}, ep, threads);
-      }
-    });
-    return;
-  }
+  const bool plain = plain_1x1(p, st);
   const int64_t rows = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
   const int64_t cols = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
-  // The copy holds a chunk of images at a time (about 64 MiB), the products
-  // of later chunks adding on: memory stays bounded whatever the batch.
-  const int64_t image = rows * cols * p.in_channels;
-  const int64_t chunk = std::clamp<int64_t>((int64_t(64) << 20) / (sizeof(T) * image), 1, p.batch);
-  const Nhwc<T> x{static_cast<T*>(scratch(Scratch::nhwc, sizeof(T) * chunk * image)), rows, cols,
-                  p.in_channels};
-  // The product's columns are (tap, channel); gw's are (channel, tap).
-  T* product = static_cast<T*>(scratch(Scratch::product, sizeof(T) * p.out_channels * depth));
-  for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
-    const int64_t images = std::min(chunk, p.batch - n0);
-    const T* x_in = in + n0 * st.n;
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t r = 0; r < images * x.rows; ++r)
-      ck.to_nhwc(p, x_in, st, r / x.rows, r % x.rows, r % x.rows + 1, x);
-    for_items(p.groups, nt, [&](int64_t g, int threads) {
+  const int64_t image = plain ? 0 : rows * cols * p.in_channels;  // of the channels-last copy
+  // Chunks of at least ~1024 positions (a deep enough product), at most
+  // ~64 MiB of copy; up to 8 partial sums.
+  constexpr int64_t kPartials = 8;
+  int64_t chunk = std::clamp<int64_t>((1023 + plane) / plane, 1, p.batch);
+  if (image > 0) chunk = std::clamp<int64_t>((int64_t(64) << 20) / (sizeof(T) * image), 1, chunk);
+  const int64_t chunks = (p.batch + chunk - 1) / chunk;
+  chunk = (p.batch + chunks - 1) / chunks;  // evened out
+  const int64_t partials = std::min(chunks, kPartials);
+  // partial[(s * groups + g)]: K_g x depth, columns (tap, channel) (channel
+  // only for 1x1, where they coincide with gw's).
+  T* partial = static_cast<T*>(
+      scratch(Scratch::product, sizeof(T) * partials * p.out_channels * depth));
+
+  auto sum_partial = [&](int64_t s, int64_t g, int threads) {
+    T* c = partial + (s * p.groups + g) * kout * depth;
+    for (int64_t j = s; j < chunks; j += partials) {
+      const int64_t n0 = j * chunk, images = std::min(chunk, p.batch - n0);
+      GemmEpilogue<T> ep;
+      ep.accumulate = j > s;
+      if (plain) {
+        // grad_out (K_g x positions) @ the input planes transposed: no copy,
+        // the GEMM's packers transpose.
+        for (int64_t n = n0; n < n0 + images; ++n, ep.accumulate = true)
+          gemm::gemm_driver(K, kout, cin, plane,
+                            gemm::StridedPackers<T>{
+                                K, {grad_out + (n * p.out_channels + g * kout) * plane, plane, 1},
+                                {in + n * st.n + g * cin * st.c, st.w, st.c}, T(1)},
+                            MatrixView<T>{c, depth, 1}, ep, threads);
+        continue;
+      }
+      const Nhwc<T> x{static_cast<T*>(scratch(Scratch::nhwc, sizeof(T) * images * image)), rows,
+                      cols, p.in_channels};
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (int64_t r = 0; r < images * rows; ++r)
+        ck.to_nhwc(p, in + n0 * st.n, st, r / rows, r % rows, r % rows + 1, x);
       const GradWeightPackers<T> packers{
           K, ck, p, grad_out + (n0 * p.out_channels + g * kout) * plane, p.out_channels * plane,
           plane, x, g * cin};
-      GemmEpilogue<T> ep;
-      ep.accumulate = n0 > 0;
-      gemm::gemm_driver(K, kout, depth, images * plane, packers,
-                        MatrixView<T>{product + g * kout * depth, depth, 1}, ep, threads);
-    });
+      gemm::gemm_driver(K, kout, depth, images * plane, packers, MatrixView<T>{c, depth, 1}, ep,
+                        threads);
+    }
+  };
+  const int64_t items = partials * p.groups;
+  if (nt > 1 && items >= nt) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t i = 0; i < items; ++i) sum_partial(i / p.groups, i % p.groups, 1);
+  } else {
+    for (int64_t i = 0; i < items; ++i) sum_partial(i / p.groups, i % p.groups, nt);
   }
+  // gw = the partial sums in order, columns (channel, tap).
   for (int64_t k = 0; k < p.out_channels; ++k)
     for (int64_t c = 0; c < cin; ++c)
-      for (int64_t t = 0; t < taps; ++t)
-        gw[(k * cin + c) * taps + t] = product[k * depth + t * cin + c];
+      for (int64_t t = 0; t < taps; ++t) {
+        T sum = partial[k * depth + t * cin + c];
+        for (int64_t s = 1; s < partials; ++s)
+          sum += partial[(s * p.out_channels + k) * depth + t * cin + c];
+        gw[(k * cin + c) * taps + t] = sum;
+      }
 }
 
 #define DLKERN_INSTANTIATE(T)                                                                   \

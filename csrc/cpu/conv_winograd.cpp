@@ -116,13 +116,15 @@ void forward_winograd(const Conv2dParams& p, const float* in, Nchw st, const flo
   const int64_t tiles = p.batch * tiles_h * tiles_w, plane = p.out_h * p.out_w;
   const int mr = K.mr, nr = K.nr;
   const int64_t panels = ceil_div(kout, mr), u_stride = panels * mr * cin;  // per xi
+  const int nt = threads_for(static_cast<double>(tiles) * kWinoXi * cin * p.out_channels);
   // Tiles per block: two micro-panels' width keeps V and M in L2 for the
-  // channel counts Winograd is used for.
+  // channel counts Winograd is used for, and U, which every block streams
+  // through, is read half as often as with one (narrower blocks would share
+  // out more evenly between threads, but U's traffic costs more).
   const int64_t block = std::min<int64_t>(2 * nr, ceil_div(tiles, nr) * nr);
   const int64_t blocks = ceil_div(tiles, block);
   float* u = static_cast<float*>(
       scratch(Scratch::filters, sizeof(float) * p.groups * kWinoXi * u_stride));
-  const int nt = threads_for(static_cast<double>(tiles) * kWinoXi * cin * p.out_channels);
 
 #pragma omp parallel num_threads(nt)
   {
