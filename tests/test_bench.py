@@ -16,7 +16,8 @@ import dlkern as dk
 from dlkern import _cpu
 from dlkern.__main__ import main
 from dlkern.bench import arrays, registry, threads
-from dlkern.bench.cases import conv as conv_cases
+from dlkern.bench.cases.conv import cpu as conv_cpu_cases
+from dlkern.bench.cases.conv import cuda as conv_cases
 from dlkern.bench.cases import matmul as matmul_cases
 from dlkern.bench.peak import Peaks
 from dlkern.bench.stats import summarize
@@ -139,9 +140,34 @@ def test_matmul_flop_and_byte_formulas():
 def test_conv_cases_without_gpu_skip_cleanly():
     if dk.cuda_available():
         pytest.skip("this machine can run CUDA kernels")
-    for device in ("cpu", "cuda"):
-        ctx = registry.Context(device=device, quick=True)
-        assert conv_cases.cases(ctx) == [] and ctx.skipped
+    ctx = registry.Context(device="cuda", quick=True)
+    assert registry.make_cases("conv", ctx) == [] and ctx.skipped
+
+
+def test_conv_cpu_cases_formulas_and_expected_values():
+    import reference as ref
+
+    s = conv_cpu_cases.Shape("3x3", 8, 64, 56, 56, 64, 3, 1, 1)
+    assert conv_cpu_cases.flop_count(s, False) == 2 * 8 * 64 * 56 * 56 * 64 * 9
+    assert conv_cpu_cases.flop_count(s, True) == 3 * 2 * 8 * 64 * 56 * 56 * 64 * 9
+    small = conv_cpu_cases.Shape("g", 1, 2, 5, 5, 4, 3, 1, 0, groups=2)
+    # input 50, weight 4*1*9, bias 4, output 4*3*3 read or written once.
+    assert conv_cpu_cases.byte_count(small, False, 4) == 4 * (50 + 36 + 4 + 36)
+    assert conv_cpu_cases.byte_count(small, True, 4) == 4 * (2 * 50 + 2 * 36 + 4 + 2 * 36)
+    rng = np.random.default_rng(1)
+    for s in (conv_cpu_cases.Shape("a", 2, 6, 9, 8, 4, 3, 2, 1),
+              conv_cpu_cases.Shape("b", 1, 6, 7, 7, 6, 3, 1, 1, groups=3),
+              conv_cpu_cases.Shape("c", 2, 3, 11, 11, 5, 5, 2, 2)):
+        x, w, b = (rng.uniform(-1, 1, shape) for shape in (s.x_shape, s.w_shape, (s.k,)))
+        args = ((s.stride,) * 2, (s.padding,) * 2, (1, 1), s.groups)
+        y = ref.conv2d(x, w, b, *args)
+        np.testing.assert_allclose(conv_cpu_cases.expected_forward(s, x, w, b), y,
+                                   rtol=1e-12, atol=1e-12)
+        go = rng.uniform(-1, 1, y.shape)
+        gi, gw, _ = ref.conv2d_backward(go, x, w, *args)
+        got_gi, got_gw = conv_cpu_cases.expected_gradients(s, x, w, go)
+        np.testing.assert_allclose(got_gi, gi, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got_gw, gw, rtol=1e-12, atol=1e-12)
 
 
 def test_conv_formulas_and_expected_values():

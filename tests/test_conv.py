@@ -263,6 +263,237 @@ def test_bad_bias_and_dtypes(rng):
         dk.conv2d_backward(go, x, w, output_mask=(True, False))
 
 
+# ------------------------------------------------------------ CPU paths ---
+#
+# The CPU picks an algorithm per shape (csrc/cpu/conv.cpp): Winograd F(4x4,
+# 3x3), a plain GEMM for 1x1, a depthwise kernel, or implicit GEMM; grad_input
+# runs as a stride-1 convolution through the same choice. Each case below
+# names the paths it must take, so that every one is exercised, on every
+# instruction set this CPU runs and on one and two threads.
+
+# Winograd F(4x4, 3x3) as csrc/cpu/conv_kernels_impl.h computes it:
+# Y = A^T [(G g G^T) .* (B^T d B)] A per 4 x 4 output tile.
+WINO_BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                    [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float)
+WINO_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                   [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+WINO_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                    [0, 1, -1, 8, -8, 1]], float)
+
+
+def winograd(x, w, b, pad, out_hw, bt=WINO_BT, g=WINO_G, at=WINO_AT):
+    """The Winograd sum of a 3x3 stride-1 convolution (one group) in float64:
+    x (N, C, H, W), w (K, C, 3, 3), pad (top, left), output size out_hw."""
+    n, c, h, wd = x.shape
+    th, tw = -(-out_hw[0] // 4), -(-out_hw[1] // 4)
+    xp = np.zeros((n, c, 4 * th + 2, 4 * tw + 2))
+    top, left = pad
+    rows = slice(max(top, 0), min(top + h, xp.shape[2]))
+    cols = slice(max(left, 0), min(left + wd, xp.shape[3]))
+    xp[:, :, rows, cols] = x[:, :, rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+    d = np.lib.stride_tricks.sliding_window_view(xp, (6, 6), axis=(2, 3))[:, :, ::4, ::4]
+    v = np.einsum("ar,nctwrs,bs->nctwab", bt, d, bt, optimize=True)
+    u = np.einsum("ai,kcij,bj->kcab", g, w, g, optimize=True)
+    y = np.einsum("ya,nktwab,xb->nktyxw", at, np.einsum("kcab,nctwab->nktwab", u, v), at,
+                  optimize=True)
+    y = y.transpose(0, 1, 2, 3, 5, 4).reshape(n, w.shape[0], 4 * th, 4 * tw)
+    y = y[:, :, :out_hw[0], :out_hw[1]]
+    return y if b is None else y + b[None, :, None, None]
+
+
+def winograd_magnitude(x, w, b, pad, out_hw, groups):
+    """The Winograd sum on absolute values with absolute matrices: the sum of
+    |coefficient * data| over every path from a datum to an output.
+
+    Every path through the computation is rounded at most: 3 times in each
+    1-D pass of the input and output transforms (two passes each), once in
+    the filter transform (done in double), C_g times along the channel sum
+    (FMAs), and once by the bias. So |error| <= (C_g + 14) u * magnitude,
+    first order, whatever the order of the sums. The magnitude is 30 to 260
+    times the direct sum's (the transforms' entries reach 5 and 8), so this
+    bound is looser than the direct-sum one; it still catches a lost term
+    for the channel counts below.
+    """
+    x, w = np.abs(ref.as64(x)), np.abs(ref.as64(w))
+    cg, kg = x.shape[1] // groups, w.shape[0] // groups
+    parts = [winograd(x[:, i * cg:(i + 1) * cg], w[i * kg:(i + 1) * kg], None, pad, out_hw,
+                      np.abs(WINO_BT), np.abs(WINO_G), np.abs(WINO_AT)) for i in range(groups)]
+    out = np.concatenate(parts, axis=1)
+    return out if b is None else out + np.abs(ref.as64(b))[None, :, None, None]
+
+
+def test_winograd_matrices_compute_the_convolution(rng):
+    x = random_array(rng, (2, 3, 9, 7), "float64")
+    w = random_array(rng, (4, 3, 3, 3), "float64")
+    b = random_array(rng, (4,), "float64")
+    np.testing.assert_allclose(winograd(x, w, b, (1, 0), (9, 5)),
+                               ref.conv2d(x, w, b, (1, 1), (1, 0), (1, 1), 1), atol=1e-12)
+
+
+def conv_paths(x, w, stride, padding, dilation, groups):
+    """(forward path, grad_input path) the CPU takes for these arguments."""
+    s, d = (stride,) * 2 if np.isscalar(stride) else stride, (dilation,) * 2 if np.isscalar(dilation) else dilation
+    mode, ph, pw = dk.conv._padding(padding if isinstance(padding, str) or not np.isscalar(padding)
+                                    else (padding, padding), "test")
+    params = dk._cpu.conv2d_params(*x.shape, w.shape[0], w.shape[1], *w.shape[2:], *s, mode, ph,
+                                   pw, *d, groups)
+    strides = tuple(v // x.itemsize for v in x.strides)
+    return tuple(dk._cpu.conv2d_paths(str(x.dtype), params, strides))
+
+
+def isas():
+    best = dk._cpu.cpu_isa_supported()
+    return {"avx512": ["avx512", "avx2", "generic"], "avx2": ["avx2", "generic"]}.get(best, [best])
+
+
+@pytest.fixture
+def cpu_configs():
+    """Yields (isa, threads) for every instruction set this CPU runs, on 1 and 2 threads."""
+    isa, threads = dk._cpu.cpu_isa(), dk.get_num_threads()
+
+    def configs():
+        for name in isas():
+            for n in (1, 2):
+                dk._cpu.set_cpu_isa(name)
+                dk.set_num_threads(n)
+                assert dk._cpu.cpu_isa() == name
+                yield name, n
+
+    yield configs
+    dk._cpu.set_cpu_isa(isa)
+    dk.set_num_threads(threads)
+
+
+PATH_CASES = [
+    # id, x shape, w shape, stride, padding, dilation, groups, (forward, grad_input) in float32
+    ("winograd", (2, 32, 23, 21), (33, 32, 3, 3), 1, 1, 1, 1, ("winograd", "winograd")),
+    ("winograd-valid-blocks", (3, 32, 30, 29), (32, 32, 3, 3), 1, 0, 1, 1, ("winograd", "winograd")),
+    ("winograd-uneven-pad", (2, 34, 25, 22), (32, 34, 3, 3), 1, (0, 2), 1, 1,
+     ("winograd", "winograd")),
+    ("winograd-deep", (2, 390, 19, 19), (32, 390, 3, 3), 1, 1, 1, 1, ("winograd", "winograd")),
+    ("winograd-groups", (2, 64, 22, 22), (64, 32, 3, 3), 1, 1, 1, 2, ("winograd", "winograd")),
+    ("3x3-few-channels", (2, 5, 13, 11), (7, 5, 3, 3), 1, 1, 1, 1,
+     ("implicit_gemm", "implicit_gemm")),
+    ("1x1", (2, 20, 9, 7), (24, 20, 1, 1), 1, 0, 1, 1, ("gemm_1x1", "gemm_1x1")),
+    ("1x1-stride", (2, 20, 9, 7), (24, 20, 1, 1), 2, 0, 1, 1, ("implicit_gemm", "gemm_1x1")),
+    ("1x1-padded", (2, 20, 9, 7), (24, 20, 1, 1), 1, 1, 1, 1, ("implicit_gemm", "implicit_gemm")),
+    ("stem", (2, 3, 31, 29), (16, 3, 7, 7), 2, 3, 1, 1, ("implicit_gemm", "implicit_gemm")),
+    ("dilated", (2, 6, 17, 15), (8, 6, 3, 3), 1, 2, 2, 1, ("implicit_gemm", "implicit_gemm")),
+    ("strided-dilated", (2, 6, 17, 15), (8, 6, 3, 2), (2, 3), 1, (2, 3), 1,
+     ("implicit_gemm", "implicit_gemm")),
+    ("depthwise-wide", (2, 8, 15, 70), (8, 1, 3, 3), 1, 1, 1, 8, ("depthwise", "depthwise")),
+    ("depthwise-stride-multiplier", (2, 6, 15, 13), (12, 1, 5, 5), 2, 2, 1, 6,
+     ("depthwise", "implicit_gemm")),
+    ("depthwise-dilated", (1, 4, 12, 19), (4, 1, 3, 7), 1, 3, (2, 1), 4,
+     ("depthwise", "depthwise")),
+    ("one-input-channel", (2, 1, 20, 20), (8, 1, 3, 3), 1, 1, 1, 1,
+     ("depthwise", "implicit_gemm")),
+]
+
+
+def pair(v):
+    return (v, v) if np.isscalar(v) else tuple(v)
+
+
+def check_case(x, w, b, go, args, dtype, winograd_paths):
+    """dk's forward and backward on the current configuration, against the reference."""
+    stride, padding, dilation, groups = args
+    s, d, pad = pair(stride), pair(dilation), pair(padding)
+    out = dk.conv2d(x, w, b, stride, padding, dilation, groups)
+    expected = ref.conv2d(x, w, b, s, pad, d, groups)
+    if "forward" in winograd_paths:
+        magnitude = winograd_magnitude(x, w, b, pad, expected.shape[2:], groups)
+        assert_sums_close(out, expected, magnitude, w.shape[1] + 14, "conv2d (winograd)")
+    else:
+        assert_conv_close(out, x, w, b, s, pad, d, groups, expected)
+    grads = dk.conv2d_backward(go, x, w, stride, padding, dilation, groups)
+    expected = ref.conv2d_backward(go, x, w, s, pad, d, groups)
+    if "grad_input" in winograd_paths:
+        # A Winograd convolution of grad_output with the flipped, transposed
+        # filters of each group, padded 2 - pad.
+        kg, cg = w.shape[0] // groups, w.shape[1]
+        wt = np.concatenate([np.flip(w[i * kg:(i + 1) * kg], (2, 3)).transpose(1, 0, 2, 3)
+                             for i in range(groups)])
+        magnitude = winograd_magnitude(go, wt, None, (2 - pad[0], 2 - pad[1]), x.shape[2:],
+                                       groups)
+        assert_sums_close(grads[0], expected[0], magnitude, kg + 13, "grad_input (winograd)")
+        grads, expected = (None, *grads[1:]), (None, *expected[1:])
+    assert_backward_close(grads, go, x, w, s, pad, d, groups, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", PATH_CASES, ids=[c[0] for c in PATH_CASES])
+def test_cpu_paths(rng, cpu_configs, dtype, case):
+    _, x_shape, w_shape, stride, padding, dilation, groups, paths = case
+    args = (stride, padding, dilation, groups)
+    # Fresh data; the input also as a view with a reversed, strided width.
+    x = random_array(rng, x_shape, dtype)
+    base = random_array(rng, x_shape[:3] + (2 * x_shape[3],), dtype)
+    views = [x, base[..., ::-2]]
+    w = random_array(rng, w_shape, dtype)
+    b = random_array(rng, (w_shape[0],), dtype)
+    expected_paths = paths if dtype == "float32" else tuple(
+        "implicit_gemm" if p == "winograd" else p for p in paths)
+    assert conv_paths(x, w, *args) == expected_paths
+    winograd_paths = {name for name, p in zip(("forward", "grad_input"), expected_paths)
+                      if p == "winograd"}
+    out_shape = ref.conv2d(x, w, None, pair(stride), pair(padding), pair(dilation), groups).shape
+    go = random_array(rng, out_shape, dtype)
+    for _ in cpu_configs():
+        for view in views:
+            check_case(view, w, b, go, args, dtype, winograd_paths)
+
+
+@pytest.mark.parametrize("case", ["winograd", "3x3-few-channels", "1x1", "stem", "depthwise-wide"])
+def test_results_do_not_depend_on_the_thread_count(rng, case):
+    """Every output element is one ordered sum, whoever computes it: the
+    weight gradient's partial sums over images are cut by the shape alone."""
+    _, x_shape, w_shape, stride, padding, dilation, groups, _ = next(
+        c for c in PATH_CASES if c[0] == case)
+    x_shape = (7,) + x_shape[1:]  # chunks of images that do not divide evenly
+    args = (stride, padding, dilation, groups)
+    x, w = random_array(rng, x_shape), random_array(rng, w_shape)
+    go = random_array(rng, dk.conv2d(x, w, None, *args).shape)
+    before = dk.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            dk.set_num_threads(n)
+            results.append((dk.conv2d(x, w, None, *args), *dk.conv2d_backward(go, x, w, *args)))
+    finally:
+        dk.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", ["winograd", "implicit_gemm", "depthwise"])
+def test_non_finite_inputs_stay_where_they_are_read(rng, case):
+    """inf and NaN reach exactly the outputs whose windows read them: the
+    Winograd path computes a block holding one directly (its transforms would
+    spread it over whole tiles)."""
+    x_shape, w_shape, groups = {
+        "winograd": ((2, 32, 24, 24), (32, 32, 3, 3), 1),
+        "implicit_gemm": ((2, 4, 24, 24), (5, 4, 3, 3), 1),
+        "depthwise": ((2, 4, 24, 24), (4, 1, 3, 3), 4),
+    }[case]
+    x = random_array(rng, x_shape)
+    w = random_array(rng, w_shape)
+    x[0, 3, 5, 7], x[1, 0, 20, 2] = np.inf, np.nan
+    assert conv_paths(x, w, 1, 1, 1, groups)[0] == case
+    out = dk.conv2d(x, w, None, 1, 1, 1, groups)
+    expected = ref.conv2d(x, w, None, (1, 1), (1, 1), (1, 1), groups)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+    finite = np.isfinite(expected)
+    clean = np.where(np.isfinite(x), x, 0)
+    magnitude = (winograd_magnitude(clean, w, None, (1, 1), out.shape[2:], groups)
+                 if case == "winograd" else
+                 conv_magnitude(clean, w, None, (1, 1), (1, 1), (1, 1), groups))
+    terms = w.shape[1] + 14 if case == "winograd" else w.shape[1] * 9
+    assert_sums_close(out[finite], expected[finite], magnitude[finite], terms, case)
+
+
 # ------------------------------------------------------------------- CUDA ---
 
 CUDA_CASES = [

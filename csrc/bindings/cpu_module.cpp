@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/common.h"
+#include "cpu/conv_paths.h"
 #include "cpu/gemm/driver.h"
 #include "cpu/peak.h"
 #include "dlkern/config.h"
@@ -144,6 +145,18 @@ void def_conv(py::module_& m) {
         });
       },
       py::call_guard<py::gil_scoped_release>());
+  // For tests and benchmarks: the algorithms conv2d_forward_cpu and the
+  // grad_input part of conv2d_backward_cpu pick (csrc/cpu/conv.cpp).
+  m.def("conv2d_paths", [](const std::string& dtype, const ConvTuple& t, const Strides& st) {
+    std::pair<std::string, std::string> names;
+    dispatch_float(dtype, "conv2d_paths", [&](auto tag) {
+      using T = decltype(tag);
+      const Conv2dParams p = bindings::conv_params(t);
+      names = {cpu::conv::path_name(cpu::conv::forward_path<T>(p, bindings::nchw(st))),
+               cpu::conv::path_name(cpu::conv::grad_input_path<T>(p))};
+    });
+    return names;
+  });
 }
 
 CpuIsa isa_from_name(const std::string& name) {

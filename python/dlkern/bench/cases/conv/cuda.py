@@ -6,8 +6,6 @@ its own case, as ``conv2d_backward`` with one output mask entry) for the 3x3
 layers. torch runs on the same NCHW data ("torch", the target: dlkern at
 least 0.7x its time on the 3x3 forward cases) and on a channels-last copy
 ("torch_cl", cuDNN's fastest float16 layout, for information).
-
-CPU cases are not here yet: they come with the CPU implementation.
 """
 
 from __future__ import annotations
@@ -16,9 +14,9 @@ import zlib
 
 import numpy as np
 
-from ... import conv as dk_conv
-from .. import arrays, libraries
-from ..registry import Case, Context
+from .... import conv as dk_conv
+from ... import arrays, libraries
+from ...registry import Case, Context
 
 # (name, (N, C, H, W), out_channels, kernel, stride, padding, groups)
 SHAPES = [
@@ -154,9 +152,6 @@ def _case(ctx: Context, pass_: str, name, shape, out_channels, kernel, stride, p
 
 
 def cases(ctx: Context) -> list[Case]:
-    if ctx.device != "cuda":
-        ctx.skip("conv", "CPU cases come with the CPU implementation")
-        return []
     kind = "torch" if libraries.torch_cuda() is not None else "cupy"
     if kind == "cupy" and libraries.get("cupy") is None:
         ctx.skip("conv", "needs CuPy or torch with CUDA")

@@ -1,0 +1,18 @@
+// The convolution kernels built for AVX2 and FMA (32-byte vectors).
+#include "cpu/conv_kernels_impl.h"
+
+namespace dlkern::cpu::conv {
+
+template <>
+const ConvKernels<float>& avx2_conv_kernels<float>() {
+  static const ConvKernels<float> k = make_kernels<float>();
+  return k;
+}
+
+template <>
+const ConvKernels<double>& avx2_conv_kernels<double>() {
+  static const ConvKernels<double> k = make_kernels<double>();
+  return k;
+}
+
+}  // namespace dlkern::cpu::conv
