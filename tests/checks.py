@@ -50,3 +50,14 @@ def assert_matmul_close(c, a, b, expected) -> None:
     assert dtype_name(c) == dtype_name(a), f"result dtype {dtype_name(c)} != {dtype_name(a)}"
     magnitude = np.abs(as64(a)) @ np.abs(as64(b))
     assert_sums_close(c, expected, magnitude, as64(a).shape[-1])
+
+
+def finite_difference(f, x, g, h=1e-6):
+    """Gradient of sum(f(x) * g) with respect to x (float64), by central differences."""
+    grad = np.empty_like(x)
+    for i in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        grad[i] = ((f(xp) - f(xm)) * g).sum() / (2 * h)
+    return grad

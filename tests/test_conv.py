@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import dlkern as dk
 import reference as ref
-from checks import assert_sums_close
+from checks import assert_sums_close, finite_difference
 from conftest import random_array
 
 torch = pytest.importorskip("torch")
@@ -126,17 +126,6 @@ def test_output_mask(rng, mask):
             np.testing.assert_allclose(got, exp, rtol=1e-12, atol=1e-12)
         else:
             assert got is None
-
-
-def finite_difference(f, x, g, h=1e-6):
-    """Gradient of sum(f(x) * g) with respect to x, by central differences."""
-    grad = np.empty_like(x)
-    for i in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[i] += h
-        xm[i] -= h
-        grad[i] = ((f(xp) - f(xm)) * g).sum() / (2 * h)
-    return grad
 
 
 def test_backward_matches_finite_differences(rng):

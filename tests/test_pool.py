@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import dlkern as dk
 import reference as ref
-from checks import UNIT_ROUNDOFF
+from checks import UNIT_ROUNDOFF, finite_difference
 from conftest import random_array
 
 torch = pytest.importorskip("torch")
@@ -166,28 +166,17 @@ def test_avg_pool2d_backward(isa, dtype, case, seed):
     assert (np.abs(grad - tx.grad.double().numpy()) <= bound).all()
 
 
-def finite_difference_grad(f, x, g, h=1e-6):
-    """d/dx of sum(f(x) * g), by central differences (float64)."""
-    grad = np.empty_like(x)
-    for i in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[i] += h
-        xm[i] -= h
-        grad[i] = ((f(xp) - f(xm)) * g).sum() / (2 * h)
-    return grad
-
-
 def test_backward_matches_finite_differences(isa, rng):
     x = random_array(rng, (1, 2, 6, 7), "float64")  # distinct values: max is differentiable
     kernel, stride, pad = (3, 2), (2, 1), (1, 1)
     out, idx = dk.max_pool2d(x, kernel, stride, pad, return_indices=True)
     g = random_array(rng, out.shape, "float64")
-    fd = finite_difference_grad(lambda v: dk.max_pool2d(v, kernel, stride, pad), x, g)
+    fd = finite_difference(lambda v: dk.max_pool2d(v, kernel, stride, pad), x, g)
     np.testing.assert_allclose(dk.max_pool2d_backward(g, x, idx, kernel, stride, pad), fd,
                                atol=1e-8)
     out = dk.avg_pool2d(x, kernel, stride, pad, count_include_pad=False)
     g = random_array(rng, out.shape, "float64")
-    fd = finite_difference_grad(
+    fd = finite_difference(
         lambda v: dk.avg_pool2d(v, kernel, stride, pad, count_include_pad=False), x, g)
     np.testing.assert_allclose(
         dk.avg_pool2d_backward(g, x, kernel, stride, pad, count_include_pad=False), fd, atol=1e-8)
