@@ -15,7 +15,7 @@ import pytest
 import dlkern as dk
 from dlkern import _cpu
 from dlkern.__main__ import main
-from dlkern.bench import arrays, registry, threads
+from dlkern.bench import arrays, registry, threads, timing
 from dlkern.bench.cases.conv import cpu as conv_cpu_cases
 from dlkern.bench.cases.conv import cuda as conv_cases
 from dlkern.bench.cases import matmul as matmul_cases
@@ -221,6 +221,28 @@ def test_relative_error():
     assert arrays.relative_error(np.array([1.4, -4.0, 2.0]), expected) == pytest.approx(0.1)
     assert arrays.relative_error(np.array([np.nan, -4.0, 2.0]), expected) == float("inf")
     assert arrays.relative_error(np.zeros(2), expected) == float("inf")
+
+
+def test_timing_waits_for_busy_threads_to_go_idle():
+    """A thread spinning (as a library's pool does after a call) delays the next turn until it stops."""
+    import threading
+    import time
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    spinner = threading.Thread(target=spin, args=(0.3,))
+    start = time.perf_counter()
+    spinner.start()
+    timing.wait_until_threads_idle()
+    waited = time.perf_counter() - start
+    assert not spinner.is_alive(), f"returned after {waited:.3f} s while a thread was still busy"
+    spinner.join()
+    start = time.perf_counter()
+    timing.wait_until_threads_idle()
+    assert time.perf_counter() - start < 0.2, "waited although every thread was idle"
 
 
 def test_thread_limits_are_applied_and_restored():

@@ -146,7 +146,7 @@ def header(run: Run) -> list[str]:
     lines = [
         f"dlkern {m['dlkern']} bench on {run.device}: {where}",
         f"libraries: {libs}",
-        f"cache: {cache}; timer: {run.timer}; median [p20, p80] of the repetitions after warm-up"
+        f"cache: {cache}; timer: {run.timer}; median [p20, p80] of the repetitions after warm-up, each library's turn starting once every thread is idle"
         + (" (--quick)" if run.quick else ""),
     ]
     if run.device == "cpu":

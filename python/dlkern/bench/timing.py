@@ -156,6 +156,31 @@ def timer_for(device: str, lib: str):
     return _timers[key]
 
 
+def wait_until_threads_idle(window: float = 0.01, limit: float = 1.0) -> None:
+    """Sleep until no thread of this process has been busy for ``window`` seconds.
+
+    A library's worker threads spin for a while after each call (OpenBLAS's
+    for about 0.1 s); on a machine with few cores a spinning thread takes a
+    core from whichever library is timed next and stretches its parallel
+    calls by whole scheduler ticks. Every library starts on idle cores.
+    """
+    deadline = time.perf_counter() + limit
+    busy = time.process_time()
+    while time.perf_counter() < deadline:
+        time.sleep(window)
+        now = time.process_time()
+        if now - busy < 0.1 * window:
+            return
+        busy = now
+
+
+def _block(timer, fn: Callable, n: int, cold: bool) -> list[float]:
+    """``n`` timed calls once the threads are idle, after one untimed call that wakes the pool."""
+    wait_until_threads_idle()
+    timer.time(fn, 1, cold)
+    return timer.time(fn, n, cold)
+
+
 def _shares(total: int, rounds: int) -> list[int]:
     return [total // rounds + (1 if r < total % rounds else 0) for r in range(rounds)]
 
@@ -164,13 +189,14 @@ def measure(calls: dict, policy: Policy, cold: bool) -> tuple[dict[str, Summary]
     """Time each of ``calls`` (name -> (fn, timer)).
 
     Each is warmed up, its repetitions chosen to fill ``policy.target_seconds``;
-    then they take turns over ``policy.rounds`` rounds. Returns the summaries
+    then they take turns over ``policy.rounds`` rounds, each turn on idle
+    threads and after an untimed call (``_block``). Returns the summaries
     and, for a call that raised, the error instead.
     """
     reps, failures = {}, {}
     for name, (fn, timer) in calls.items():
         try:
-            warm = timer.time(fn, policy.warmup_calls, cold)
+            warm = _block(timer, fn, policy.warmup_calls, cold)
             while sum(warm) < policy.warmup_seconds and len(warm) < policy.max_reps:
                 warm += timer.time(fn, 1, cold)
         except Exception as exc:
@@ -183,7 +209,7 @@ def measure(calls: dict, policy: Policy, cold: bool) -> tuple[dict[str, Summary]
         for name in list(samples):
             fn, timer = calls[name]
             try:
-                samples[name] += timer.time(fn, _shares(reps[name], policy.rounds)[r], cold)
+                samples[name] += _block(timer, fn, _shares(reps[name], policy.rounds)[r], cold)
             except Exception as exc:
                 failures[name] = f"{type(exc).__name__}: {exc}"
                 del samples[name]
