@@ -25,6 +25,20 @@ void for_grid_z(int64_t z_total, Launch launch) {
     launch(z, static_cast<unsigned>(std::min(kMaxZ, z_total - z)));
 }
 
+// Launches a kernel of block tile S (dynamic shared memory `smem` bytes) over
+// a rows x cols GEMM output per grid.z slice, z_total slices.
+template <class S, typename Kernel, typename Args>
+void launch_tiles(Kernel kernel, int smem, int64_t rows, int64_t cols, int64_t z_total, Args a,
+                  cudaStream_t stream) {
+  DLKERN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  for_grid_z(z_total, [&](int64_t z_begin, unsigned z_count) {
+    a.z_begin = z_begin;
+    const dim3 grid(static_cast<unsigned>((rows + S::kBlockM - 1) / S::kBlockM),
+                    static_cast<unsigned>((cols + S::kBlockN - 1) / S::kBlockN), z_count);
+    DLKERN_LAUNCH(kernel, grid, S::kThreads, smem, stream, a);
+  });
+}
+
 // Block tiles of the tensor-core kernels: 128 x 64 (4 warps) when a group has
 // at most 64 GEMM columns, else 128 x 128 (8 warps). With 4 pipeline stages
 // they take 60 and 80 KiB of shared memory: 3 and 2 blocks per multiprocessor.

@@ -8,20 +8,12 @@ namespace {
 
 template <typename T, class S>
 void launch(GatherArgs<T> a, cudaStream_t stream) {
-  constexpr int smem = tc::smem_bytes<S, true, false>();
-  auto kernel = conv_gather_tc_kernel<T, S>;
-  DLKERN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   // Residue class 0 has the most rows; blocks past a smaller class's rows exit.
   const int64_t residues = a.transposed ? a.h.stride * a.w.stride : 1;
   const AxisMap mh = a.transposed ? transposed_map(a.h, 0) : forward_map(a.h);
   const AxisMap mw = a.transposed ? transposed_map(a.w, 0) : forward_map(a.w);
-  const int64_t rows = a.batch * mh.rows * mw.rows;
-  for_grid_z(a.groups * residues * a.splits, [&](int64_t z_begin, unsigned z_count) {
-    a.z_begin = z_begin;
-    const dim3 grid(static_cast<unsigned>((rows + S::kBlockM - 1) / S::kBlockM),
-                    static_cast<unsigned>((a.cols + S::kBlockN - 1) / S::kBlockN), z_count);
-    DLKERN_LAUNCH(kernel, grid, S::kThreads, smem, stream, a);
-  });
+  launch_tiles<S>(conv_gather_tc_kernel<T, S>, tc::smem_bytes<S, true, false>(),
+                  a.batch * mh.rows * mw.rows, a.cols, a.groups * residues * a.splits, a, stream);
 }
 
 }  // namespace

@@ -8,16 +8,8 @@ namespace {
 
 template <typename T, class S>
 void launch(WgradArgs<T> a, cudaStream_t stream) {
-  constexpr int smem = tc::smem_bytes<S, false, true>();
-  auto kernel = conv_wgrad_tc_kernel<T, S>;
-  DLKERN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  const int64_t rows = a.kernel_h * a.kernel_w * a.cp;
-  for_grid_z(a.groups * a.splits, [&](int64_t z_begin, unsigned z_count) {
-    a.z_begin = z_begin;
-    const dim3 grid(static_cast<unsigned>((rows + S::kBlockM - 1) / S::kBlockM),
-                    static_cast<unsigned>((a.cols + S::kBlockN - 1) / S::kBlockN), z_count);
-    DLKERN_LAUNCH(kernel, grid, S::kThreads, smem, stream, a);
-  });
+  launch_tiles<S>(conv_wgrad_tc_kernel<T, S>, tc::smem_bytes<S, false, true>(),
+                  a.kernel_h * a.kernel_w * a.cp, a.cols, a.groups * a.splits, a, stream);
 }
 
 }  // namespace
