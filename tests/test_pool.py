@@ -335,6 +335,35 @@ def test_avg_pool2d_row_kernels_match_portable_path(isa, rng, dtype, case):
         np.testing.assert_array_equal(out, portable)
 
 
+# Windows two columns wide at stride 2 with no column padding and none past
+# the row's end have their own row kernel: widths around every vector length
+# (the last vector of a row partial, the second of a pair partial or empty),
+# with any window rows; odd widths with ceil_mode take the general kernel.
+PAIR_WIDTHS = [2, 3, 7, 8, 9, 15, 16, 17, 23, 31, 32, 33, 34, 47, 63, 64, 65, 66, 67]
+PAIR_ROWS = [  # H, kh, sh, ph, ceil_mode
+    (5, 2, 2, 0, False), (7, 3, 1, 1, False), (6, 1, 3, 0, True), (9, 3, 2, 1, True)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", PAIR_WIDTHS)
+def test_avg_pool2d_column_pairs(isa, rng, dtype, width):
+    for h, kh, sh, ph, ceil_mode in PAIR_ROWS:
+        # A view with rows 5 elements apart from their ends, starting mid-row.
+        x = random_array(rng, (2, 3, h, width + 5), dtype)[..., 2:width + 2]
+        for include_pad, divisor in [(True, None), (False, None), (True, 3), (True, -2)]:
+            args = ((kh, 2), (sh, 2), (ph, 0), ceil_mode, include_pad, divisor)
+            out = dk.avg_pool2d(x, *args)
+            expected = ref.avg_pool2d(x, *args)
+            assert_avg_close(out, x, expected, *args)
+            # Torch sums each window in the same order and divides alike: the same bits.
+            np.testing.assert_array_equal(out, F.avg_pool2d(torch.from_numpy(x), *args).numpy())
+            dk._cpu.set_cpu_isa("generic")
+            try:
+                np.testing.assert_array_equal(out, dk.avg_pool2d(x, *args))
+            finally:
+                dk._cpu.set_cpu_isa(isa)
+
+
 @pytest.mark.parametrize(
     "plane,kernel,stride,pad,dilation",
     [

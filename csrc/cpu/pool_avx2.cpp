@@ -93,6 +93,15 @@ struct F32 {
     lo = _mm256_permute2f128_ps(a, b, 0x20);
     hi = _mm256_permute2f128_ps(a, b, 0x31);
   }
+  // Shuffles give a0 a2 b0 b2 | a4 a6 b4 b6 (and the odd ones); the 64-bit
+  // permute orders the pairs.
+  static void deinterleave(V a, V b, V& e, V& o) {
+    const auto order = [](V v) {
+      return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
+    };
+    e = order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+    o = order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+  }
 };
 
 struct F64 {
@@ -155,6 +164,11 @@ struct F64 {
     const V b = _mm256_unpackhi_pd(e, o);  // e1 o1 | e3 o3
     lo = _mm256_permute2f128_pd(a, b, 0x20);
     hi = _mm256_permute2f128_pd(a, b, 0x31);
+  }
+  // Unpacks give a0 b0 | a2 b2 (and a1 b1 | a3 b3); the permute orders them.
+  static void deinterleave(V a, V b, V& e, V& o) {
+    e = _mm256_permute4x64_pd(_mm256_unpacklo_pd(a, b), _MM_SHUFFLE(3, 1, 2, 0));
+    o = _mm256_permute4x64_pd(_mm256_unpackhi_pd(a, b), _MM_SHUFFLE(3, 1, 2, 0));
   }
 };
 

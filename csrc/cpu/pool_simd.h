@@ -131,6 +131,7 @@ RowKernels<double> row_kernels_avx512<double>();
 //   index_load(p, n, add)        lanes [0, n) of int32 p, plus add
 //   store_indices(p, i, n)       lanes [0, n) as int64
 //   interleave(e, o, lo, hi)     lo = e0 o0 e1 o1 ..., hi = the upper halves
+//   deinterleave(a, b, e, o)     e = the even elements of a then b, o = the odd ones
 template <typename Ops>
 struct SimdKernels {
   using T = typename Ops::T;
@@ -314,6 +315,40 @@ struct SimdKernels {
     }
   }
 
+  // Windows of two columns at stride 2, every one inside the row (no column
+  // padding, none past the end): per row, the L windows of 2 L elements are
+  // their even plus their odd elements, so a row is read once and not as two
+  // strided taps. The sum keeps the generic order (row by row, left tap first).
+  template <bool kMul>
+  static void avg_pairs_plane(const Plane<T>& q) {
+    for (int64_t oh = 0; oh < q.out_h; ++oh) {
+      const WindowRows rows = q.rows[oh];
+      const T* in = q.in + rows.first * q.row_stride;
+      for (int64_t k = 0; k < q.out_w; k += L) {
+        const int64_t n = q.out_w - k < L ? q.out_w - k : L;
+        V sum = Ops::splat(T(0));
+        for (int64_t r = 0; r < rows.count; ++r) {
+          const T* p = in + r * q.row_stride + 2 * k;
+          // As in avg_chunks: ask for the lines 8 KiB ahead.
+          __builtin_prefetch(offset(p, 8192 / int64_t(sizeof(T))));
+          __builtin_prefetch(offset(p, (8192 + 64) / int64_t(sizeof(T))));
+          V a, b, e, o;
+          if (n == L) {
+            a = Ops::load(p);
+            b = Ops::load(p + L);
+          } else {
+            a = load_n(p, 2 * n);
+            b = 2 * n > L ? load_n(p + L, 2 * n - L) : Ops::splat(T(0));
+          }
+          Ops::deinterleave(a, b, e, o);
+          sum = Ops::add(Ops::add(sum, e), o);
+        }
+        Ops::store(q.out + oh * q.out_w + k,
+                   scale<kMul>(sum, load_n(q.divisors + oh * q.out_w + k, n)), n);
+      }
+    }
+  }
+
   template <int S, bool kMul>
   static void avg_row(const AvgRow<T>& t) {
     in_groups<S>(t.w, [&](auto group, auto border, int64_t k, int64_t n_last) {
@@ -404,6 +439,10 @@ struct SimdKernels {
   }
 
   static void avg_plane_any(const Plane<T>& q) {
+    if (q.taps == 2 && q.stride == 2 && q.pad == 0 && 2 * q.out_w <= q.in_w) {
+      q.reciprocals ? avg_pairs_plane<true>(q) : avg_pairs_plane<false>(q);
+      return;
+    }
     if (q.reciprocals)
       q.stride == 2 ? avg_plane<2, true>(q) : avg_plane<1, true>(q);
     else
