@@ -146,7 +146,8 @@ def header(run: Run) -> list[str]:
     lines = [
         f"dlkern {m['dlkern']} bench on {run.device}: {where}",
         f"libraries: {libs}",
-        f"cache: {cache}; timer: {run.timer}; median [p20, p80] of the repetitions after warm-up, each library's turn starting once every thread is idle"
+        f"cache: {cache}; timer: {run.timer}; median [p20, p80] of the repetitions after warm-up"
+        + (", each library's turn starting once every thread is idle" if run.device == "cpu" else "")
         + (" (--quick)" if run.quick else ""),
     ]
     if run.device == "cpu":
