@@ -367,6 +367,10 @@ PATH_CASES = [
     ("1x1-stride", (2, 20, 9, 7), (24, 20, 1, 1), 2, 0, 1, 1, ("implicit_gemm", "gemm_1x1")),
     ("1x1-padded", (2, 20, 9, 7), (24, 20, 1, 1), 1, 1, 1, 1, ("implicit_gemm", "implicit_gemm")),
     ("stem", (2, 3, 31, 29), (16, 3, 7, 7), 2, 3, 1, 1, ("implicit_gemm", "implicit_gemm")),
+    # Output rows of whole vectors: a GEMM column panel spans several rows.
+    ("stem-rows-of-16", (2, 3, 32, 32), (16, 3, 7, 7), 2, 3, 1, 1,
+     ("implicit_gemm", "implicit_gemm")),
+    ("3x3-rows-of-8", (2, 5, 9, 24), (7, 5, 3, 3), 1, 1, 1, 1, ("implicit_gemm", "implicit_gemm")),
     ("dilated", (2, 6, 17, 15), (8, 6, 3, 3), 1, 2, 2, 1, ("implicit_gemm", "implicit_gemm")),
     ("strided-dilated", (2, 6, 17, 15), (8, 6, 3, 2), (2, 3), 1, (2, 3), 1,
      ("implicit_gemm", "implicit_gemm")),

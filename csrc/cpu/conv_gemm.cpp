@@ -86,6 +86,27 @@ struct GradWeightPackers {
   }
 };
 
+// The `channels` planes at x copied into zero-padded planes (contiguous, as
+// `q` describes them), so that no patch reads outside its plane.
+template <typename T>
+const T* padded_copy(const Conv2dParams& p, const Conv2dParams& q, const T* x, Nchw st,
+                     int64_t channels) {
+  T* dst = static_cast<T*>(scratch(Scratch::padded, sizeof(T) * channels * q.in_h * q.in_w));
+  for (int64_t c = 0; c < channels; ++c) {
+    T* plane = dst + c * q.in_h * q.in_w;
+    std::fill(plane, plane + p.pad_top * q.in_w, T(0));
+    for (int64_t h = 0; h < p.in_h; ++h) {
+      T* row = plane + (p.pad_top + h) * q.in_w;
+      const T* src = x + c * st.c + h * st.h;
+      std::fill(row, row + p.pad_left, T(0));
+      for (int64_t w = 0; w < p.in_w; ++w) row[p.pad_left + w] = src[w * st.w];
+      std::fill(row + p.pad_left + p.in_w, row + q.in_w, T(0));
+    }
+    std::fill(plane + (p.pad_top + p.in_h) * q.in_w, plane + q.in_h * q.in_w, T(0));
+  }
+  return dst;
+}
+
 }  // namespace
 
 template <typename T>
@@ -96,6 +117,16 @@ void forward_gemm(const Conv2dParams& p, const T* in, Nchw st, const T* w, const
   const int64_t cin = p.in_channels / p.groups, kout = p.out_channels / p.groups;
   const int64_t depth = cin * p.kernel_h * p.kernel_w, plane = p.out_h * p.out_w;
   const int nt = threads_for(static_cast<double>(p.batch) * p.out_channels * plane * depth);
+  // With padding, the patches come from a zero-padded copy of each image's
+  // group (a fraction of the patch volume to write, bounded here), on which
+  // the packer needs no masks at the borders.
+  Conv2dParams q = p;
+  q.in_h += p.pad_top + p.pad_bottom, q.in_w += p.pad_left + p.pad_right;
+  q.pad_top = q.pad_bottom = q.pad_left = q.pad_right = 0;
+  const bool pad = !plain && std::min({p.pad_top, p.pad_bottom, p.pad_left, p.pad_right}) >= 0 &&
+                   p.pad_top + p.pad_bottom + p.pad_left + p.pad_right > 0 &&
+                   sizeof(T) * cin * q.in_h * q.in_w <= (size_t(16) << 20);
+  const Nchw qs{0, q.in_h * q.in_w, q.in_w, 1};
   for_items(p.batch * p.groups, nt, [&](int64_t item, int threads) {
     const int64_t n = item / p.groups, g = item % p.groups;
     const T* x = in + n * st.n + g * cin * st.c;
@@ -107,6 +138,10 @@ void forward_gemm(const Conv2dParams& p, const T* in, Nchw st, const T* w, const
       gemm::gemm_driver(K, kout, plane, depth,
                         gemm::StridedPackers<T>{K, {wg, depth, 1}, {x, st.c, st.w}, T(1)}, c, ep,
                         threads);
+    else if (pad)
+      gemm::gemm_driver(K, kout, plane, depth,
+                        PatchPackers<T>{K, ck, q, wg, depth, padded_copy(p, q, x, st, cin), qs},
+                        c, ep, threads);
     else
       gemm::gemm_driver(K, kout, plane, depth, PatchPackers<T>{K, ck, p, wg, depth, x, st}, c, ep,
                         threads);

@@ -121,7 +121,7 @@ const ConvKernels<T>& conv_kernels();
 // one per slot, so that the users of one convolution never share one (nor
 // the GEMM driver's own workspace).
 enum class Scratch : int {
-  plane = 0, gather, nhwc, product, tiles, products, transform, filters, shuffle, count
+  plane = 0, gather, nhwc, product, tiles, products, transform, filters, shuffle, padded, count
 };
 void* scratch(Scratch slot, size_t bytes);
 

@@ -251,10 +251,16 @@ void pack_patches(const Conv2dParams& p, const T* in, Nchw st, int nr, int64_t j
   auto* offset = reinterpret_cast<int64_t*>(table + taps * max_runs);  // of each tap
   for (int64_t t = 0; t < taps; ++t)
     offset[t] = t / p.kernel_w * p.dilation_h * st.h + t % p.kernel_w * p.dilation_w * st.w;
-  // Unit or 2-element steps with the panel inside the input for every tap
-  // (most panels): whole vectors, no masks.
-  const bool fast = (e == 1 || e == 2) && nr % L == 0;
+  // Unit or 2-element steps with every run of the panel whole vectors long and
+  // inside the input for every tap (most panels, all of them on a padded
+  // copy): whole vectors, no masks.
+  const bool fast = e == 1 || e == 2;
   const int64_t span_h = (p.kernel_h - 1) * p.dilation_h, span_w = (p.kernel_w - 1) * p.dilation_w;
+  typedef int64_t I __attribute__((vector_size(kVectorBytes)));
+  typedef int32_t J __attribute__((vector_size(kVectorBytes)));
+  using Even = std::conditional_t<sizeof(T) == 8, I, J>;
+  Even even;
+  for (int k = 0; k < L; ++k) even[k] = 2 * k;
   for (int64_t q = 0; q * nr < cols; ++q) {
     const int64_t jq = j0 + q * nr, n = std::min<int64_t>(nr, cols - q * nr);
     int nruns = 0;
@@ -266,24 +272,31 @@ void pack_patches(const Conv2dParams& p, const T* in, Nchw st, int nr, int64_t j
     }
     T* panel = dst + q * nr * kc;
     int64_t c = p0 / taps, tap = p0 % taps;
-    const Run& r0 = runs[0];
     // (Two-element steps load one element past the last, inside the next column.)
-    if (fast && r0.len == nr && r0.ih >= 0 && r0.ih + span_h < p.in_h && r0.iw >= 0 &&
-        r0.iw + (nr - 1) * p.stride_w + span_w + (e == 2) < p.in_w) {
-      const T* base = in + r0.ih * st.h + r0.iw * st.w;
-      typedef int64_t I __attribute__((vector_size(kVectorBytes)));
-      typedef int32_t J __attribute__((vector_size(kVectorBytes)));
-      using Even = std::conditional_t<sizeof(T) == 8, I, J>;
-      Even even;
-      for (int k = 0; k < L; ++k) even[k] = 2 * k;
+    constexpr int kMaxFastRuns = 4;
+    bool inside = fast && n == nr && nruns <= kMaxFastRuns;
+    int64_t from[kMaxFastRuns], lanes[kMaxFastRuns], ends[kMaxFastRuns];
+    for (int r = 0; inside && r < nruns; ++r) {
+      const Run& u = runs[r];
+      inside = u.len % L == 0 && u.ih >= 0 && u.ih + span_h < p.in_h && u.iw >= 0 &&
+               u.iw + (u.len - 1) * p.stride_w + span_w + (e == 2) < p.in_w;
+      from[r] = u.ih * st.h + u.iw * st.w;
+      lanes[r] = u.lane;
+      ends[r] = u.lane + u.len;
+    }
+    if (inside) {
       for (int64_t d = 0; d < kc; ++d) {
-        const T* src = base + c * st.c + offset[tap];
+        const T* at = in + c * st.c + offset[tap];
         T* out = panel + d * nr;
-        for (int k = 0; k < nr; k += L) {
-          if (e == 1)
-            S::store(out + k, S::load(src + k));
-          else
-            S::store(out + k, __builtin_shuffle(S::load(src + 2 * k), S::load(src + 2 * k + L), even));
+        for (int r = 0; r < nruns; ++r) {
+          const T* src = at + from[r];
+          for (int64_t t = lanes[r], k = 0; t < ends[r]; t += L, k += L) {
+            if (e == 1)
+              S::store(out + t, S::load(src + k));
+            else
+              S::store(out + t,
+                       __builtin_shuffle(S::load(src + 2 * k), S::load(src + 2 * k + L), even));
+          }
         }
         if (++tap == taps) tap = 0, ++c;
       }
