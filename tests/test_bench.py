@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,9 @@ def test_quick_matmul_end_to_end(tmp_path):
     assert doc["schema"] == "dlkern-bench/1"
     assert doc["machine"]["cpu_isa"] == _cpu.cpu_isa()
     assert doc["settings"]["device"] == "cpu" and doc["settings"]["cache"] == "warm"
+    assert f"memory: {doc['settings']['allocator']}" in proc.stdout
+    if platform.libc_ver()[0] == "glibc":
+        assert doc["settings"]["allocator"].startswith("glibc keeps 1 GiB")
     thread_counts = sorted({1, dk.get_num_threads()})
     assert doc["settings"]["threads"] == thread_counts
     for dtype in ("float32", "float64"):

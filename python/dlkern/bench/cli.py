@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     cold = args.cache == "cold"
     dtypes = sorted({c.dtype for c in cases})
 
+    allocator = timing.keep_freed_memory()
     with Progress(total=len(cases) + 1) as progress:
         progress.start("measuring the machine's peaks")
         if device == "cpu":
@@ -142,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         cache=args.cache,
         cache_flush_bytes=timing.timer_for(device, cases[0].kind).flush_bytes if cold else None,
         timer=timing.describe(device),
+        allocator=allocator,
         policy=policy,
         blas=threads.blas_description() if device == "cpu" else "",
         machine=machine.describe(registry.references(cases)),

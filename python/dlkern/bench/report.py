@@ -27,6 +27,7 @@ class Run:
     cache: str  # "warm" or "cold"
     cache_flush_bytes: int | None
     timer: str
+    allocator: str  # how freed memory is kept (timing.keep_freed_memory)
     policy: Policy
     blas: str  # NumPy's BLAS and whether its threads were set
     machine: dict
@@ -149,6 +150,7 @@ def header(run: Run) -> list[str]:
         f"cache: {cache}; timer: {run.timer}; median [p20, p80] of the repetitions after warm-up"
         + (", each library's turn starting once every thread is idle" if run.device == "cpu" else "")
         + (" (--quick)" if run.quick else ""),
+        f"memory: {run.allocator}",
     ]
     if run.device == "cpu":
         counts = " and ".join(str(t) for t in run.thread_counts)
@@ -289,6 +291,7 @@ def json_document(run: Run) -> dict:
             "cache": run.cache,
             "cache_flush_bytes": run.cache_flush_bytes,
             "timer": run.timer,
+            "allocator": run.allocator,
             "policy": asdict(run.policy),
         },
         "peaks": run.peaks.to_dict(),
