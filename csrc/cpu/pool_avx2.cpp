@@ -55,9 +55,10 @@ struct F32 {
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V div(V a, V b) { return _mm256_div_ps(a, b); }
-  static Mask take(V v, V best) {
-    return _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-  }
+  static Mask beats(V v, V key) { return _mm256_cmp_ps(key, v, _CMP_NGE_UQ); }
+  // min(v, +inf) is +inf where v is NaN (the second operand wins).
+  static V key_of(V v) { return _mm256_min_ps(v, _mm256_set1_ps(__builtin_inff())); }
+  static V select(Mask m, V a, V b) { return _mm256_blendv_ps(a, b, m); }
   // max(v, best) is v > best ? v : best, and best where either is NaN; the
   // blend puts v back where v is NaN.
   static V maximum(V v, V best) {
@@ -135,9 +136,9 @@ struct F64 {
   static V add(V a, V b) { return _mm256_add_pd(a, b); }
   static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
   static V div(V a, V b) { return _mm256_div_pd(a, b); }
-  static Mask take(V v, V best) {
-    return _mm256_or_pd(_mm256_cmp_pd(v, best, _CMP_GT_OQ), _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
-  }
+  static Mask beats(V v, V key) { return _mm256_cmp_pd(key, v, _CMP_NGE_UQ); }
+  static V key_of(V v) { return _mm256_min_pd(v, _mm256_set1_pd(__builtin_inf())); }
+  static V select(Mask m, V a, V b) { return _mm256_blendv_pd(a, b, m); }
   static V maximum(V v, V best) {
     return _mm256_blendv_pd(_mm256_max_pd(v, best), v, _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
   }

@@ -49,9 +49,11 @@ struct F32 {
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V div(V a, V b) { return _mm512_div_ps(a, b); }
-  static Mask take(V v, V best) {
-    return _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-  }
+  static Mask beats(V v, V key) { return _mm512_cmp_ps_mask(key, v, _CMP_NGE_UQ); }
+  // min(v, +inf) is +inf where v is NaN. (The zero-masked form: GCC 12 warns,
+  // wrongly, that the plain one reads an uninitialised value.)
+  static V key_of(V v) { return _mm512_maskz_min_ps(0xffff, v, _mm512_set1_ps(__builtin_inff())); }
+  static V select(Mask m, V a, V b) { return _mm512_mask_mov_ps(a, m, b); }
   // max(v, best) is v > best ? v : best, and best where either is NaN; the
   // mask puts v back where v is NaN. One instruction on the chain.
   static V maximum(V v, V best) {
@@ -128,9 +130,9 @@ struct F64 {
   static V add(V a, V b) { return _mm512_add_pd(a, b); }
   static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
   static V div(V a, V b) { return _mm512_div_pd(a, b); }
-  static Mask take(V v, V best) {
-    return _mm512_cmp_pd_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
-  }
+  static Mask beats(V v, V key) { return _mm512_cmp_pd_mask(key, v, _CMP_NGE_UQ); }
+  static V key_of(V v) { return _mm512_maskz_min_pd(0xff, v, _mm512_set1_pd(__builtin_inf())); }
+  static V select(Mask m, V a, V b) { return _mm512_mask_mov_pd(a, m, b); }
   static V maximum(V v, V best) {
     return _mm512_mask_max_pd(v, _mm512_cmp_pd_mask(v, v, _CMP_ORD_Q), v, best);
   }

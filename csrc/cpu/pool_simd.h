@@ -124,8 +124,11 @@ RowKernels<double> row_kernels_avx512<double>();
 //   load_even_part(...)          lo <= e < hi; lanes from other elements are fill
 //   store(p, v, n)               lanes [0, n) (n may exceed L)
 //   splat, add, mul, div
-//   take(v, best)                v > best or v is NaN: torch's rule for a new maximum
-//   maximum(v, best)             v where take(v, best), else best
+//   maximum(v, best)             v where v > best or v is NaN (torch's rule for a
+//                                new maximum), else best
+//   key_of(v)                    v, +inf where v is NaN
+//   beats(v, key)                not key >= v: v > key or v is NaN
+//   select(m, a, b)              b where m, else a
 //   select_index(m, a, b)        b where m, else a
 //   index_ramp<S>(first)         first + S * lane
 //   index_load(p, n, add)        lanes [0, n) of int32 p, plus add
@@ -237,11 +240,13 @@ struct SimdKernels {
     const int64_t pad = w.pad, in_w = w.in_w, row_index = t.row_index;
     const int64_t index_row_step = t.index_row_step;
     constexpr T kLowest = -std::numeric_limits<T>::infinity();
-    V best[U];
+    // With indices, key is best with +inf for NaN: nothing but a NaN beats a
+    // NaN, so one compare applies torch's rule and picks the index too.
+    V best[U], key[U];
     Index at[U];
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
-      best[u] = Ops::splat(kLowest);
+      best[u] = key[u] = Ops::splat(kLowest);
       if constexpr (kIndices)
         at[u] = Ops::index_load(t.first_cols + k + u * L, chunk_size<U>(u, n_last), row_index);
     }
@@ -254,11 +259,14 @@ struct SimdKernels {
         for (int u = 0; u < U; ++u) {
           const V v =
               load_chunk<S, kBorder>(u, row, c, chunk_size<U>(u, n_last), in_w, kLowest);
-          // The index choice reads best before the update, off its chain.
-          if constexpr (kIndices)
-            at[u] = Ops::select_index(Ops::take(v, best[u]), at[u],
-                                      Ops::template index_ramp<S>(tap + u * L * S));
-          best[u] = Ops::maximum(v, best[u]);
+          if constexpr (kIndices) {
+            const auto m = Ops::beats(v, key[u]);
+            at[u] = Ops::select_index(m, at[u], Ops::template index_ramp<S>(tap + u * L * S));
+            best[u] = Ops::select(m, best[u], v);
+            key[u] = Ops::select(m, key[u], Ops::key_of(v));
+          } else {
+            best[u] = Ops::maximum(v, best[u]);
+          }
         }
       }
     }
