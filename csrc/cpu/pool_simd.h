@@ -194,6 +194,26 @@ struct SimdKernels {
     return load_inside<S>(row + c + u * L * S, n);
   }
 
+  // Columns c + 2 l (e) and c + 2 l + 1 (o) of `row` for the n windows of
+  // chunk u (stride 2), fill outside [0, in_w).
+  template <int kBorder>
+  static void load_pair(int u, const T* row, int64_t c, int64_t n, int64_t in_w, T fill, V& e,
+                        V& o) {
+    const int64_t first = c + u * 2 * L;
+    V a, b;
+    if (n == L && (kBorder == kNone || (kBorder == kFirst && u > 0))) {
+      a = Ops::load(row + first);
+      b = Ops::load(row + first + L);
+    } else {
+      const int64_t lo = first < 0 ? -first : 0;
+      const int64_t hi = in_w - first < 2 * n ? in_w - first : 2 * n;
+      const T* p = offset(row, first);
+      a = Ops::load_part(p, lo, hi, fill);
+      b = Ops::load_part(offset(p, L), lo - L, hi - L, fill);
+    }
+    Ops::deinterleave(a, b, e, o);
+  }
+
   // Calls f(std::integral_constant<int, U>, std::integral_constant<int,
   // kBorder>, k, n_last) for the windows of a row in groups of up to four
   // chunks of L windows starting at window k, all full but the last
@@ -250,24 +270,42 @@ struct SimdKernels {
       if constexpr (kIndices)
         at[u] = Ops::index_load(t.first_cols + k + u * L, chunk_size<U>(u, n_last), row_index);
     }
+    // Tap of chunk u at torch's index `tap` (of its lane 0) with values v.
+    auto update = [&](int u, V v, int64_t tap) {
+      if constexpr (kIndices) {
+        const auto m = Ops::beats(v, key[u]);
+        at[u] = Ops::select_index(m, at[u], Ops::template index_ramp<S>(tap + u * L * S));
+        best[u] = Ops::select(m, best[u], v);
+        key[u] = Ops::select(m, key[u], Ops::key_of(v));
+      } else {
+        best[u] = Ops::maximum(v, best[u]);
+      }
+    };
+    // Stride 2 with adjacent taps: taps j and j + 1 are the even and odd
+    // columns of the same 2 L elements, loaded once. (Not with indices,
+    // where the extra live vectors cost more than the loads saved.)
+    const bool pairs = !kIndices && S == 2 && tap_step == 1;
     for (int64_t r = 0; r < rows; ++r) {
       const T* row = in + r * row_step;
-      for (int64_t j = 0; j < taps; ++j) {
+      for (int64_t j = 0; j < taps;) {
         const int64_t c = k * S + j * tap_step - pad;
         const int64_t tap = row_index + r * index_row_step + c;
+        if (pairs && j + 1 < taps) {
 #pragma GCC unroll 4
-        for (int u = 0; u < U; ++u) {
-          const V v =
-              load_chunk<S, kBorder>(u, row, c, chunk_size<U>(u, n_last), in_w, kLowest);
-          if constexpr (kIndices) {
-            const auto m = Ops::beats(v, key[u]);
-            at[u] = Ops::select_index(m, at[u], Ops::template index_ramp<S>(tap + u * L * S));
-            best[u] = Ops::select(m, best[u], v);
-            key[u] = Ops::select(m, key[u], Ops::key_of(v));
-          } else {
-            best[u] = Ops::maximum(v, best[u]);
+          for (int u = 0; u < U; ++u) {
+            V e, o;
+            load_pair<kBorder>(u, row, c, chunk_size<U>(u, n_last), in_w, kLowest, e, o);
+            update(u, e, tap);
+            update(u, o, tap + 1);
           }
+          j += 2;
+          continue;
         }
+#pragma GCC unroll 4
+        for (int u = 0; u < U; ++u)
+          update(u, load_chunk<S, kBorder>(u, row, c, chunk_size<U>(u, n_last), in_w, kLowest),
+                 tap);
+        ++j;
       }
     }
 #pragma GCC unroll 4
