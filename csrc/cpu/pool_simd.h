@@ -374,19 +374,12 @@ struct SimdKernels {
         const int64_t n = q.out_w - k < L ? q.out_w - k : L;
         V sum = Ops::splat(T(0));
         for (int64_t r = 0; r < rows.count; ++r) {
-          const T* p = in + r * q.row_stride + 2 * k;
+          const T* row = in + r * q.row_stride;
           // As in avg_chunks: ask for the lines 8 KiB ahead.
-          __builtin_prefetch(offset(p, 8192 / int64_t(sizeof(T))));
-          __builtin_prefetch(offset(p, (8192 + 64) / int64_t(sizeof(T))));
-          V a, b, e, o;
-          if (n == L) {
-            a = Ops::load(p);
-            b = Ops::load(p + L);
-          } else {
-            a = load_n(p, 2 * n);
-            b = 2 * n > L ? load_n(p + L, 2 * n - L) : Ops::splat(T(0));
-          }
-          Ops::deinterleave(a, b, e, o);
+          __builtin_prefetch(offset(row, 2 * k + 8192 / int64_t(sizeof(T))));
+          __builtin_prefetch(offset(row, 2 * k + (8192 + 64) / int64_t(sizeof(T))));
+          V e, o;
+          load_pair<kNone>(0, row, 2 * k, n, q.in_w, T(0), e, o);
           sum = Ops::add(Ops::add(sum, e), o);
         }
         Ops::store(q.out + oh * q.out_w + k,
