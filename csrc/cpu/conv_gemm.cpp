@@ -86,27 +86,6 @@ struct GradWeightPackers {
   }
 };
 
-// The `channels` planes at x copied into zero-padded planes (contiguous, as
-// `q` describes them), so that no patch reads outside its plane.
-template <typename T>
-const T* padded_copy(const Conv2dParams& p, const Conv2dParams& q, const T* x, Nchw st,
-                     int64_t channels) {
-  T* dst = static_cast<T*>(scratch(Scratch::padded, sizeof(T) * channels * q.in_h * q.in_w));
-  for (int64_t c = 0; c < channels; ++c) {
-    T* plane = dst + c * q.in_h * q.in_w;
-    std::fill(plane, plane + p.pad_top * q.in_w, T(0));
-    for (int64_t h = 0; h < p.in_h; ++h) {
-      T* row = plane + (p.pad_top + h) * q.in_w;
-      const T* src = x + c * st.c + h * st.h;
-      std::fill(row, row + p.pad_left, T(0));
-      for (int64_t w = 0; w < p.in_w; ++w) row[p.pad_left + w] = src[w * st.w];
-      std::fill(row + p.pad_left + p.in_w, row + q.in_w, T(0));
-    }
-    std::fill(plane + (p.pad_top + p.in_h) * q.in_w, plane + q.in_h * q.in_w, T(0));
-  }
-  return dst;
-}
-
 }  // namespace
 
 template <typename T>
@@ -134,17 +113,19 @@ void forward_gemm(const Conv2dParams& p, const T* in, Nchw st, const T* w, const
     const MatrixView<T> c{out + (n * p.out_channels + g * kout) * plane, plane, 1};
     GemmEpilogue<T> ep;
     ep.row_bias = bias ? bias + g * kout : nullptr;
-    if (plain)
+    if (plain) {
       gemm::gemm_driver(K, kout, plane, depth,
                         gemm::StridedPackers<T>{K, {wg, depth, 1}, {x, st.c, st.w}, T(1)}, c, ep,
                         threads);
-    else if (pad)
-      gemm::gemm_driver(K, kout, plane, depth,
-                        PatchPackers<T>{K, ck, q, wg, depth, padded_copy(p, q, x, st, cin), qs},
-                        c, ep, threads);
-    else
+    } else if (pad) {
+      T* xp = static_cast<T*>(scratch(Scratch::padded, sizeof(T) * cin * q.in_h * q.in_w));
+      ck.pad_planes(p, x, st, cin, xp);
+      gemm::gemm_driver(K, kout, plane, depth, PatchPackers<T>{K, ck, q, wg, depth, xp, qs}, c,
+                        ep, threads);
+    } else {
       gemm::gemm_driver(K, kout, plane, depth, PatchPackers<T>{K, ck, p, wg, depth, x, st}, c, ep,
                         threads);
+    }
   });
 }
 

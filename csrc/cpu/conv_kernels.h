@@ -47,6 +47,10 @@ struct ConvKernels {
   void (*pack_patches)(const Conv2dParams& p, const T* in, Nchw st, int nr, int64_t j0,
                        int64_t cols, int64_t p0, int64_t kc, T* dst);
 
+  // The `channels` planes at `in` zero-padded as p says, into contiguous
+  // planes of (in_h + pad_top + pad_bottom) x (in_w + pad_left + pad_right).
+  void (*pad_planes)(const Conv2dParams& p, const T* in, Nchw st, int64_t channels, T* dst);
+
   // Rows [hp0, hp1) of image n of the padded channels-last copy of the input.
   void (*to_nhwc)(const Conv2dParams& p, const T* in, Nchw st, int64_t n, int64_t hp0,
                   int64_t hp1, const Nhwc<T>& x);

@@ -234,6 +234,21 @@ inline void gather_row(T* dst, int64_t len, const T* row, int64_t iw0, int64_t s
 }
 
 template <typename T>
+void pad_planes(const Conv2dParams& p, const T* in, Nchw st, int64_t channels, T* dst) {
+  const int64_t rows = p.in_h + p.pad_top + p.pad_bottom;
+  const int64_t width = p.in_w + p.pad_left + p.pad_right;
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t r = 0; r < rows; ++r) {
+      T* out = dst + (c * rows + r) * width;
+      const int64_t ih = r - p.pad_top;
+      if (ih < 0 || ih >= p.in_h)
+        std::fill(out, out + width, T(0));
+      else
+        gather_row(out, width, in + c * st.c + ih * st.h, -p.pad_left, 1, p.in_w, st.w);
+    }
+}
+
+template <typename T>
 void pack_patches(const Conv2dParams& p, const T* in, Nchw st, int nr, int64_t j0, int64_t cols,
                   int64_t p0, int64_t kc, T* dst) {
   using S = Simd<T>;
@@ -1109,6 +1124,7 @@ ConvKernels<T> make_kernels() {
   ConvKernels<T> k{};
   k.lanes = Simd<T>::L;
   k.pack_patches = pack_patches<T>;
+  k.pad_planes = pad_planes<T>;
   k.to_nhwc = to_nhwc<T>;
   k.pack_nhwc_patches = pack_nhwc_patches<T>;
   k.depthwise_plane = depthwise_plane<T>;
