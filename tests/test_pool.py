@@ -335,6 +335,31 @@ def test_avg_pool2d_row_kernels_match_portable_path(isa, rng, dtype, case):
         np.testing.assert_array_equal(out, portable)
 
 
+# A row's windows with every tap inside the input run as whole vectors of
+# windows without masks (the last vector overlapping the one before it where
+# they do not come out even), the others with masks: every width up to five
+# vectors of windows at strides 1 and 2, with windows over both borders.
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_groups(isa, rng, dtype):
+    for width in range(1, 2 * 5 * 16 + 3):
+        x = with_ties_nans_and_infs(rng, random_array(rng, (1, 2, 3, width), dtype))
+        for stride in (1, 2):
+            args = ((2, 3), (1, stride), (1, 1), 1, True)  # kernel, stride, pad, dilation, ceil
+            out, idx = dk.max_pool2d(x, *args, return_indices=True)
+            t_out, t_idx = F.max_pool2d(torch.from_numpy(x), *args, return_indices=True)
+            np.testing.assert_array_equal(out, t_out.numpy())
+            np.testing.assert_array_equal(idx, t_idx.numpy())
+            np.testing.assert_array_equal(dk.max_pool2d(x, *args), out)
+            y = random_array(rng, x.shape, dtype)
+            avg_args = args[:3] + (True, False, None)  # ceil_mode, count_include_pad, divisor
+            avg = dk.avg_pool2d(y, *avg_args)
+            dk._cpu.set_cpu_isa("generic")
+            try:
+                np.testing.assert_array_equal(avg, dk.avg_pool2d(y, *avg_args))
+            finally:
+                dk._cpu.set_cpu_isa(isa)
+
+
 # Windows two columns wide at stride 2 with no column padding and none past
 # the row's end have their own row kernel: widths around every vector length
 # (the last vector of a row partial, the second of a pair partial or empty),

@@ -9,16 +9,23 @@ namespace {
 
 // All-ones in the first n 32-bit (first32) or 64-bit (first64) lanes, and in
 // lanes [lo, hi) (range32, range64).
-int64_t clamp(int64_t n, int64_t lanes) { return n < 0 ? 0 : n > lanes ? lanes : n; }
-__m256i first32(int64_t n) {
+// Always inline: left to the compiler, some were calls in the row loops.
+[[gnu::always_inline]] inline int64_t clamp(int64_t n, int64_t lanes) {
+  return n < 0 ? 0 : n > lanes ? lanes : n;
+}
+[[gnu::always_inline]] inline __m256i first32(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(clamp(n, 8))),
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
-__m256i first64(int64_t n) {
+[[gnu::always_inline]] inline __m256i first64(int64_t n) {
   return _mm256_cmpgt_epi64(_mm256_set1_epi64x(clamp(n, 4)), _mm256_setr_epi64x(0, 1, 2, 3));
 }
-__m256i range32(int64_t lo, int64_t hi) { return _mm256_andnot_si256(first32(lo), first32(hi)); }
-__m256i range64(int64_t lo, int64_t hi) { return _mm256_andnot_si256(first64(lo), first64(hi)); }
+[[gnu::always_inline]] inline __m256i range32(int64_t lo, int64_t hi) {
+  return _mm256_andnot_si256(first32(lo), first32(hi));
+}
+[[gnu::always_inline]] inline __m256i range64(int64_t lo, int64_t hi) {
+  return _mm256_andnot_si256(first64(lo), first64(hi));
+}
 
 struct F32 {
   using T = float;
@@ -71,6 +78,9 @@ struct F32 {
   static Index index_ramp(int64_t first) {
     const __m256i ramp = _mm256_setr_epi32(0, S, 2 * S, 3 * S, 4 * S, 5 * S, 6 * S, 7 * S);
     return _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(first)), ramp);
+  }
+  static Index index_add(Index i, int64_t n) {
+    return _mm256_add_epi32(i, _mm256_set1_epi32(static_cast<int32_t>(n)));
   }
   static Index index_load(const int32_t* p, int64_t n, int64_t add) {
     return _mm256_add_epi32(_mm256_maskload_epi32(p, first32(n)),
@@ -149,6 +159,7 @@ struct F64 {
   static Index index_ramp(int64_t first) {
     return _mm256_add_epi64(_mm256_set1_epi64x(first), _mm256_setr_epi64x(0, S, 2 * S, 3 * S));
   }
+  static Index index_add(Index i, int64_t n) { return _mm256_add_epi64(i, _mm256_set1_epi64x(n)); }
   static Index index_load(const int32_t* p, int64_t n, int64_t add) {
     const __m128i cols = _mm_maskload_epi32(p, _mm256_castsi256_si128(first32(n)));
     return _mm256_add_epi64(_mm256_cvtepi32_epi64(cols), _mm256_set1_epi64x(add));

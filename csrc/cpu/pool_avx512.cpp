@@ -8,14 +8,19 @@ namespace dlkern::cpu_pool {
 namespace {
 
 // The first n of 16 (first16) or 8 (first8) lanes, and lanes [lo, hi).
-__mmask16 first16(int64_t n) {
+// Always inline: left to the compiler, some were calls in the row loops.
+[[gnu::always_inline]] inline __mmask16 first16(int64_t n) {
   return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
-__mmask8 first8(int64_t n) {
+[[gnu::always_inline]] inline __mmask8 first8(int64_t n) {
   return n >= 8 ? __mmask8(0xff) : n <= 0 ? __mmask8(0) : __mmask8((1u << n) - 1);
 }
-__mmask16 range16(int64_t lo, int64_t hi) { return first16(hi) & ~first16(lo); }
-__mmask8 range8(int64_t lo, int64_t hi) { return first8(hi) & ~first8(lo); }
+[[gnu::always_inline]] inline __mmask16 range16(int64_t lo, int64_t hi) {
+  return first16(hi) & ~first16(lo);
+}
+[[gnu::always_inline]] inline __mmask8 range8(int64_t lo, int64_t hi) {
+  return first8(hi) & ~first8(lo);
+}
 
 struct F32 {
   using T = float;
@@ -65,6 +70,9 @@ struct F32 {
     const __m512i ramp = _mm512_setr_epi32(0, S, 2 * S, 3 * S, 4 * S, 5 * S, 6 * S, 7 * S, 8 * S,
                                            9 * S, 10 * S, 11 * S, 12 * S, 13 * S, 14 * S, 15 * S);
     return _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(first)), ramp);
+  }
+  static Index index_add(Index i, int64_t n) {
+    return _mm512_add_epi32(i, _mm512_set1_epi32(static_cast<int32_t>(n)));
   }
   static Index index_load(const int32_t* p, int64_t n, int64_t add) {
     return _mm512_add_epi32(_mm512_maskz_loadu_epi32(first16(n), p),
@@ -142,6 +150,7 @@ struct F64 {
     const __m512i ramp = _mm512_setr_epi64(0, S, 2 * S, 3 * S, 4 * S, 5 * S, 6 * S, 7 * S);
     return _mm512_add_epi64(_mm512_set1_epi64(first), ramp);
   }
+  static Index index_add(Index i, int64_t n) { return _mm512_add_epi64(i, _mm512_set1_epi64(n)); }
   static Index index_load(const int32_t* p, int64_t n, int64_t add) {
     const __m256i cols = _mm256_maskz_loadu_epi32(first8(n), p);
     return _mm512_add_epi64(_mm512_maskz_cvtepi32_epi64(0xff, cols), _mm512_set1_epi64(add));

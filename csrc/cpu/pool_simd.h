@@ -131,6 +131,7 @@ RowKernels<double> row_kernels_avx512<double>();
 //   select(m, a, b)              b where m, else a
 //   select_index(m, a, b)        b where m, else a
 //   index_ramp<S>(first)         first + S * lane
+//   index_add(i, n)              i + n in every lane
 //   index_load(p, n, add)        lanes [0, n) of int32 p, plus add
 //   store_indices(p, i, n)       lanes [0, n) as int64
 //   interleave(e, o, lo, hi)     lo = e0 o0 e1 o1 ..., hi = the upper halves
@@ -154,15 +155,6 @@ struct SimdKernels {
                                       static_cast<uintptr_t>(elements) * sizeof(T));
   }
 
-  // The taps of n windows (n may exceed L) starting at p, S elements apart,
-  // all inside the input.
-  template <int S>
-  static V load_inside(const T* p, int64_t n) {
-    if (n >= L) return S == 1 ? Ops::load(p) : Ops::load_even(p);
-    const int64_t span = S * (n - 1) + 1;
-    return S == 1 ? Ops::load_part(p, 0, span, T(0)) : Ops::load_even_part(p, 0, span, T(0));
-  }
-
   // The taps of n windows whose first lies at column c of `row`, S columns
   // apart: fill where a tap's column is outside [0, in_w).
   template <int S>
@@ -173,41 +165,62 @@ struct SimdKernels {
     return S == 1 ? Ops::load_part(p, lo, hi, fill) : Ops::load_even_part(p, lo, hi, fill);
   }
 
-  // The size of chunk u of a group of U chunks: L, or n_last for the last.
-  template <int U>
-  static int64_t chunk_size(int u, int64_t n_last) {
-    return u == U - 1 ? n_last : L;
+  // Asks for the lines 8 KiB past row[first, first + N): the hardware
+  // prefetcher alone leaves the streams of pooling short of the memory
+  // bandwidth.
+  template <int64_t N>
+  static void prefetch_ahead(const T* row, int64_t first) {
+    constexpr int64_t kLine = 64 / int64_t(sizeof(T)), kAhead = 8192 / int64_t(sizeof(T));
+#pragma GCC unroll 16
+    for (int64_t e = 0; e < N; e += kLine) __builtin_prefetch(offset(row, first + e + kAhead));
   }
 
-  // How a group's chunks meet the borders: kNone, every tap of every chunk
-  // lies inside the input; kFirst, all but those of the first chunk; kAll,
-  // any chunk's may not.
+  // How a group's chunks meet the borders: kNone, each chunk holds L windows
+  // whose taps all lie inside the input; kFirst, the same but for the first
+  // chunk's taps; kAll, any tap may lie outside and the last chunk may be
+  // partial.
   enum Border { kNone, kFirst, kAll };
 
-  // The taps of chunk u (n windows) for tap column c of the group's first
-  // window: without border arithmetic where the group's kind says they lie
-  // inside, else filling the padding.
+  // Up to four chunks of windows: chunk u < U - 1 holds windows
+  // [k + u L, k + u L + L), the last chunk n_last windows from `last`. Away
+  // from the right border the last chunk is full and may overlap the one
+  // before it (those windows are computed twice, to the same result), so
+  // that its taps need no mask.
+  struct Group {
+    int64_t k, last, n_last;
+    template <int U>
+    int64_t start(int u) const {
+      return u == U - 1 ? last : k + u * L;
+    }
+    template <int U>
+    int64_t size(int u) const {
+      return u == U - 1 ? n_last : L;
+    }
+  };
+
+  // The taps of chunk u (n windows, S columns apart, the first at column c
+  // of `row`): without masks where the group's kind says they lie inside,
+  // else filling the padding.
   template <int S, int kBorder>
   static V load_chunk(int u, const T* row, int64_t c, int64_t n, int64_t in_w, T fill) {
     if (kBorder == kAll || (kBorder == kFirst && u == 0))
-      return load_border<S>(row, c + u * L * S, n, in_w, fill);
-    return load_inside<S>(row + c + u * L * S, n);
+      return load_border<S>(row, c, n, in_w, fill);
+    return S == 1 ? Ops::load(row + c) : Ops::load_even(row + c);
   }
 
-  // Columns c + 2 l (e) and c + 2 l + 1 (o) of `row` for the n windows of
-  // chunk u (stride 2), fill outside [0, in_w).
+  // Columns c + 2 l (e) and c + 2 l + 1 (o) of `row` for chunk u (n windows
+  // at stride 2), fill outside [0, in_w).
   template <int kBorder>
   static void load_pair(int u, const T* row, int64_t c, int64_t n, int64_t in_w, T fill, V& e,
                         V& o) {
-    const int64_t first = c + u * 2 * L;
     V a, b;
     if (n == L && (kBorder == kNone || (kBorder == kFirst && u > 0))) {
-      a = Ops::load(row + first);
-      b = Ops::load(row + first + L);
+      a = Ops::load(row + c);
+      b = Ops::load(row + c + L);
     } else {
-      const int64_t lo = first < 0 ? -first : 0;
-      const int64_t hi = in_w - first < 2 * n ? in_w - first : 2 * n;
-      const T* p = offset(row, first);
+      const int64_t lo = c < 0 ? -c : 0;
+      const int64_t hi = in_w - c < 2 * n ? in_w - c : 2 * n;
+      const T* p = offset(row, c);
       a = Ops::load_part(p, lo, hi, fill);
       b = Ops::load_part(offset(p, L), lo - L, hi - L, fill);
     }
@@ -215,45 +228,57 @@ struct SimdKernels {
   }
 
   // Calls f(std::integral_constant<int, U>, std::integral_constant<int,
-  // kBorder>, k, n_last) for the windows of a row in groups of up to four
-  // chunks of L windows starting at window k, all full but the last
-  // (n_last). A group's chunks are independent chains of vector operations,
-  // so their latencies overlap.
+  // kBorder>, group) for windows [a, b) in groups of up to four chunks, the
+  // first group of kind kBorder, the others of kind kNone unless kBorder is
+  // kAll (which b - a >= L must allow otherwise). A group's chunks are
+  // independent chains of vector operations, so their latencies overlap.
+  template <int kBorder, typename F>
+  static void in_groups(int64_t a, int64_t b, F f) {
+    for (int64_t k = a; k < b; k += 4 * L) {
+      const int64_t rest = b - k < 4 * L ? b - k : 4 * L;
+      const int64_t chunks = (rest + L - 1) / L;
+      Group g{k, k + (chunks - 1) * L, rest - (chunks - 1) * L};
+      if (kBorder != kAll && g.n_last < L) g = {k, b - L, L};
+      auto call = [&](auto border) {
+        if (chunks == 4)
+          f(std::integral_constant<int, 4>{}, border, g);
+        else if (chunks == 3)
+          f(std::integral_constant<int, 3>{}, border, g);
+        else if (chunks == 2)
+          f(std::integral_constant<int, 2>{}, border, g);
+        else
+          f(std::integral_constant<int, 1>{}, border, g);
+      };
+      if (kBorder == kFirst && k == a)
+        call(std::integral_constant<int, kFirst>{});
+      else
+        call(std::integral_constant<int, kBorder == kAll ? kAll : kNone>{});
+    }
+  }
+
+  // A row's windows: with masks only for the first chunk's taps where the
+  // windows of the left border fit in it, and past the right border.
   template <int S, typename F>
   static void in_groups(const RowWindows<T>& w, F f) {
-    // Windows [begin, end) have every tap inside the input.
-    const int64_t begin = (w.pad + S - 1) / S;
-    const int64_t last = w.in_w - 1 + w.pad - (w.taps - 1) * w.tap_step;  // k * S <= last fit
-    const int64_t end = last < 0 ? 0 : last / S + 1;
-    for (int64_t k = 0; k < w.count; k += 4 * L) {
-      const int64_t rest = w.count - k;
-      const int64_t group = rest < 4 * L ? rest : 4 * L;
-      const bool tail_inside = k + L >= begin && k + group <= end;
-      const int kind = k >= begin && tail_inside ? kNone : tail_inside ? kFirst : kAll;
-      auto call = [&](auto u, int64_t n_last) {
-        if (kind == kNone)
-          f(u, std::integral_constant<int, kNone>{}, k, n_last);
-        else if (kind == kFirst)
-          f(u, std::integral_constant<int, kFirst>{}, k, n_last);
-        else
-          f(u, std::integral_constant<int, kAll>{}, k, n_last);
-      };
-      if (rest > 3 * L)
-        call(std::integral_constant<int, 4>{}, group - 3 * L);
-      else if (rest > 2 * L)
-        call(std::integral_constant<int, 3>{}, rest - 2 * L);
-      else if (rest > L)
-        call(std::integral_constant<int, 2>{}, rest - L);
-      else
-        call(std::integral_constant<int, 1>{}, rest);
-    }
+    const int64_t fit = w.in_w - 1 + w.pad - (w.taps - 1) * w.tap_step;  // k * S <= fit: inside
+    const int64_t end = fit < 0 ? 0 : fit / S + 1 < w.count ? fit / S + 1 : w.count;
+    const int64_t begin = (w.pad + S - 1) / S;  // every tap of windows [begin, end) is inside
+    // A last chunk slid back to end at `end` must stay clear of the left border.
+    if (end - begin < L || begin > L) return in_groups<kAll>(0, w.count, f);
+    if (begin > 0)
+      in_groups<kFirst>(0, end, f);
+    else
+      in_groups<kNone>(0, end, f);
+    in_groups<kAll>(end, w.count, f);
   }
 
   // Taps in torch's order (rows, then columns) so that ties and NaNs resolve
   // as in its kernel: the first maximum wins and every NaN replaces the best.
   // Padding taps load -inf, which never replaces anything.
+  // Always inline, as avg_chunks: called out of line once per group, the
+  // row kernels ran up to 10% slower.
   template <int S, bool kIndices, int U, int kBorder>
-  static void max_chunks(const MaxRow<T>& t, int64_t k, int64_t n_last) {
+  [[gnu::always_inline]] static void max_chunks(const MaxRow<T>& t, const Group& g) {
     const RowWindows<T>& w = t.w;
     const T* in = w.in;
     const int64_t rows = w.rows, row_step = w.row_step, taps = w.taps, tap_step = w.tap_step;
@@ -261,20 +286,26 @@ struct SimdKernels {
     const int64_t index_row_step = t.index_row_step;
     constexpr T kLowest = -std::numeric_limits<T>::infinity();
     // With indices, key is best with +inf for NaN: nothing but a NaN beats a
-    // NaN, so one compare applies torch's rule and picks the index too.
+    // NaN, so one compare applies torch's rule and picks the index too. Tap
+    // (r, j) of a lane's window has index origin + r * index_row_step + j *
+    // tap_step, origin being the index of the window's column -pad in its
+    // first row: per tap one offset, shared by the chunks, and one add each.
     V best[U], key[U];
-    Index at[U];
+    Index at[U], origin[U];
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
       best[u] = key[u] = Ops::splat(kLowest);
-      if constexpr (kIndices)
-        at[u] = Ops::index_load(t.first_cols + k + u * L, chunk_size<U>(u, n_last), row_index);
+      if constexpr (kIndices) {
+        const int64_t k = g.template start<U>(u);
+        at[u] = Ops::index_load(t.first_cols + k, g.template size<U>(u), row_index);
+        origin[u] = Ops::template index_ramp<S>(row_index + k * S - pad);
+      }
     }
-    // Tap of chunk u at torch's index `tap` (of its lane 0) with values v.
+    // Tap of chunk u at offset `tap` from its origin, with values v.
     auto update = [&](int u, V v, int64_t tap) {
       if constexpr (kIndices) {
         const auto m = Ops::beats(v, key[u]);
-        at[u] = Ops::select_index(m, at[u], Ops::template index_ramp<S>(tap + u * L * S));
+        at[u] = Ops::select_index(m, at[u], Ops::index_add(origin[u], tap));
         best[u] = Ops::select(m, best[u], v);
         key[u] = Ops::select(m, key[u], Ops::key_of(v));
       } else {
@@ -287,14 +318,16 @@ struct SimdKernels {
     const bool pairs = !kIndices && S == 2 && tap_step == 1;
     for (int64_t r = 0; r < rows; ++r) {
       const T* row = in + r * row_step;
+      prefetch_ahead<U * L * S>(row, g.k * S);
       for (int64_t j = 0; j < taps;) {
-        const int64_t c = k * S + j * tap_step - pad;
-        const int64_t tap = row_index + r * index_row_step + c;
+        const int64_t col = j * tap_step - pad;  // of window 0's tap
+        const int64_t tap = r * index_row_step + j * tap_step;
         if (pairs && j + 1 < taps) {
 #pragma GCC unroll 4
           for (int u = 0; u < U; ++u) {
+            const int64_t c = g.template start<U>(u) * S + col;
             V e, o;
-            load_pair<kBorder>(u, row, c, chunk_size<U>(u, n_last), in_w, kLowest, e, o);
+            load_pair<kBorder>(u, row, c, g.template size<U>(u), in_w, kLowest, e, o);
             update(u, e, tap);
             update(u, o, tap + 1);
           }
@@ -302,24 +335,25 @@ struct SimdKernels {
           continue;
         }
 #pragma GCC unroll 4
-        for (int u = 0; u < U; ++u)
-          update(u, load_chunk<S, kBorder>(u, row, c, chunk_size<U>(u, n_last), in_w, kLowest),
-                 tap);
+        for (int u = 0; u < U; ++u) {
+          const int64_t c = g.template start<U>(u) * S + col;
+          update(u, load_chunk<S, kBorder>(u, row, c, g.template size<U>(u), in_w, kLowest), tap);
+        }
         ++j;
       }
     }
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
-      Ops::store(t.out + k + u * L, best[u], chunk_size<U>(u, n_last));
-      if constexpr (kIndices)
-        Ops::store_indices(t.indices + k + u * L, at[u], chunk_size<U>(u, n_last));
+      const int64_t k = g.template start<U>(u), n = g.template size<U>(u);
+      Ops::store(t.out + k, best[u], n);
+      if constexpr (kIndices) Ops::store_indices(t.indices + k, at[u], n);
     }
   }
 
   template <int S, bool kIndices>
   static void max_row(const MaxRow<T>& t) {
-    in_groups<S>(t.w, [&](auto group, auto border, int64_t k, int64_t n_last) {
-      max_chunks<S, kIndices, decltype(group)::value, decltype(border)::value>(t, k, n_last);
+    in_groups<S>(t.w, [&](auto group, auto border, const Group& g) {
+      max_chunks<S, kIndices, decltype(group)::value, decltype(border)::value>(t, g);
     });
   }
 
@@ -330,7 +364,7 @@ struct SimdKernels {
   }
 
   template <int S, bool kMul, int U, int kBorder>
-  static void avg_chunks(const AvgRow<T>& t, int64_t k, int64_t n_last) {
+  [[gnu::always_inline]] static void avg_chunks(const AvgRow<T>& t, const Group& g) {
     const RowWindows<T>& w = t.w;
     const T* in = w.in;
     const int64_t rows = w.rows, row_step = w.row_step, taps = w.taps, tap_step = w.tap_step;
@@ -340,24 +374,22 @@ struct SimdKernels {
     for (int u = 0; u < U; ++u) sum[u] = Ops::splat(T(0));
     for (int64_t r = 0; r < rows; ++r) {
       const T* row = in + r * row_step;
-      // Asks for the lines 8 KiB ahead, some rows on: the hardware
-      // prefetcher alone leaves this stream short of the memory bandwidth.
-#pragma GCC unroll 16
-      for (int64_t e = 0; e < U * L * S; e += 64 / int64_t(sizeof(T)))
-        __builtin_prefetch(offset(row, k * S + e + 8192 / int64_t(sizeof(T))));
+      prefetch_ahead<U * L * S>(row, g.k * S);
       for (int64_t j = 0; j < taps; ++j) {
-        const int64_t c = k * S + j * tap_step - pad;
+        const int64_t col = j * tap_step - pad;  // of window 0's tap
 #pragma GCC unroll 4
-        for (int u = 0; u < U; ++u)
-          sum[u] = Ops::add(sum[u], load_chunk<S, kBorder>(u, row, c, chunk_size<U>(u, n_last),
-                                                            in_w, T(0)));
+        for (int u = 0; u < U; ++u) {
+          const int64_t c = g.template start<U>(u) * S + col;
+          sum[u] = Ops::add(sum[u], load_chunk<S, kBorder>(u, row, c, g.template size<U>(u), in_w,
+                                                            T(0)));
+        }
       }
     }
-    // Lanes past n_last divide 0 by 0 and are not stored.
+    // Lanes past a partial chunk's windows divide 0 by 0 and are not stored.
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
-      const int64_t n = chunk_size<U>(u, n_last);
-      Ops::store(t.out + k + u * L, scale<kMul>(sum[u], load_n(t.divisors + k + u * L, n)), n);
+      const int64_t k = g.template start<U>(u), n = g.template size<U>(u);
+      Ops::store(t.out + k, scale<kMul>(sum[u], load_n(t.divisors + k, n)), n);
     }
   }
 
@@ -370,14 +402,15 @@ struct SimdKernels {
     for (int64_t oh = 0; oh < q.out_h; ++oh) {
       const WindowRows rows = q.rows[oh];
       const T* in = q.in + rows.first * q.row_stride;
-      for (int64_t k = 0; k < q.out_w; k += L) {
+      for (int64_t next = 0; next < q.out_w; next += L) {
+        // A row of L windows or more ends with a whole vector that overlaps
+        // the one before it rather than a partial one.
+        const int64_t k = q.out_w - next < L && q.out_w >= L ? q.out_w - L : next;
         const int64_t n = q.out_w - k < L ? q.out_w - k : L;
         V sum = Ops::splat(T(0));
         for (int64_t r = 0; r < rows.count; ++r) {
           const T* row = in + r * q.row_stride;
-          // As in avg_chunks: ask for the lines 8 KiB ahead.
-          __builtin_prefetch(offset(row, 2 * k + 8192 / int64_t(sizeof(T))));
-          __builtin_prefetch(offset(row, 2 * k + (8192 + 64) / int64_t(sizeof(T))));
+          prefetch_ahead<2 * L>(row, 2 * k);
           V e, o;
           load_pair<kNone>(0, row, 2 * k, n, q.in_w, T(0), e, o);
           sum = Ops::add(Ops::add(sum, e), o);
@@ -390,8 +423,8 @@ struct SimdKernels {
 
   template <int S, bool kMul>
   static void avg_row(const AvgRow<T>& t) {
-    in_groups<S>(t.w, [&](auto group, auto border, int64_t k, int64_t n_last) {
-      avg_chunks<S, kMul, decltype(group)::value, decltype(border)::value>(t, k, n_last);
+    in_groups<S>(t.w, [&](auto group, auto border, const Group& g) {
+      avg_chunks<S, kMul, decltype(group)::value, decltype(border)::value>(t, g);
     });
   }
 
