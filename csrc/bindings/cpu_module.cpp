@@ -1,4 +1,5 @@
 // _cpu: the C++ CPU kernels for python/dlkern.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -212,6 +213,22 @@ PYBIND11_MODULE(_cpu, m) {
     return blocking(cpu::gemm::gemm_kernel<float>());
   });
 
+  // A NumPy array's data address and strides in elements, or None where the
+  // address or a stride is not a multiple of the item size: what the array
+  // layer needs of every NumPy argument and output, in one call (its
+  // __array_interface__ costs more than a small kernel).
+  m.def("numpy_layout", [](const py::array& a) -> py::object {
+    const auto address = reinterpret_cast<std::uintptr_t>(a.data());
+    const auto item = static_cast<std::uintptr_t>(a.itemsize());
+    if (address % item) return py::none();
+    py::tuple strides(a.ndim());
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+      const py::ssize_t s = a.strides(i);
+      if (s % static_cast<py::ssize_t>(item)) return py::none();
+      strides[i] = s / static_cast<py::ssize_t>(item);
+    }
+    return py::make_tuple(address, strides);
+  });
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);
   m.def("cpu_isa", [] { return std::string(cpu_isa_name(cpu_isa())); });

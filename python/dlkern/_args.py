@@ -7,6 +7,8 @@ import numbers
 
 def integer(value, name: str, op: str) -> int:
     """An int (or NumPy integer); bools and floats are TypeErrors, as in torch."""
+    if type(value) is int:  # the common case, before the slower ABC check
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}")
     return int(value)
@@ -14,6 +16,8 @@ def integer(value, name: str, op: str) -> int:
 
 def pair(value, name: str, op: str) -> tuple[int, int]:
     """An int, or a tuple/list of one or two ints, as (height, width)."""
+    if type(value) is int:
+        return value, value
     if isinstance(value, (tuple, list)):
         if len(value) == 1:
             v = integer(value[0], name, op)
