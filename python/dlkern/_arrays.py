@@ -139,10 +139,11 @@ def _from_torch(x, name: str, op: str, allowed=FLOAT_DTYPES) -> Array:
     _check_dtype_name(name, dtype, op, allowed)
     if x.is_conj() or x.is_neg():
         x = x.resolve_conj().resolve_neg()
-    if x.device.type == "cpu":
+    dev = x.device
+    if dev.type == "cpu":
         device = CPU
-    elif x.device.type == "cuda":
-        device = ("cuda", x.device.index if x.device.index is not None else 0)
+    elif dev.type == "cuda":
+        device = ("cuda", dev.index if dev.index is not None else 0)
     else:
         raise TypeError(
             f"{op}: {name} is a torch tensor on {x.device}; dlkern runs on cpu and cuda devices"
@@ -247,7 +248,9 @@ def empty(shape, dtype: str, like: Array) -> tuple[Array, object]:
         out = torch.empty(shape, dtype=getattr(torch, dtype), device=like.obj.device)
         if POISON_OUTPUTS:
             out.fill_(_poison_value(dtype))
-        return _from_torch(out, "output", "empty", allowed), out
+        # A new tensor needs none of _from_torch's checks.
+        return Array(out, "torch", out.data_ptr(), shape, tuple(out.stride()), dtype,
+                     like.device), out
     if like.kind == "cupy":
         cupy = _module("cupy")
         with cupy.cuda.Device(like.device[1]):
