@@ -228,10 +228,11 @@ struct SimdKernels {
   }
 
   // Calls f(std::integral_constant<int, U>, std::integral_constant<int,
-  // kBorder>, group) for windows [a, b) in groups of up to four chunks, the
-  // first group of kind kBorder, the others of kind kNone unless kBorder is
-  // kAll (which b - a >= L must allow otherwise). A group's chunks are
-  // independent chains of vector operations, so their latencies overlap.
+  // kBorder>, group) for windows [a, b) in groups of up to four chunks: the
+  // first group of kind kBorder, the others kAll if it is kAll, else kNone,
+  // whose last chunk slides back to end at b (so b - a >= L). A group's
+  // chunks are independent chains of vector operations, so their latencies
+  // overlap.
   template <int kBorder, typename F>
   static void in_groups(int64_t a, int64_t b, F f) {
     for (int64_t k = a; k < b; k += 4 * L) {
