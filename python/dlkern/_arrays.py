@@ -267,13 +267,19 @@ def empty(shape, dtype: str, like: Array) -> tuple[Array, object]:
     return Array(out, "numpy", address, shape, strides, dtype, CPU), out
 
 
+def _is_contiguous(a: Array) -> bool:
+    """Whether ``a`` is C-contiguous (the strides of dimensions of size 0 or 1 aside)."""
+    step = 1
+    for dim, stride in zip(reversed(a.shape), reversed(a.strides)):
+        if dim > 1 and stride != step:
+            return False
+        step *= dim
+    return True
+
+
 def contiguous(a: Array, name: str, op: str) -> Array:
     """``a`` itself if C-contiguous, else a C-contiguous copy of the same kind."""
-    expected, step = [], 1
-    for dim in reversed(a.shape):
-        expected.append(step)
-        step *= dim
-    if all(s == e for s, e, d in zip(a.strides, reversed(expected), a.shape) if d > 1):
+    if _is_contiguous(a):
         return a
     if a.kind == "torch":
         return _from_torch(a.obj.contiguous(), name, op, (a.dtype,))
