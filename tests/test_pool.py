@@ -360,6 +360,46 @@ def test_row_groups(isa, rng, dtype):
                 dk._cpu.set_cpu_isa(isa)
 
 
+@st.composite
+def wide_row_cases(draw):
+    """One row of windows up to ~200 columns wide: kernel, stride 1 or 2 (the
+    row kernels' strides), padding, dilation and ceil_mode along W."""
+    kw = draw(st.integers(1, 5))
+    sw = draw(st.integers(1, 2))
+    pw = draw(st.integers(0, kw // 2))
+    dw = draw(st.integers(1, 3))
+    ceil_mode = draw(st.booleans())
+    width = draw(st.integers(1, 200))
+    assume(ref.pool_output_size(width, kw, sw, pw, dw, ceil_mode) >= 1)
+    return width, kw, sw, pw, dw, ceil_mode
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(case=wide_row_cases(), seed=seeds)
+def test_wide_rows_any_geometry(isa, dtype, case, seed):
+    """The row grouping (masked border vectors, whole interior vectors, the
+    last one sliding back) for any window geometry along a wide row."""
+    rng = np.random.default_rng(seed)
+    width, kw, sw, pw, dw, ceil_mode = case
+    x = with_ties_nans_and_infs(rng, random_array(rng, (1, 2, 3, width), dtype))
+    args = ((2, kw), (1, sw), (1, pw), (1, dw), ceil_mode)
+    out, idx = dk.max_pool2d(x, *args, return_indices=True)
+    t_out, t_idx = F.max_pool2d(torch.from_numpy(x), *args, return_indices=True)
+    np.testing.assert_array_equal(out, t_out.numpy())
+    np.testing.assert_array_equal(idx, t_idx.numpy())
+    np.testing.assert_array_equal(dk.max_pool2d(x, *args), out)
+    if dw == 1:
+        y = random_array(rng, x.shape, dtype)
+        avg_args = ((2, kw), (1, sw), (1, pw), ceil_mode, False, None)
+        avg = dk.avg_pool2d(y, *avg_args)
+        dk._cpu.set_cpu_isa("generic")
+        try:
+            np.testing.assert_array_equal(avg, dk.avg_pool2d(y, *avg_args))
+        finally:
+            dk._cpu.set_cpu_isa(isa)
+
+
 # Windows two columns wide at stride 2 with no column padding and none past
 # the row's end have their own row kernel: widths around every vector length
 # (the last vector of a row partial, the second of a pair partial or empty),
