@@ -243,10 +243,7 @@ def test_window_missing_the_input(isa, rng):
     """
     x = random_array(rng, (1, 1, 2, 2), "float64")
     args = ((1, 2), 1, (0, 1), (1, 3))  # columns -1, 2 for ow = 0: both outside
-    out, idx = dk.max_pool2d(x, *args, return_indices=True)
-    t_out, t_idx = F.max_pool2d(torch.from_numpy(x), *args, return_indices=True)
-    np.testing.assert_array_equal(out, t_out.numpy())
-    np.testing.assert_array_equal(idx, t_idx.numpy())
+    out, idx = assert_max_pool2d_is_torchs(x, *args)
     assert np.isneginf(out[0, 0, :, 0]).all() and idx[0, 0, 0, 0] == 2
     grad = dk.max_pool2d_backward(np.ones_like(out), x, idx, *args)
     np.testing.assert_array_equal(grad, np.zeros_like(x))  # no window holds any element
@@ -276,17 +273,32 @@ def with_ties_nans_and_infs(rng, x):
     return x
 
 
+def assert_max_pool2d_is_torchs(x, *args):
+    """Values (NaN where torch has NaN) and indices equal to torch's, and the
+    values-only call equal to the values. Returns (out, indices)."""
+    out, idx = dk.max_pool2d(x, *args, return_indices=True)
+    t_out, t_idx = F.max_pool2d(torch.from_numpy(x), *args, return_indices=True)
+    np.testing.assert_array_equal(out, t_out.numpy())
+    np.testing.assert_array_equal(idx, t_idx.numpy())
+    np.testing.assert_array_equal(dk.max_pool2d(x, *args), out)
+    return out, idx
+
+
+def portable_avg_pool2d(isa, *args):
+    """avg_pool2d(*args) on the portable path, then back to ``isa``'s kernels."""
+    dk._cpu.set_cpu_isa("generic")
+    try:
+        return dk.avg_pool2d(*args)
+    finally:
+        dk._cpu.set_cpu_isa(isa)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", WIDE_CASES)
 def test_wide_rows_match_torch(isa, rng, dtype, case):
     plane, kernel, stride, pad, dilation, ceil_mode = case
     x = with_ties_nans_and_infs(rng, random_array(rng, (2, 3) + plane, dtype))
-    tx = torch.from_numpy(x)
-    out, idx = dk.max_pool2d(x, kernel, stride, pad, dilation, ceil_mode, return_indices=True)
-    t_out, t_idx = F.max_pool2d(tx, kernel, stride, pad, dilation, ceil_mode, return_indices=True)
-    np.testing.assert_array_equal(out, t_out.numpy())  # NaN where torch has NaN
-    np.testing.assert_array_equal(idx, t_idx.numpy())
-    np.testing.assert_array_equal(dk.max_pool2d(x, kernel, stride, pad, dilation, ceil_mode), out)
+    out, idx = assert_max_pool2d_is_torchs(x, kernel, stride, pad, dilation, ceil_mode)
     g = random_array(rng, out.shape, dtype)
     grad = dk.max_pool2d_backward(g, x, idx, kernel, stride, pad, dilation, ceil_mode)
     expected = ref.max_pool2d_backward(g, idx, x.shape, kernel, stride, pad, dilation)
@@ -326,13 +338,7 @@ def test_avg_pool2d_row_kernels_match_portable_path(isa, rng, dtype, case):
     x = random_array(rng, (2, 3) + plane, dtype)
     for include_pad, divisor in [(True, None), (False, None), (True, 4), (True, -3)]:
         args = (x, kernel, stride, pad, ceil_mode, include_pad, divisor)
-        out = dk.avg_pool2d(*args)
-        dk._cpu.set_cpu_isa("generic")
-        try:
-            portable = dk.avg_pool2d(*args)
-        finally:
-            dk._cpu.set_cpu_isa(isa)
-        np.testing.assert_array_equal(out, portable)
+        np.testing.assert_array_equal(dk.avg_pool2d(*args), portable_avg_pool2d(isa, *args))
 
 
 # A row's windows with every tap inside the input run as whole vectors of
@@ -345,19 +351,10 @@ def test_row_groups(isa, rng, dtype):
         x = with_ties_nans_and_infs(rng, random_array(rng, (1, 2, 3, width), dtype))
         for stride in (1, 2):
             args = ((2, 3), (1, stride), (1, 1), 1, True)  # kernel, stride, pad, dilation, ceil
-            out, idx = dk.max_pool2d(x, *args, return_indices=True)
-            t_out, t_idx = F.max_pool2d(torch.from_numpy(x), *args, return_indices=True)
-            np.testing.assert_array_equal(out, t_out.numpy())
-            np.testing.assert_array_equal(idx, t_idx.numpy())
-            np.testing.assert_array_equal(dk.max_pool2d(x, *args), out)
-            y = random_array(rng, x.shape, dtype)
-            avg_args = args[:3] + (True, False, None)  # ceil_mode, count_include_pad, divisor
-            avg = dk.avg_pool2d(y, *avg_args)
-            dk._cpu.set_cpu_isa("generic")
-            try:
-                np.testing.assert_array_equal(avg, dk.avg_pool2d(y, *avg_args))
-            finally:
-                dk._cpu.set_cpu_isa(isa)
+            assert_max_pool2d_is_torchs(x, *args)
+            avg_args = (random_array(rng, x.shape, dtype),) + args[:3] + (True, False, None)
+            np.testing.assert_array_equal(dk.avg_pool2d(*avg_args),
+                                          portable_avg_pool2d(isa, *avg_args))
 
 
 @st.composite
@@ -383,21 +380,12 @@ def test_wide_rows_any_geometry(isa, dtype, case, seed):
     rng = np.random.default_rng(seed)
     width, kw, sw, pw, dw, ceil_mode = case
     x = with_ties_nans_and_infs(rng, random_array(rng, (1, 2, 3, width), dtype))
-    args = ((2, kw), (1, sw), (1, pw), (1, dw), ceil_mode)
-    out, idx = dk.max_pool2d(x, *args, return_indices=True)
-    t_out, t_idx = F.max_pool2d(torch.from_numpy(x), *args, return_indices=True)
-    np.testing.assert_array_equal(out, t_out.numpy())
-    np.testing.assert_array_equal(idx, t_idx.numpy())
-    np.testing.assert_array_equal(dk.max_pool2d(x, *args), out)
+    assert_max_pool2d_is_torchs(x, (2, kw), (1, sw), (1, pw), (1, dw), ceil_mode)
     if dw == 1:
-        y = random_array(rng, x.shape, dtype)
-        avg_args = ((2, kw), (1, sw), (1, pw), ceil_mode, False, None)
-        avg = dk.avg_pool2d(y, *avg_args)
-        dk._cpu.set_cpu_isa("generic")
-        try:
-            np.testing.assert_array_equal(avg, dk.avg_pool2d(y, *avg_args))
-        finally:
-            dk._cpu.set_cpu_isa(isa)
+        avg_args = (random_array(rng, x.shape, dtype), (2, kw), (1, sw), (1, pw), ceil_mode,
+                    False, None)
+        np.testing.assert_array_equal(dk.avg_pool2d(*avg_args),
+                                      portable_avg_pool2d(isa, *avg_args))
 
 
 # Windows two columns wide at stride 2 with no column padding and none past
@@ -422,11 +410,7 @@ def test_avg_pool2d_column_pairs(isa, rng, dtype, width):
             assert_avg_close(out, x, expected, *args)
             # Torch sums each window in the same order and divides alike: the same bits.
             np.testing.assert_array_equal(out, F.avg_pool2d(torch.from_numpy(x), *args).numpy())
-            dk._cpu.set_cpu_isa("generic")
-            try:
-                np.testing.assert_array_equal(out, dk.avg_pool2d(x, *args))
-            finally:
-                dk._cpu.set_cpu_isa(isa)
+            np.testing.assert_array_equal(out, portable_avg_pool2d(isa, x, *args))
 
 
 @pytest.mark.parametrize(
