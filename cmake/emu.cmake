@@ -18,14 +18,18 @@ target_link_libraries(dlkern_emu PUBLIC Threads::Threads)
 # Kernel code carries `#pragma unroll`, which only nvcc knows.
 set(DLKERN_EMU_KERNEL_OPTIONS ${DLKERN_WARNINGS} -Wno-unknown-pragmas)
 
-# Every csrc/cuda/*.cu, compiled as C++ through a generated one-line wrapper,
-# so that a new kernel family is picked up without touching this file.
-file(GLOB DLKERN_EMU_CU_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/csrc/cuda/*.cu)
+# Every .cu under csrc/cuda (family folders included), compiled as C++
+# through a generated one-line wrapper, so that a new kernel family is picked
+# up without touching this file. A wrapper is named by the path of its .cu
+# below csrc/cuda (cuda/conv/simt.cu -> emu/conv/simt.cpp), so that files of
+# the same name in two folders stay apart.
+file(GLOB_RECURSE DLKERN_EMU_CU_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/csrc/cuda/*.cu)
 set(DLKERN_EMU_KERNEL_SOURCES)
 foreach(cu ${DLKERN_EMU_CU_SOURCES})
-  get_filename_component(name ${cu} NAME_WE)
-  set(wrapper ${CMAKE_CURRENT_BINARY_DIR}/emu/${name}.cpp)
-  file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"cuda/${name}.cu\"\n")
+  file(RELATIVE_PATH rel ${CMAKE_CURRENT_SOURCE_DIR}/csrc/cuda ${cu})
+  string(REGEX REPLACE "\\.cu$" ".cpp" wrapper_rel ${rel})
+  set(wrapper ${CMAKE_CURRENT_BINARY_DIR}/emu/${wrapper_rel})
+  file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"cuda/${rel}\"\n")
   list(APPEND DLKERN_EMU_KERNEL_SOURCES ${wrapper})
 endforeach()
 

@@ -4,7 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/common.h"
-#include "cpu/conv_paths.h"
+#include "cpu/conv/paths.h"
 #include "cpu/gemm/driver.h"
 #include "cpu/peak.h"
 #include "dlkern/config.h"

@@ -5,7 +5,7 @@
 
 #include <algorithm>
 
-#include "cuda/conv_common.cuh"
+#include "cuda/conv/common.cuh"
 #include "cuda/tc_block.cuh"
 
 namespace dlkern::cuda::conv {

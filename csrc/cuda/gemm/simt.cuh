@@ -2,7 +2,7 @@
 // float32 and float64 products run here at full precision.
 #pragma once
 
-#include "cuda/gemm_operands.cuh"
+#include "cuda/gemm/operands.cuh"
 
 namespace dlkern::cuda {
 

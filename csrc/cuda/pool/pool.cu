@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "cuda/pool.cuh"
+#include "cuda/pool/pool.cuh"
 #include "dlkern/pool.h"
 
 namespace dlkern {

@@ -4,7 +4,7 @@
 // results are identical from run to run.
 #pragma once
 
-#include "cuda/conv_common.cuh"
+#include "cuda/conv/common.cuh"
 
 namespace dlkern::cuda::conv {
 

@@ -1,5 +1,5 @@
 // The convolution kernels built for AVX-512 (64-byte vectors, masked loads and two-source permutes).
-#include "cpu/conv_kernels_impl.h"
+#include "cpu/conv/kernels_impl.h"
 
 namespace dlkern::cpu::conv {
 

@@ -2,7 +2,7 @@
 // per vector, partial vectors through maskload / maskstore.
 #include <immintrin.h>
 
-#include "cpu/pool_simd.h"
+#include "cpu/pool/kernels.h"
 
 namespace dlkern::cpu_pool {
 namespace {

@@ -2,7 +2,7 @@
 // or 8 doubles per vector, partial vectors through lane masks.
 #include <immintrin.h>
 
-#include "cpu/pool_simd.h"
+#include "cpu/pool/kernels.h"
 
 namespace dlkern::cpu_pool {
 namespace {

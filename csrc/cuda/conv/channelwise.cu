@@ -1,6 +1,6 @@
 // Convolutions with one input channel per group (conv_channelwise.cuh), every dtype.
-#include "cuda/conv_channelwise.cuh"
-#include "cuda/conv_launch.h"
+#include "cuda/conv/channelwise.cuh"
+#include "cuda/conv/launch.h"
 
 namespace dlkern::cuda::conv {
 

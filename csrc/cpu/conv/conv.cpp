@@ -27,8 +27,8 @@
 #include <vector>
 
 #include "common/conv.h"
-#include "cpu/conv_kernels.h"
-#include "cpu/conv_paths.h"
+#include "cpu/conv/kernels.h"
+#include "cpu/conv/paths.h"
 #include "dlkern/config.h"
 
 namespace dlkern {

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "common/pool.h"
-#include "cpu/pool_simd.h"
+#include "cpu/pool/kernels.h"
 #include "dlkern/config.h"
 #include "dlkern/error.h"
 

@@ -4,7 +4,7 @@
 // taps is the efficient form. Every dtype; 16-bit types accumulate in float.
 #pragma once
 
-#include "cuda/conv_aux.cuh"
+#include "cuda/conv/aux_kernels.cuh"
 
 namespace dlkern::cuda::conv {
 

@@ -20,7 +20,7 @@
 
 #include <type_traits>
 
-#include "cuda/conv_common.cuh"
+#include "cuda/conv/common.cuh"
 #include "cuda/tc_block.cuh"
 
 namespace dlkern::cuda::conv {

@@ -1,6 +1,6 @@
 // Convolution on CUDA cores (conv_simt.cuh) for float32 and float64.
-#include "cuda/conv_launch.h"
-#include "cuda/conv_simt.cuh"
+#include "cuda/conv/launch.h"
+#include "cuda/conv/simt.cuh"
 
 namespace dlkern::cuda::conv {
 namespace {

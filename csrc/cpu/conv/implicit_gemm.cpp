@@ -12,8 +12,8 @@
 
 #include <algorithm>
 
-#include "cpu/conv_kernels.h"
-#include "cpu/conv_paths.h"
+#include "cpu/conv/kernels.h"
+#include "cpu/conv/paths.h"
 #include "cpu/gemm/driver.h"
 
 namespace dlkern::cpu::conv {

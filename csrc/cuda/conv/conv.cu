@@ -17,8 +17,8 @@
 #include <optional>
 #include <type_traits>
 
-#include "cuda/conv_aux.cuh"
-#include "cuda/conv_launch.h"
+#include "cuda/conv/aux_kernels.cuh"
+#include "cuda/conv/launch.h"
 #include "dlkern/conv.h"
 
 namespace dlkern {

@@ -1,5 +1,5 @@
 // The convolution kernels built for AVX2 and FMA (32-byte vectors).
-#include "cpu/conv_kernels_impl.h"
+#include "cpu/conv/kernels_impl.h"
 
 namespace dlkern::cpu::conv {
 

@@ -18,7 +18,7 @@
 #pragma GCC diagnostic pop
 #endif
 
-#include "cpu/conv_kernels.h"
+#include "cpu/conv/kernels.h"
 
 namespace dlkern::cpu::conv {
 namespace {

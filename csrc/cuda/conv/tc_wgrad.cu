@@ -1,7 +1,7 @@
 // grad_weight on tensor cores (conv_wgrad_tc_kernel) for float16 and
 // bfloat16, in two tile shapes.
-#include "cuda/conv_launch.h"
-#include "cuda/conv_tc.cuh"
+#include "cuda/conv/launch.h"
+#include "cuda/conv/tc.cuh"
 
 namespace dlkern::cuda::conv {
 namespace {

@@ -1,6 +1,6 @@
 // Host side of the CUDA GEMM: picks a kernel for the dtype and layout.
-#include "cuda/gemm_simt.cuh"
-#include "cuda/gemm_tensor_core.cuh"
+#include "cuda/gemm/simt.cuh"
+#include "cuda/gemm/tensor_core.cuh"
 #include "dlkern/gemm.h"
 
 namespace dlkern {

@@ -10,7 +10,7 @@
 // per step.
 #pragma once
 
-#include "cuda/conv_common.cuh"
+#include "cuda/conv/common.cuh"
 
 namespace dlkern::cuda::conv {
 

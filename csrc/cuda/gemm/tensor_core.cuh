@@ -8,7 +8,7 @@
 // bounds checks, for any strides.
 #pragma once
 
-#include "cuda/gemm_operands.cuh"
+#include "cuda/gemm/operands.cuh"
 #include "cuda/tc_block.cuh"
 
 namespace dlkern::cuda {

@@ -4,8 +4,8 @@
 // along the width (conv_kernels_impl.h), one plane per thread at a time.
 #include <omp.h>
 
-#include "cpu/conv_kernels.h"
-#include "cpu/conv_paths.h"
+#include "cpu/conv/kernels.h"
+#include "cpu/conv/paths.h"
 
 namespace dlkern::cpu::conv {
 

@@ -1,7 +1,7 @@
 // Forward and grad_input on tensor cores (conv_gather_tc_kernel) for
 // float16 and bfloat16, in two tile shapes.
-#include "cuda/conv_launch.h"
-#include "cuda/conv_tc.cuh"
+#include "cuda/conv/launch.h"
+#include "cuda/conv/tc.cuh"
 
 namespace dlkern::cuda::conv {
 namespace {
