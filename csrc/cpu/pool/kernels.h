@@ -12,7 +12,7 @@
 #include <limits>
 #include <type_traits>
 
-namespace dlkern::cpu_pool {
+namespace dlkern::cpu::pool {
 
 // The widest vector, in elements: slack that scratch rows keep for whole-vector reads.
 constexpr int64_t kMaxLanes = 16;
@@ -525,4 +525,4 @@ struct SimdKernels {
   static RowKernels<T> kernels() { return {max_plane_any, avg_plane_any, avg_backward_row}; }
 };
 
-}  // namespace dlkern::cpu_pool
+}  // namespace dlkern::cpu::pool

@@ -4,7 +4,7 @@
 
 #include "cpu/pool/kernels.h"
 
-namespace dlkern::cpu_pool {
+namespace dlkern::cpu::pool {
 namespace {
 
 // All-ones in the first n 32-bit (first32) or 64-bit (first64) lanes, and in
@@ -195,4 +195,4 @@ RowKernels<double> row_kernels_avx2<double>() {
   return SimdKernels<F64>::kernels();
 }
 
-}  // namespace dlkern::cpu_pool
+}  // namespace dlkern::cpu::pool

@@ -4,7 +4,7 @@
 
 #include "cpu/pool/kernels.h"
 
-namespace dlkern::cpu_pool {
+namespace dlkern::cpu::pool {
 namespace {
 
 // The first n of 16 (first16) or 8 (first8) lanes, and lanes [lo, hi).
@@ -182,4 +182,4 @@ RowKernels<double> row_kernels_avx512<double>() {
   return SimdKernels<F64>::kernels();
 }
 
-}  // namespace dlkern::cpu_pool
+}  // namespace dlkern::cpu::pool

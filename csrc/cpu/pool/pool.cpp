@@ -58,14 +58,14 @@ Range columns_inside(const Pool2dParams& p, int64_t off) {
 // The row kernels of the instruction set in use; null for the generic one.
 // Each is fetched only once that set is known to run here.
 template <typename T>
-const cpu_pool::RowKernels<T>* row_kernels() {
+const cpu::pool::RowKernels<T>* row_kernels() {
   switch (cpu_isa()) {
     case CpuIsa::avx512: {
-      static const cpu_pool::RowKernels<T> k = cpu_pool::row_kernels_avx512<T>();
+      static const cpu::pool::RowKernels<T> k = cpu::pool::row_kernels_avx512<T>();
       return &k;
     }
     case CpuIsa::avx2: {
-      static const cpu_pool::RowKernels<T> k = cpu_pool::row_kernels_avx2<T>();
+      static const cpu::pool::RowKernels<T> k = cpu::pool::row_kernels_avx2<T>();
       return &k;
     }
     case CpuIsa::generic: break;
@@ -85,7 +85,7 @@ bool indices_fit_int32(const Pool2dParams& p) {
 // path: they need unit column stride, a stride along W of 1 or 2, and (for
 // indices, which they keep as int32) indices_fit_int32.
 template <typename T>
-const cpu_pool::RowKernels<T>* forward_kernels(const Pool2dParams& p, Nchw st, bool indices) {
+const cpu::pool::RowKernels<T>* forward_kernels(const Pool2dParams& p, Nchw st, bool indices) {
   if (st.w != 1 || p.stride_w > 2 || (indices && !indices_fit_int32(p))) return nullptr;
   return row_kernels<T>();
 }
@@ -175,8 +175,8 @@ std::vector<int32_t> first_columns(const Pool2dParams& p) {
 }
 
 // The input rows of every output row's window, for the row kernels.
-std::vector<cpu_pool::WindowRows> window_rows(const Pool2dParams& p, int64_t dilation_h) {
-  std::vector<cpu_pool::WindowRows> rows(p.out_h);
+std::vector<cpu::pool::WindowRows> window_rows(const Pool2dParams& p, int64_t dilation_h) {
+  std::vector<cpu::pool::WindowRows> rows(p.out_h);
   for (int64_t oh = 0; oh < p.out_h; ++oh) {
     const pool::Window wh = pool::window(oh, p.in_h, p.kernel_h, p.stride_h, p.pad_h, dilation_h);
     rows[oh] = {wh.first, wh.first < wh.end ? (wh.end - wh.first - 1) / dilation_h + 1 : 0};
@@ -227,7 +227,7 @@ template <typename T>
 void max_pool2d_forward_cpu(const Pool2dParams& p, const T* input, Nchw st, T* output,
                             int64_t* indices) {
   const int64_t plane_out = p.out_h * p.out_w;
-  const cpu_pool::RowKernels<T>* k = forward_kernels<T>(p, st, indices != nullptr);
+  const cpu::pool::RowKernels<T>* k = forward_kernels<T>(p, st, indices != nullptr);
   if (!k) {
     // int32 indices while building rows of float where every index fits.
     const bool narrow = sizeof(T) == 4 && indices_fit_int32(p);
@@ -243,7 +243,7 @@ void max_pool2d_forward_cpu(const Pool2dParams& p, const T* input, Nchw st, T* o
     });
     return;
   }
-  const std::vector<cpu_pool::WindowRows> rows = window_rows(p, p.dilation_h);
+  const std::vector<cpu::pool::WindowRows> rows = window_rows(p, p.dilation_h);
   const std::vector<int32_t> first_cols = first_columns(p);
   for_each_plane(p, p.in_h * p.in_w, [&](int64_t plane, int64_t n, int64_t c) {
     k->max_plane({input + n * st.n + c * st.c, st.h, rows.data(), p.dilation_h, p.kernel_w,
@@ -307,14 +307,14 @@ template <typename T>
 void avg_pool2d_forward_cpu(const Pool2dParams& p, AvgPoolDivisor d, const T* input, Nchw st,
                             T* output) {
   const int64_t plane_out = p.out_h * p.out_w;
-  const cpu_pool::RowKernels<T>* k = forward_kernels<T>(p, st, false);
+  const cpu::pool::RowKernels<T>* k = forward_kernels<T>(p, st, false);
   if (!k) {
     for_each_plane(p, p.in_h * p.in_w, [&](int64_t plane, int64_t n, int64_t c) {
       avg_pool_plane<T>(p, d, input + n * st.n + c * st.c, st, output + plane * plane_out);
     });
     return;
   }
-  const std::vector<cpu_pool::WindowRows> rows = window_rows(p, 1);
+  const std::vector<cpu::pool::WindowRows> rows = window_rows(p, 1);
   const DivisorTable<T> divisors = divisor_table<T>(p, d);
   for_each_plane(p, p.in_h * p.in_w, [&](int64_t plane, int64_t n, int64_t c) {
     k->avg_plane({input + n * st.n + c * st.c, st.h, rows.data(), 1, p.kernel_w, 1, p.stride_w,
@@ -328,7 +328,7 @@ void avg_pool2d_backward_cpu(const Pool2dParams& p, AvgPoolDivisor d, const T* g
                              T* grad_input) {
   const int64_t planes = p.batch * p.channels;
   const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
-  const cpu_pool::RowKernels<T>* k = p.stride_w <= 2 ? row_kernels<T>() : nullptr;
+  const cpu::pool::RowKernels<T>* k = p.stride_w <= 2 ? row_kernels<T>() : nullptr;
   if (!k) {
     for_each_plane(p, plane_in, [&](int64_t plane, int64_t, int64_t) {
       avg_pool_backward_plane<T>(p, d, grad_output + plane * plane_out,
@@ -348,7 +348,7 @@ void avg_pool2d_backward_cpu(const Pool2dParams& p, AvgPoolDivisor d, const T* g
     }
   }
   const int64_t margin = p.kernel_w - 1;
-  const int64_t sums_size = margin + std::max(p.out_w, p.in_w + p.pad_w + 2 * cpu_pool::kMaxLanes);
+  const int64_t sums_size = margin + std::max(p.out_w, p.in_w + p.pad_w + 2 * cpu::pool::kMaxLanes);
 #pragma omp parallel num_threads(threads_for(planes * plane_in))
   {
     std::vector<T> sums(sums_size, T(0));  // zero outside [margin, margin + out_w) for good

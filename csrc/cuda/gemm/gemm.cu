@@ -6,8 +6,10 @@
 namespace dlkern {
 namespace {
 
+using namespace cuda::gemm;
+
 template <typename T>
-cuda::GemmOperands<T> operands(GemmShape s, GemmBatch bt, MatrixView<const void> a,
+Operands<T> operands(GemmShape s, GemmBatch bt, MatrixView<const void> a,
                                MatrixView<const void> b, MatrixView<void> c) {
   return {s.m, s.n, s.k,
           static_cast<const T*>(a.data), bt.a_stride, a.row_stride, a.col_stride,
@@ -23,18 +25,18 @@ dim3 grid_for(GemmShape s, GemmBatch bt, int tile_m, int tile_n) {
 // Can a matrix be copied 16 bytes at a time along its unit-stride dimension?
 // `extent` is that dimension's length and `stride` the other dimension's.
 bool vector_copyable(const void* data, int64_t extent, int64_t stride, int64_t batch_stride) {
-  constexpr int64_t kChunk = cuda::gemm_tc::kChunk;
+  constexpr int64_t kChunk = tensor_core::kChunk;
   return reinterpret_cast<std::uintptr_t>(data) % 16 == 0 && extent % kChunk == 0 &&
          stride % kChunk == 0 && batch_stride % kChunk == 0;
 }
 
 template <typename T, bool kVector, bool kAKMajor, bool kBNMajor>
-void launch_tensor_core(const cuda::GemmOperands<T>& op, dim3 grid, cudaStream_t stream) {
-  constexpr int smem = cuda::tc::smem_bytes<cuda::gemm_tc::Shape, kAKMajor, kBNMajor>();
-  auto kernel = cuda::gemm_tensor_core_kernel<T, kVector, kAKMajor, kBNMajor>;
+void launch_tensor_core(const Operands<T>& op, dim3 grid, cudaStream_t stream) {
+  constexpr int smem = cuda::tc::smem_bytes<tensor_core::Shape, kAKMajor, kBNMajor>();
+  auto kernel = gemm_tensor_core_kernel<T, kVector, kAKMajor, kBNMajor>;
   DLKERN_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  DLKERN_LAUNCH(kernel, grid, cuda::gemm_tc::kThreads, smem, stream, op);
+  DLKERN_LAUNCH(kernel, grid, tensor_core::kThreads, smem, stream, op);
 }
 
 // float16 / bfloat16 on tensor cores. A unit stride along K (A) or N (B) is
@@ -44,7 +46,7 @@ template <typename T>
 void gemm_tensor_core(GemmShape s, GemmBatch bt, MatrixView<const void> a, MatrixView<const void> b,
                       MatrixView<void> c, cudaStream_t stream) {
   const auto op = operands<T>(s, bt, a, b, c);
-  const dim3 grid = grid_for(s, bt, cuda::gemm_tc::Shape::kBlockM, cuda::gemm_tc::Shape::kBlockN);
+  const dim3 grid = grid_for(s, bt, tensor_core::Shape::kBlockM, tensor_core::Shape::kBlockN);
   const bool a_k = a.col_stride == 1 && vector_copyable(a.data, s.k, a.row_stride, bt.a_stride);
   const bool a_m = a.row_stride == 1 && vector_copyable(a.data, s.m, a.col_stride, bt.a_stride);
   const bool b_n = b.col_stride == 1 && vector_copyable(b.data, s.n, b.row_stride, bt.b_stride);
@@ -61,8 +63,8 @@ void gemm_tensor_core(GemmShape s, GemmBatch bt, MatrixView<const void> a, Matri
 template <typename T>
 void gemm_simt(GemmShape s, GemmBatch bt, MatrixView<const void> a, MatrixView<const void> b,
                MatrixView<void> c, cudaStream_t stream) {
-  using namespace cuda::gemm_simt;
-  auto kernel = cuda::gemm_simt_kernel<T>;
+  using namespace simt;
+  auto kernel = gemm_simt_kernel<T>;
   DLKERN_LAUNCH(kernel, grid_for(s, bt, kTile, kTile), kThreads, 0, stream,
                 operands<T>(s, bt, a, b, c));
 }

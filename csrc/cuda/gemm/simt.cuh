@@ -4,21 +4,21 @@
 
 #include "cuda/gemm/operands.cuh"
 
-namespace dlkern::cuda {
+namespace dlkern::cuda::gemm {
 
 // The general path: any strides, any dtype, no alignment needed. Each block
 // computes a kTile x kTile tile of C (one batch entry per blockIdx.z) with
 // kThreads threads, each owning a kPer x kPer patch of it.
-namespace gemm_simt {
+namespace simt {
 constexpr int kTile = 64;
 constexpr int kDepth = 16;
 constexpr int kThreads = 256;
 constexpr int kPer = 4;  // kTile / sqrt(kThreads)
-}  // namespace gemm_simt
+}  // namespace simt
 
 template <typename T>
-__global__ void __launch_bounds__(gemm_simt::kThreads) gemm_simt_kernel(GemmOperands<T> op) {
-  using namespace gemm_simt;
+__global__ void __launch_bounds__(simt::kThreads) gemm_simt_kernel(Operands<T> op) {
+  using namespace simt;
   using Acc = Accumulator<T>;
   __shared__ Acc a_tile[kDepth][kTile + 1];  // a_tile[p][i] = A[row0 + i][p0 + p]
   __shared__ Acc b_tile[kDepth][kTile + 1];  // b_tile[p][j] = B[p0 + p][col0 + j]
@@ -59,4 +59,4 @@ __global__ void __launch_bounds__(gemm_simt::kThreads) gemm_simt_kernel(GemmOper
     }
 }
 
-}  // namespace dlkern::cuda
+}  // namespace dlkern::cuda::gemm

@@ -11,14 +11,14 @@
 #include "cuda/gemm/operands.cuh"
 #include "cuda/tc_block.cuh"
 
-namespace dlkern::cuda {
+namespace dlkern::cuda::gemm {
 
-namespace gemm_tc {
+namespace tensor_core {
 using Shape = tc::Shape<128, 128>;
 constexpr int kThreads = Shape::kThreads;
 using tc::kBlockK;
 using tc::kChunk;
-}  // namespace gemm_tc
+}  // namespace tensor_core
 
 // Loads the tile of a matrix whose shared copy is `rows` x `cols` (cols
 // contiguous in shared memory). Element (r, c) of the tile is global element
@@ -28,7 +28,7 @@ template <typename T, bool kVector, int rows, int cols>
 __device__ __forceinline__ void gemm_tc_load_tile(T* smem, const T* base, int64_t r0, int64_t c0,
                                                   int64_t limit_r, int64_t limit_c,
                                                   int64_t stride_r, int64_t stride_c) {
-  using namespace gemm_tc;
+  using namespace tensor_core;
   constexpr int kStride = tc::SmemTile<rows, cols>::kStride;
   if constexpr (kVector) {
     constexpr int kChunksPerRow = cols / kChunk;
@@ -50,8 +50,8 @@ __device__ __forceinline__ void gemm_tc_load_tile(T* smem, const T* base, int64_
 }
 
 template <typename T, bool kVector, bool kAKMajor, bool kBNMajor>
-__global__ void __launch_bounds__(gemm_tc::kThreads) gemm_tensor_core_kernel(GemmOperands<T> op) {
-  using namespace gemm_tc;
+__global__ void __launch_bounds__(tensor_core::kThreads) gemm_tensor_core_kernel(Operands<T> op) {
+  using namespace tensor_core;
   using S = Shape;
   DLKERN_DYNAMIC_SMEM(T, smem);
 
@@ -86,4 +86,4 @@ __global__ void __launch_bounds__(gemm_tc::kThreads) gemm_tensor_core_kernel(Gem
   });
 }
 
-}  // namespace dlkern::cuda
+}  // namespace dlkern::cuda::gemm

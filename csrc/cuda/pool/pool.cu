@@ -9,9 +9,11 @@
 namespace dlkern {
 namespace {
 
+using namespace cuda::pool;
+
 // Enough blocks to fill a large GPU; the kernels stride over the rest.
 unsigned blocks_for(int64_t elements) {
-  const int64_t blocks = (elements + cuda::kPoolThreads - 1) / cuda::kPoolThreads;
+  const int64_t blocks = (elements + kPoolThreads - 1) / kPoolThreads;
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(blocks, 65536)));
 }
 
@@ -28,7 +30,7 @@ int64_t tile_rows(const Pool2dParams& p, int64_t want, Bytes bytes_for) {
       p.batch * p.channels * std::max(p.in_h, p.out_h) >= limit)
     return 0;
   for (int64_t rows = want < 1 ? 1 : want; rows >= 1; rows /= 2)
-    if (bytes_for(rows) <= cuda::kTileBytes) return rows;
+    if (bytes_for(rows) <= kTileBytes) return rows;
   return 0;
 }
 
@@ -55,7 +57,7 @@ int64_t backward_tile_rows(const Pool2dParams& p, int64_t dilation_h, int64_t pe
 // every row of whole, aligned vectors.
 template <typename T>
 bool vector_rows(const Pool2dParams& p, const void* input, Nchw st) {
-  const int64_t lanes = cuda::kVecLanes<T>;
+  const int64_t lanes = kVecLanes<T>;
   return st.w == 1 && p.in_w % lanes == 0 && st.h % lanes == 0 && st.c % lanes == 0 &&
          st.n % lanes == 0 && aligned16(input);
 }
@@ -64,7 +66,7 @@ bool vector_rows(const Pool2dParams& p, const void* input, Nchw st) {
 // store (grad_input rows): both contiguous with rows of whole, aligned vectors.
 template <typename T>
 bool vector_planes(const Pool2dParams& p, const void* grad_output, const void* grad_input) {
-  const int64_t lanes = cuda::kVecLanes<T>;
+  const int64_t lanes = kVecLanes<T>;
   return p.in_w % lanes == 0 && p.out_w % lanes == 0 && aligned16(grad_output) &&
          aligned16(grad_input);
 }
@@ -89,17 +91,17 @@ void max_pool2d_forward_cuda(DType dtype, const Pool2dParams& p, const void* inp
     auto* out = static_cast<T*>(output);
     const int64_t rows = forward_tile_rows(p, p.dilation_h, sizeof(T));
     if (rows == 0) {
-      auto kernel = cuda::max_pool2d_forward_kernel<T>;
-      DLKERN_LAUNCH(kernel, blocks_for(total), cuda::kPoolThreads, 0, stream, p, in, st, out,
+      auto kernel = max_pool2d_forward_kernel<T>;
+      DLKERN_LAUNCH(kernel, blocks_for(total), kPoolThreads, 0, stream, p, in, st, out,
                     indices);
       return;
     }
     const int64_t blocks = p.batch * p.channels * ((p.out_h + rows - 1) / rows);
     const size_t smem = static_cast<size_t>(
         ((rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1) * p.in_w * sizeof(T));
-    auto kernel = vector_rows<T>(p, input, st) ? cuda::max_pool2d_forward_tiled_kernel<T, true>
-                                               : cuda::max_pool2d_forward_tiled_kernel<T, false>;
-    DLKERN_LAUNCH(kernel, static_cast<unsigned>(blocks), cuda::kPoolThreads, smem, stream, p, in,
+    auto kernel = vector_rows<T>(p, input, st) ? max_pool2d_forward_tiled_kernel<T, true>
+                                               : max_pool2d_forward_tiled_kernel<T, false>;
+    DLKERN_LAUNCH(kernel, static_cast<unsigned>(blocks), kPoolThreads, smem, stream, p, in,
                   st, out, indices, rows);
   });
 }
@@ -114,8 +116,8 @@ void max_pool2d_backward_cuda(DType dtype, const Pool2dParams& p, const void* gr
     auto* gi = static_cast<T*>(grad_input);
     const int64_t rows = backward_tile_rows(p, p.dilation_h, sizeof(T) + sizeof(int64_t));
     if (rows == 0) {
-      auto kernel = cuda::max_pool2d_backward_kernel<T>;
-      DLKERN_LAUNCH(kernel, blocks_for(total), cuda::kPoolThreads, 0, stream, p, go, indices, gi);
+      auto kernel = max_pool2d_backward_kernel<T>;
+      DLKERN_LAUNCH(kernel, blocks_for(total), kPoolThreads, 0, stream, p, go, indices, gi);
       return;
     }
     const int64_t blocks = p.batch * p.channels * ((p.in_h + rows - 1) / rows);
@@ -123,9 +125,9 @@ void max_pool2d_backward_cuda(DType dtype, const Pool2dParams& p, const void* gr
         std::min(p.out_h, (rows + p.kernel_h * p.dilation_h) / p.stride_h + 2);
     const size_t smem =
         static_cast<size_t>((out_rows * p.out_w + 1) * (sizeof(T) + sizeof(int64_t)));
-    auto kernel = vector_planes<T>(p, go, gi) ? cuda::max_pool2d_backward_tiled_kernel<T, true>
-                                              : cuda::max_pool2d_backward_tiled_kernel<T, false>;
-    DLKERN_LAUNCH(kernel, static_cast<unsigned>(blocks), cuda::kPoolThreads, smem, stream, p, go,
+    auto kernel = vector_planes<T>(p, go, gi) ? max_pool2d_backward_tiled_kernel<T, true>
+                                              : max_pool2d_backward_tiled_kernel<T, false>;
+    DLKERN_LAUNCH(kernel, static_cast<unsigned>(blocks), kPoolThreads, smem, stream, p, go,
                   indices, gi, rows);
   });
 }
@@ -140,16 +142,16 @@ void avg_pool2d_forward_cuda(DType dtype, const Pool2dParams& p, AvgPoolDivisor 
     auto* out = static_cast<T*>(output);
     const int64_t rows = forward_tile_rows(p, 1, sizeof(T));
     if (rows == 0) {
-      auto kernel = cuda::avg_pool2d_forward_kernel<T>;
-      DLKERN_LAUNCH(kernel, blocks_for(total), cuda::kPoolThreads, 0, stream, p, d, in, st, out);
+      auto kernel = avg_pool2d_forward_kernel<T>;
+      DLKERN_LAUNCH(kernel, blocks_for(total), kPoolThreads, 0, stream, p, d, in, st, out);
       return;
     }
     const int64_t blocks = p.batch * p.channels * ((p.out_h + rows - 1) / rows);
     const size_t smem =
         static_cast<size_t>(((rows - 1) * p.stride_h + p.kernel_h) * p.in_w * sizeof(T));
-    auto kernel = vector_rows<T>(p, input, st) ? cuda::avg_pool2d_forward_tiled_kernel<T, true>
-                                               : cuda::avg_pool2d_forward_tiled_kernel<T, false>;
-    DLKERN_LAUNCH(kernel, static_cast<unsigned>(blocks), cuda::kPoolThreads, smem, stream, p, d,
+    auto kernel = vector_rows<T>(p, input, st) ? avg_pool2d_forward_tiled_kernel<T, true>
+                                               : avg_pool2d_forward_tiled_kernel<T, false>;
+    DLKERN_LAUNCH(kernel, static_cast<unsigned>(blocks), kPoolThreads, smem, stream, p, d,
                   in, st, out, rows);
   });
 }
@@ -165,16 +167,16 @@ void avg_pool2d_backward_cuda(DType dtype, const Pool2dParams& p, AvgPoolDivisor
     auto* gi = static_cast<T*>(grad_input);
     const int64_t rows = backward_tile_rows(p, 1, sizeof(Acc));
     if (rows == 0) {
-      auto kernel = cuda::avg_pool2d_backward_kernel<T>;
-      DLKERN_LAUNCH(kernel, blocks_for(total), cuda::kPoolThreads, 0, stream, p, d, go, gi);
+      auto kernel = avg_pool2d_backward_kernel<T>;
+      DLKERN_LAUNCH(kernel, blocks_for(total), kPoolThreads, 0, stream, p, d, go, gi);
       return;
     }
     const int64_t blocks = p.batch * p.channels * ((p.in_h + rows - 1) / rows);
     const int64_t out_rows = std::min(p.out_h, (rows + p.kernel_h) / p.stride_h + 2);
     const size_t smem = static_cast<size_t>((out_rows * p.out_w + 1) * sizeof(Acc));
-    auto kernel = vector_planes<T>(p, go, gi) ? cuda::avg_pool2d_backward_tiled_kernel<T, true>
-                                              : cuda::avg_pool2d_backward_tiled_kernel<T, false>;
-    DLKERN_LAUNCH(kernel, static_cast<unsigned>(blocks), cuda::kPoolThreads, smem, stream, p, d,
+    auto kernel = vector_planes<T>(p, go, gi) ? avg_pool2d_backward_tiled_kernel<T, true>
+                                              : avg_pool2d_backward_tiled_kernel<T, false>;
+    DLKERN_LAUNCH(kernel, static_cast<unsigned>(blocks), kPoolThreads, smem, stream, p, d,
                   go, gi, rows);
   });
 }

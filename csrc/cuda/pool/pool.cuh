@@ -13,7 +13,12 @@
 #include "cuda/numeric.cuh"
 #include "cuda/runtime.cuh"
 
-namespace dlkern::cuda {
+namespace dlkern::cuda::pool {
+
+// The window rules of common/pool.h, also under this namespace's name.
+using ::dlkern::pool::avg_divisor;
+using ::dlkern::pool::Window;
+using ::dlkern::pool::window;
 
 constexpr int kPoolThreads = 256;
 
@@ -408,4 +413,4 @@ __global__ void __launch_bounds__(kPoolThreads)
   }
 }
 
-}  // namespace dlkern::cuda
+}  // namespace dlkern::cuda::pool
