@@ -6,7 +6,6 @@
 
 #include <cstdint>
 
-#include "dlkern/pool.h"  // Nchw
 #include "dlkern/types.h"
 
 namespace dlkern {

@@ -2,6 +2,8 @@
 #pragma once
 
 #include "dlkern/config.h"
+#include "dlkern/conv.h"
 #include "dlkern/error.h"
 #include "dlkern/gemm.h"
+#include "dlkern/pool.h"
 #include "dlkern/types.h"

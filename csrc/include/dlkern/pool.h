@@ -20,11 +20,6 @@ struct Pool2dParams {
   int64_t out_h, out_w;
 };
 
-// Element strides of an NCHW tensor (any values, including 0 and negative).
-struct Nchw {
-  int64_t n, c, h, w;
-};
-
 // Throw ValueError, in torch's words, for what torch rejects: non-positive
 // kernel, stride or dilation, negative padding or padding above half the
 // kernel, empty channels or planes, or an output smaller than 1x1.

@@ -32,6 +32,11 @@ inline int dtype_size(DType d) {
   return 0;
 }
 
+// Element strides of an NCHW tensor (any values, including 0 and negative).
+struct Nchw {
+  int64_t n, c, h, w;
+};
+
 // A strided 2-D view: element (i, j) is data[i * row_stride + j * col_stride].
 // Strides are in elements and may be zero or negative.
 template <typename T>
