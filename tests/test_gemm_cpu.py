@@ -4,7 +4,7 @@ Runs every micro-kernel path this CPU has (generic, avx2, avx512), float32
 and float64, through ``dk.matmul`` and, for what ``dk.matmul`` cannot reach
 (the fused epilogue, strided or poisoned C, batch strides, 0-stride
 broadcast), through the test-only binding ``_cpu._gemm_ex``, which calls
-``gemm_batched_cpu`` with every argument of the C++ API.
+``matmul_batched_cpu`` with every argument of the C++ API.
 
 Tolerance: every element of C is a sum of k products plus at most one alpha
 multiply and three epilogue additions, each rounded in the working dtype

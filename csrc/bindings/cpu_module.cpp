@@ -9,7 +9,7 @@
 #include "cpu/peak.h"
 #include "dlkern/config.h"
 #include "dlkern/conv.h"
-#include "dlkern/gemm.h"
+#include "dlkern/matmul.h"
 #include "dlkern/pool.h"
 
 namespace py = pybind11;
@@ -18,21 +18,21 @@ using bindings::view;
 
 namespace {
 
-// gemm_batched_cpu with every argument, the epilogue included (bias
+// matmul_batched_cpu with every argument, the epilogue included (bias
 // pointers 0 = none).
 template <typename T>
-void gemm_typed(GemmShape shape, GemmBatch batch, std::uintptr_t a, int64_t a_rs, int64_t a_cs,
+void gemm_typed(MatmulShape shape, MatmulBatch batch, std::uintptr_t a, int64_t a_rs, int64_t a_cs,
                 std::uintptr_t b, int64_t b_rs, int64_t b_cs, std::uintptr_t c, int64_t c_rs,
                 int64_t c_cs, double alpha, bool accumulate, std::uintptr_t row_bias,
                 std::uintptr_t col_bias, int64_t bias_stride) {
-  GemmEpilogue<T> ep;
+  MatmulEpilogue<T> ep;
   ep.alpha = static_cast<T>(alpha);
   ep.accumulate = accumulate;
   ep.row_bias = reinterpret_cast<const T*>(row_bias);
   ep.col_bias = reinterpret_cast<const T*>(col_bias);
   ep.bias_stride = bias_stride;
-  gemm_batched_cpu<T>(shape, batch, view<const T>(a, a_rs, a_cs), view<const T>(b, b_rs, b_cs),
-                      view<T>(c, c_rs, c_cs), ep);
+  matmul_batched_cpu<T>(shape, batch, view<const T>(a, a_rs, a_cs),
+                        view<const T>(b, b_rs, b_cs), view<T>(c, c_rs, c_cs), ep);
 }
 
 // Calls body(T{}) with T = float or double for `dtype`.
@@ -189,7 +189,7 @@ PYBIND11_MODULE(_cpu, m) {
   def_pool(m);
   def_conv(m);
 
-  // Test-only (tests/test_gemm_cpu.py): every argument of gemm_batched_cpu.
+  // Test-only (tests/test_gemm_cpu.py): every argument of matmul_batched_cpu.
   m.def(
       "_gemm_ex",
       [](const std::string& dtype, int64_t m, int64_t n, int64_t k, int64_t batch,

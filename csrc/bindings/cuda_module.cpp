@@ -9,7 +9,7 @@
 #include "cuda/runtime.cuh"
 #include "cuda/selftest.h"
 #include "dlkern/conv.h"
-#include "dlkern/gemm.h"
+#include "dlkern/matmul.h"
 #include "dlkern/pool.h"
 
 namespace py = pybind11;
@@ -208,9 +208,10 @@ PYBIND11_MODULE(DLKERN_MODULE_NAME, m) {
          int64_t b_bs, int64_t b_rs, int64_t b_cs, std::uintptr_t c, int64_t c_bs, int64_t c_rs,
          int64_t c_cs, int device, std::uintptr_t stream) {
         DeviceGuard guard(device);
-        gemm_cuda(bindings::parse_dtype(dtype), GemmShape{m, n, k},
-                  GemmBatch{batch, a_bs, b_bs, c_bs}, view<const void>(a, a_rs, a_cs),
-                  view<const void>(b, b_rs, b_cs), view<void>(c, c_rs, c_cs), as_stream(stream));
+        matmul_cuda(bindings::parse_dtype(dtype), MatmulShape{m, n, k},
+                    MatmulBatch{batch, a_bs, b_bs, c_bs}, view<const void>(a, a_rs, a_cs),
+                    view<const void>(b, b_rs, b_cs), view<void>(c, c_rs, c_cs),
+                    as_stream(stream));
       },
       py::call_guard<py::gil_scoped_release>());
 

@@ -12,7 +12,7 @@ int main() {
   for (int64_t i = 0; i < k * n; ++i) b[i] = 1.0f - 0.25f * static_cast<float>(i);
 
   // Row-major: row stride = columns, column stride = 1.
-  dlkern::gemm_cpu<float>({m, n, k}, {a.data(), k, 1}, {b.data(), n, 1}, {c.data(), n, 1});
+  dlkern::matmul_cpu<float>({m, n, k}, {a.data(), k, 1}, {b.data(), n, 1}, {c.data(), n, 1});
 
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {

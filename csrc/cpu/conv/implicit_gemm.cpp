@@ -111,7 +111,7 @@ void forward_gemm(const Conv2dParams& p, const T* in, Nchw st, const T* w, const
     const T* x = in + n * st.n + g * cin * st.c;
     const T* wg = w + g * kout * depth;
     const MatrixView<T> c{out + (n * p.out_channels + g * kout) * plane, plane, 1};
-    GemmEpilogue<T> ep;
+    MatmulEpilogue<T> ep;
     ep.row_bias = bias ? bias + g * kout : nullptr;
     if (plain) {
       gemm::gemm_driver(K, kout, plane, depth,
@@ -157,7 +157,7 @@ void grad_weight_gemm(const Conv2dParams& p, const T* grad_out, const T* in, Nch
     T* c = partial + (s * p.groups + g) * kout * depth;
     for (int64_t j = s; j < chunks; j += partials) {
       const int64_t n0 = j * chunk, images = std::min(chunk, p.batch - n0);
-      GemmEpilogue<T> ep;
+      MatmulEpilogue<T> ep;
       ep.accumulate = j > s;
       if (plain) {
         // grad_out (K_g x positions) @ the input planes transposed: no copy,

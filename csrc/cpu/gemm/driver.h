@@ -1,7 +1,7 @@
-// The BLIS-style GEMM driver behind gemm_cpu, for every CPU kernel that is a
+// The BLIS-style GEMM driver behind matmul_cpu, for every CPU kernel that is a
 // matrix product in disguise.
 //
-//   C (m x n) = A (m x k) @ B (k x n), then the epilogue of GemmEpilogue.
+//   C (m x n) = A (m x k) @ B (k x n), then the epilogue of MatmulEpilogue.
 //
 // The driver owns the loop nest, the cache blocking, the packed buffers and
 // the threads; the caller supplies packers that copy blocks of A and B into
@@ -47,7 +47,7 @@
 #include <cstdint>
 
 #include "dlkern/config.h"
-#include "dlkern/gemm.h"
+#include "dlkern/matmul.h"
 
 namespace dlkern::cpu::gemm {
 
@@ -180,7 +180,7 @@ inline int row_ways(int nt, int64_t m_tiles, int64_t n_tiles) {
 // epilogue alone: C = bias, or C + bias with accumulate.
 template <typename T, typename Packers>
 void gemm_driver(const GemmKernel<T>& kernel, int64_t m, int64_t n, int64_t k,
-                 const Packers& packers, MatrixView<T> c, const GemmEpilogue<T>& epilogue,
+                 const Packers& packers, MatrixView<T> c, const MatmulEpilogue<T>& epilogue,
                  int nthreads) {
   using detail::ceil_div;
   if (m <= 0 || n <= 0) return;

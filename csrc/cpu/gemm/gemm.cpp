@@ -1,5 +1,5 @@
-// gemm_cpu and gemm_batched_cpu: strided operands through the driver.
-#include "dlkern/gemm.h"
+// matmul_cpu and matmul_batched_cpu: strided operands through the driver.
+#include "dlkern/matmul.h"
 
 #include <omp.h>
 
@@ -70,8 +70,8 @@ void gemv_threaded(const GemmKernel<T>& kernel, Gemv<T> g, int nthreads) {
 
 // One product, `nthreads` threads.
 template <typename T>
-void gemm_one(GemmShape s, MatrixView<const T> a, MatrixView<const T> b, MatrixView<T> c,
-              const GemmEpilogue<T>& ep, int nthreads) {
+void gemm_one(MatmulShape s, MatrixView<const T> a, MatrixView<const T> b, MatrixView<T> c,
+              const MatmulEpilogue<T>& ep, int nthreads) {
   if (s.m == 0 || s.n == 0) return;
   const GemmKernel<T>& kernel = gemm_kernel<T>();
   if (s.n == 1) {  // C = A x
@@ -100,7 +100,7 @@ void gemm_one(GemmShape s, MatrixView<const T> a, MatrixView<const T> b, MatrixV
                static_cast<double>(s.k) +
            (unit_stride_rows ? 0.0 : 64.0 * static_cast<double>(rows) * static_cast<double>(cols));
   };
-  GemmEpilogue<T> e = ep;
+  MatmulEpilogue<T> e = ep;
   if (cost(s.n, s.m, c.row_stride == 1) < cost(s.m, s.n, c.col_stride == 1)) {
     std::swap(s.m, s.n);
     std::swap(a, b);
@@ -112,7 +112,7 @@ void gemm_one(GemmShape s, MatrixView<const T> a, MatrixView<const T> b, MatrixV
   gemm_driver(kernel, s.m, s.n, s.k, StridedPackers<T>{kernel, a, b, e.alpha}, c, e, nthreads);
 }
 
-void check_shape(const char* fn, GemmShape s) {
+void check_shape(const char* fn, MatmulShape s) {
   DLKERN_CHECK(s.m >= 0 && s.n >= 0 && s.k >= 0, fn, ": m, n and k must be >= 0, got m=", s.m,
                " n=", s.n, " k=", s.k);
 }
@@ -134,18 +134,20 @@ void* workspace(Workspace slot, size_t bytes) {
 }  // namespace cpu::gemm
 
 template <typename T>
-void gemm_cpu(GemmShape shape, MatrixView<const T> a, MatrixView<const T> b, MatrixView<T> c,
-              const GemmEpilogue<T>& epilogue) {
-  cpu::gemm::check_shape("gemm_cpu", shape);
+void matmul_cpu(MatmulShape shape, MatrixView<const T> a, MatrixView<const T> b,
+                MatrixView<T> c, const MatmulEpilogue<T>& epilogue) {
+  cpu::gemm::check_shape("matmul_cpu", shape);
   cpu::gemm::gemm_one(shape, a, b, c, epilogue,
                       cpu::gemm::gemm_threads(shape.m, shape.n, shape.k));
 }
 
 template <typename T>
-void gemm_batched_cpu(GemmShape shape, GemmBatch batch, MatrixView<const T> a,
-                      MatrixView<const T> b, MatrixView<T> c, const GemmEpilogue<T>& epilogue) {
-  cpu::gemm::check_shape("gemm_batched_cpu", shape);
-  DLKERN_CHECK(batch.count >= 0, "gemm_batched_cpu: batch count must be >= 0, got ", batch.count);
+void matmul_batched_cpu(MatmulShape shape, MatmulBatch batch, MatrixView<const T> a,
+                        MatrixView<const T> b, MatrixView<T> c,
+                        const MatmulEpilogue<T>& epilogue) {
+  cpu::gemm::check_shape("matmul_batched_cpu", shape);
+  DLKERN_CHECK(batch.count >= 0, "matmul_batched_cpu: batch count must be >= 0, got ",
+               batch.count);
   auto product = [&](int64_t i, int nthreads) {
     cpu::gemm::gemm_one<T>(shape, {a.data + i * batch.a_stride, a.row_stride, a.col_stride},
                            {b.data + i * batch.b_stride, b.row_stride, b.col_stride},
@@ -167,11 +169,12 @@ void gemm_batched_cpu(GemmShape shape, GemmBatch batch, MatrixView<const T> a,
   }
 }
 
-#define DLKERN_INSTANTIATE(T)                                                                   \
-  template void gemm_cpu<T>(GemmShape, MatrixView<const T>, MatrixView<const T>, MatrixView<T>, \
-                            const GemmEpilogue<T>&);                                            \
-  template void gemm_batched_cpu<T>(GemmShape, GemmBatch, MatrixView<const T>,                  \
-                                    MatrixView<const T>, MatrixView<T>, const GemmEpilogue<T>&);
+#define DLKERN_INSTANTIATE(T)                                                              \
+  template void matmul_cpu<T>(MatmulShape, MatrixView<const T>, MatrixView<const T>,       \
+                              MatrixView<T>, const MatmulEpilogue<T>&);                    \
+  template void matmul_batched_cpu<T>(MatmulShape, MatmulBatch, MatrixView<const T>,       \
+                                      MatrixView<const T>, MatrixView<T>,                  \
+                                      const MatmulEpilogue<T>&);
 DLKERN_INSTANTIATE(float)
 DLKERN_INSTANTIATE(double)
 #undef DLKERN_INSTANTIATE

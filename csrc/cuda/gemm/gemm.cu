@@ -1,7 +1,7 @@
 // Host side of the CUDA GEMM: picks a kernel for the dtype and layout.
 #include "cuda/gemm/simt.cuh"
 #include "cuda/gemm/tensor_core.cuh"
-#include "dlkern/gemm.h"
+#include "dlkern/matmul.h"
 
 namespace dlkern {
 namespace {
@@ -9,7 +9,7 @@ namespace {
 using namespace cuda::gemm;
 
 template <typename T>
-Operands<T> operands(GemmShape s, GemmBatch bt, MatrixView<const void> a,
+Operands<T> operands(MatmulShape s, MatmulBatch bt, MatrixView<const void> a,
                                MatrixView<const void> b, MatrixView<void> c) {
   return {s.m, s.n, s.k,
           static_cast<const T*>(a.data), bt.a_stride, a.row_stride, a.col_stride,
@@ -17,7 +17,7 @@ Operands<T> operands(GemmShape s, GemmBatch bt, MatrixView<const void> a,
           static_cast<T*>(c.data), bt.c_stride, c.row_stride, c.col_stride};
 }
 
-dim3 grid_for(GemmShape s, GemmBatch bt, int tile_m, int tile_n) {
+dim3 grid_for(MatmulShape s, MatmulBatch bt, int tile_m, int tile_n) {
   return dim3(static_cast<unsigned>((s.n + tile_n - 1) / tile_n),
               static_cast<unsigned>((s.m + tile_m - 1) / tile_m), static_cast<unsigned>(bt.count));
 }
@@ -43,8 +43,8 @@ void launch_tensor_core(const Operands<T>& op, dim3 grid, cudaStream_t stream) {
 // "major" and otherwise along M (A) or K (B); with 16-byte aligned rows the
 // tiles are copied asynchronously, else element by element.
 template <typename T>
-void gemm_tensor_core(GemmShape s, GemmBatch bt, MatrixView<const void> a, MatrixView<const void> b,
-                      MatrixView<void> c, cudaStream_t stream) {
+void gemm_tensor_core(MatmulShape s, MatmulBatch bt, MatrixView<const void> a,
+                      MatrixView<const void> b, MatrixView<void> c, cudaStream_t stream) {
   const auto op = operands<T>(s, bt, a, b, c);
   const dim3 grid = grid_for(s, bt, tensor_core::Shape::kBlockM, tensor_core::Shape::kBlockN);
   const bool a_k = a.col_stride == 1 && vector_copyable(a.data, s.k, a.row_stride, bt.a_stride);
@@ -61,7 +61,7 @@ void gemm_tensor_core(GemmShape s, GemmBatch bt, MatrixView<const void> a, Matri
 }
 
 template <typename T>
-void gemm_simt(GemmShape s, GemmBatch bt, MatrixView<const void> a, MatrixView<const void> b,
+void gemm_simt(MatmulShape s, MatmulBatch bt, MatrixView<const void> a, MatrixView<const void> b,
                MatrixView<void> c, cudaStream_t stream) {
   using namespace simt;
   auto kernel = gemm_simt_kernel<T>;
@@ -71,14 +71,14 @@ void gemm_simt(GemmShape s, GemmBatch bt, MatrixView<const void> a, MatrixView<c
 
 }  // namespace
 
-void gemm_cuda(DType dtype, GemmShape s, GemmBatch bt, MatrixView<const void> a,
-               MatrixView<const void> b, MatrixView<void> c, cudaStream_t stream) {
+void matmul_cuda(DType dtype, MatmulShape s, MatmulBatch bt, MatrixView<const void> a,
+                 MatrixView<const void> b, MatrixView<void> c, cudaStream_t stream) {
   DLKERN_CHECK(s.m >= 0 && s.n >= 0 && s.k >= 0 && bt.count >= 0,
-               "gemm_cuda: sizes must be non-negative, got m=", s.m, " n=", s.n, " k=", s.k,
+               "matmul_cuda: sizes must be non-negative, got m=", s.m, " n=", s.n, " k=", s.k,
                " batch=", bt.count);
-  DLKERN_CHECK(bt.count <= 65535, "gemm_cuda: at most 65535 batch entries per call, got ",
+  DLKERN_CHECK(bt.count <= 65535, "matmul_cuda: at most 65535 batch entries per call, got ",
                bt.count);
-  DLKERN_CHECK((s.m + 63) / 64 <= 65535, "gemm_cuda: at most ", 65535 * 64, " rows, got ", s.m);
+  DLKERN_CHECK((s.m + 63) / 64 <= 65535, "matmul_cuda: at most ", 65535 * 64, " rows, got ", s.m);
   if (s.m == 0 || s.n == 0 || bt.count == 0) return;
   switch (dtype) {
     case DType::float16: return gemm_tensor_core<__half>(s, bt, a, b, c, stream);

@@ -4,6 +4,6 @@
 #include "dlkern/config.h"
 #include "dlkern/conv.h"
 #include "dlkern/error.h"
-#include "dlkern/gemm.h"
+#include "dlkern/matmul.h"
 #include "dlkern/pool.h"
 #include "dlkern/types.h"
