@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/common.h"
+#include "common/dispatch.h"
 #include "cpu/conv/paths.h"
 #include "cpu/gemm/driver.h"
 #include "cpu/peak.h"
@@ -38,10 +39,7 @@ void gemm_typed(MatmulShape shape, MatmulBatch batch, std::uintptr_t a, int64_t 
 // Calls body(T{}) with T = float or double for `dtype`.
 template <typename Body>
 void dispatch_float(const std::string& dtype, const char* op, Body body) {
-  DType d = bindings::parse_dtype(dtype);
-  if (d == DType::float32) return body(float{});
-  if (d == DType::float64) return body(double{});
-  throw TypeError(std::string(op) + " on the CPU supports float32 and float64, got " + dtype);
+  dispatch_dtype<Types<float, double>>(bindings::parse_dtype(dtype), op, body);
 }
 
 void def_pool(py::module_& m) {

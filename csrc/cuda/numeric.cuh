@@ -4,6 +4,7 @@
 
 #include <type_traits>
 
+#include "common/dispatch.h"
 #include "cuda/runtime.cuh"
 
 namespace dlkern::cuda {
@@ -12,6 +13,10 @@ namespace dlkern::cuda {
 template <typename T> struct AccumulatorOf { using type = float; };
 template <> struct AccumulatorOf<double> { using type = double; };
 template <typename T> using Accumulator = typename AccumulatorOf<T>::type;
+
+// float16 and bfloat16: the types of the tensor-core paths.
+template <typename T>
+constexpr bool kTensorCore = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
 
 template <typename To, typename From>
 __host__ __device__ __forceinline__ To convert(From x) {
@@ -31,3 +36,17 @@ __host__ __device__ __forceinline__ To convert(From x) {
 }
 
 }  // namespace dlkern::cuda
+
+namespace dlkern {
+
+// The DTypes of the 16-bit element types, for dispatch_dtype (common/dispatch.h).
+template <>
+struct DTypeOf<__half> {
+  static constexpr DType value = DType::float16;
+};
+template <>
+struct DTypeOf<__nv_bfloat16> {
+  static constexpr DType value = DType::bfloat16;
+};
+
+}  // namespace dlkern

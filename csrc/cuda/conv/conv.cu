@@ -15,8 +15,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <optional>
-#include <type_traits>
 
+#include "common/dispatch.h"
 #include "cuda/conv/aux_kernels.cuh"
 #include "cuda/conv/launch.h"
 #include "dlkern/conv.h"
@@ -48,9 +48,6 @@ class Scratch {
   void* ptr_ = nullptr;
   cudaStream_t stream_;
 };
-
-template <typename T>
-constexpr bool kTensorCore = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
 
 // Channels per group are padded to a whole 16-byte chunk on the tensor-core path.
 constexpr int64_t kChannelPad = 8;
@@ -287,7 +284,7 @@ template <typename T>
 void forward(const Conv2dParams& p, const T* x, Nchw xs, const T* w, const T* bias, T* out,
              cudaStream_t stream) {
   if (p.in_channels == p.groups) return channelwise_forward(p, x, xs, w, bias, out, stream);
-  if constexpr (kTensorCore<T>) {
+  if constexpr (cuda::kTensorCore<T>) {
     forward_tensor_core(p, x, xs, w, bias, out, stream);
   } else {
     SimtArgs<T> a{};
@@ -318,7 +315,7 @@ void backward(const Conv2dParams& p, Conv2dGrads which, const T* dy, const T* x,
     return;
   }
   if (!which.input && !which.weight) return;
-  if constexpr (kTensorCore<T>)
+  if constexpr (cuda::kTensorCore<T>)
     backward_tensor_core(p, which, dy, x, xs, w, grad_input, grad_weight, stream);
   else
     backward_simt(p, which, dy, x, xs, w, grad_input, grad_weight, stream);
@@ -332,17 +329,8 @@ void check_grid(const Conv2dParams& p, const char* op) {
                p.in_channels / p.groups, " in and ", p.out_channels / p.groups, " out");
 }
 
-template <typename Body>
-void dispatch(DType dtype, const char* op, Body body) {
-  switch (dtype) {
-    case DType::float16: return body(__half{});
-    case DType::bfloat16: return body(__nv_bfloat16{});
-    case DType::float32: return body(float{});
-    case DType::float64: return body(double{});
-  }
-  throw TypeError(detail::concat(op, " on CUDA supports float16, bfloat16, float32 and float64, "
-                                 "got dtype code ", static_cast<int>(dtype)));
-}
+// Every dtype: float16 and bfloat16 on tensor cores, float32 and float64 on CUDA cores.
+using ConvTypes = Types<__half, __nv_bfloat16, float, double>;
 
 }  // namespace
 
@@ -350,7 +338,7 @@ void conv2d_forward_cuda(DType dtype, const Conv2dParams& p, const void* input,
                          Nchw input_strides, const void* weight, const void* bias, void* output,
                          cudaStream_t stream) {
   check_grid(p, "conv2d");
-  dispatch(dtype, "conv2d", [&](auto tag) {
+  dispatch_dtype<ConvTypes>(dtype, "conv2d on CUDA", [&](auto tag) {
     using T = decltype(tag);
     if (p.batch == 0) return;
     forward<T>(p, static_cast<const T*>(input), input_strides, static_cast<const T*>(weight),
@@ -363,7 +351,7 @@ void conv2d_backward_cuda(DType dtype, const Conv2dParams& p, Conv2dGrads which,
                           const void* weight, void* grad_input, void* grad_weight,
                           void* grad_bias, cudaStream_t stream) {
   check_grid(p, "conv2d_backward");
-  dispatch(dtype, "conv2d_backward", [&](auto tag) {
+  dispatch_dtype<ConvTypes>(dtype, "conv2d_backward on CUDA", [&](auto tag) {
     using T = decltype(tag);
     backward<T>(p, which, static_cast<const T*>(grad_output), static_cast<const T*>(input),
                 input_strides, static_cast<const T*>(weight), static_cast<T*>(grad_input),

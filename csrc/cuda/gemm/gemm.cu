@@ -1,4 +1,5 @@
 // Host side of the CUDA GEMM: picks a kernel for the dtype and layout.
+#include "common/dispatch.h"
 #include "cuda/gemm/simt.cuh"
 #include "cuda/gemm/tensor_core.cuh"
 #include "dlkern/matmul.h"
@@ -80,12 +81,14 @@ void matmul_cuda(DType dtype, MatmulShape s, MatmulBatch bt, MatrixView<const vo
                bt.count);
   DLKERN_CHECK((s.m + 63) / 64 <= 65535, "matmul_cuda: at most ", 65535 * 64, " rows, got ", s.m);
   if (s.m == 0 || s.n == 0 || bt.count == 0) return;
-  switch (dtype) {
-    case DType::float16: return gemm_tensor_core<__half>(s, bt, a, b, c, stream);
-    case DType::bfloat16: return gemm_tensor_core<__nv_bfloat16>(s, bt, a, b, c, stream);
-    case DType::float32: return gemm_simt<float>(s, bt, a, b, c, stream);
-    case DType::float64: return gemm_simt<double>(s, bt, a, b, c, stream);
-  }
+  dispatch_dtype<Types<__half, __nv_bfloat16, float, double>>(
+      dtype, "matmul on CUDA", [&](auto tag) {
+        using T = decltype(tag);
+        if constexpr (cuda::kTensorCore<T>)
+          gemm_tensor_core<T>(s, bt, a, b, c, stream);
+        else
+          gemm_simt<T>(s, bt, a, b, c, stream);
+      });
 }
 
 }  // namespace dlkern

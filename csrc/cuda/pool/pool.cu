@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "common/dispatch.h"
 #include "cuda/pool/pool.cuh"
 #include "dlkern/pool.h"
 
@@ -71,21 +72,13 @@ bool vector_planes(const Pool2dParams& p, const void* grad_output, const void* g
          aligned16(grad_input);
 }
 
-template <typename Launch>
-void dispatch(DType dtype, const char* op, Launch launch) {
-  if (dtype == DType::float32) return launch(float{});
-  if (dtype == DType::float64) return launch(double{});
-  throw TypeError(detail::concat(op, " on CUDA supports float32 and float64, got ",
-                                 dtype_name(dtype)));
-}
-
 }  // namespace
 
 void max_pool2d_forward_cuda(DType dtype, const Pool2dParams& p, const void* input, Nchw st,
                              void* output, int64_t* indices, cudaStream_t stream) {
   const int64_t total = p.batch * p.channels * p.out_h * p.out_w;
   if (total == 0) return;
-  dispatch(dtype, "max_pool2d", [&](auto tag) {
+  dispatch_dtype<Types<float, double>>(dtype, "max_pool2d on CUDA", [&](auto tag) {
     using T = decltype(tag);
     const auto* in = static_cast<const T*>(input);
     auto* out = static_cast<T*>(output);
@@ -110,7 +103,7 @@ void max_pool2d_backward_cuda(DType dtype, const Pool2dParams& p, const void* gr
                               const int64_t* indices, void* grad_input, cudaStream_t stream) {
   const int64_t total = p.batch * p.channels * p.in_h * p.in_w;
   if (total == 0) return;
-  dispatch(dtype, "max_pool2d_backward", [&](auto tag) {
+  dispatch_dtype<Types<float, double>>(dtype, "max_pool2d_backward on CUDA", [&](auto tag) {
     using T = decltype(tag);
     const auto* go = static_cast<const T*>(grad_output);
     auto* gi = static_cast<T*>(grad_input);
@@ -136,7 +129,7 @@ void avg_pool2d_forward_cuda(DType dtype, const Pool2dParams& p, AvgPoolDivisor 
                              const void* input, Nchw st, void* output, cudaStream_t stream) {
   const int64_t total = p.batch * p.channels * p.out_h * p.out_w;
   if (total == 0) return;
-  dispatch(dtype, "avg_pool2d", [&](auto tag) {
+  dispatch_dtype<Types<float, double>>(dtype, "avg_pool2d on CUDA", [&](auto tag) {
     using T = decltype(tag);
     const auto* in = static_cast<const T*>(input);
     auto* out = static_cast<T*>(output);
@@ -160,7 +153,7 @@ void avg_pool2d_backward_cuda(DType dtype, const Pool2dParams& p, AvgPoolDivisor
                               const void* grad_output, void* grad_input, cudaStream_t stream) {
   const int64_t total = p.batch * p.channels * p.in_h * p.in_w;
   if (total == 0) return;
-  dispatch(dtype, "avg_pool2d_backward", [&](auto tag) {
+  dispatch_dtype<Types<float, double>>(dtype, "avg_pool2d_backward on CUDA", [&](auto tag) {
     using T = decltype(tag);
     using Acc = cuda::Accumulator<T>;
     const auto* go = static_cast<const T*>(grad_output);
