@@ -207,8 +207,8 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("_gemm_blocking", [](const std::string& dtype) {
     auto blocking = [](const auto& k) { return py::make_tuple(k.mr, k.nr, k.mc, k.kc, k.nc); };
     if (bindings::parse_dtype(dtype) == DType::float64)
-      return blocking(cpu::gemm::gemm_kernel<double>());
-    return blocking(cpu::gemm::gemm_kernel<float>());
+      return blocking(cpu::gemm::kernels<double>());
+    return blocking(cpu::gemm::kernels<float>());
   });
 
   // A NumPy array's data address and strides in elements, or None where the

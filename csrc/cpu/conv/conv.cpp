@@ -35,16 +35,11 @@ namespace dlkern {
 namespace cpu::conv {
 
 template <typename T>
-const ConvKernels<T>& conv_kernels() {
-  switch (cpu_isa()) {
-    case CpuIsa::avx512: return avx512_conv_kernels<T>();
-    case CpuIsa::avx2: return avx2_conv_kernels<T>();
-    case CpuIsa::generic: break;
-  }
-  return generic_conv_kernels<T>();
+const ConvKernels<T>& kernels() {
+  return by_isa(&kernels_avx512<T>, &kernels_avx2<T>, &kernels_generic<T>);
 }
-template const ConvKernels<float>& conv_kernels<float>();
-template const ConvKernels<double>& conv_kernels<double>();
+template const ConvKernels<float>& kernels<float>();
+template const ConvKernels<double>& kernels<double>();
 
 void* scratch(Scratch slot, size_t bytes) {
   struct Buffer {
@@ -231,7 +226,7 @@ void grad_input(const Conv2dParams& p, const T* go, const T* weight, T* gi) {
 
 template <typename T>
 void grad_bias(const Conv2dParams& p, const T* go, T* gb) {
-  const ConvKernels<T>& ck = conv_kernels<T>();
+  const ConvKernels<T>& ck = kernels<T>();
   const int64_t plane = p.out_h * p.out_w;
   const int nt = threads_for(static_cast<double>(p.batch) * p.out_channels * plane / 16);
 #pragma omp parallel for num_threads(nt) schedule(static)

@@ -12,7 +12,7 @@ namespace dlkern::cpu::conv {
 template <typename T>
 void forward_depthwise(const Conv2dParams& p, const T* in, Nchw st, const T* w, const T* bias,
                        T* out) {
-  const ConvKernels<T>& ck = conv_kernels<T>();
+  const ConvKernels<T>& ck = kernels<T>();
   const int64_t multiplier = p.out_channels / p.groups, taps = p.kernel_h * p.kernel_w;
   const int64_t plane = p.out_h * p.out_w, planes = p.batch * p.out_channels;
   const int nt = threads_for(static_cast<double>(planes) * plane * taps);
@@ -26,7 +26,7 @@ void forward_depthwise(const Conv2dParams& p, const T* in, Nchw st, const T* w, 
 
 template <typename T>
 void grad_weight_depthwise(const Conv2dParams& p, const T* grad_out, const T* in, Nchw st, T* gw) {
-  const ConvKernels<T>& ck = conv_kernels<T>();
+  const ConvKernels<T>& ck = kernels<T>();
   const int64_t multiplier = p.out_channels / p.groups, taps = p.kernel_h * p.kernel_w;
   const int64_t plane = p.out_h * p.out_w;
   const int nt = threads_for(static_cast<double>(p.batch) * p.out_channels * plane * taps);

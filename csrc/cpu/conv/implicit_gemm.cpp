@@ -91,8 +91,8 @@ struct GradWeightPackers {
 template <typename T>
 void forward_gemm(const Conv2dParams& p, const T* in, Nchw st, const T* w, const T* bias, T* out,
                   bool plain) {
-  const GemmKernel<T>& K = gemm::gemm_kernel<T>();
-  const ConvKernels<T>& ck = conv_kernels<T>();
+  const GemmKernel<T>& K = gemm::kernels<T>();
+  const ConvKernels<T>& ck = kernels<T>();
   const int64_t cin = p.in_channels / p.groups, kout = p.out_channels / p.groups;
   const int64_t depth = cin * p.kernel_h * p.kernel_w, plane = p.out_h * p.out_w;
   const int nt = threads_for(static_cast<double>(p.batch) * p.out_channels * plane * depth);
@@ -131,8 +131,8 @@ void forward_gemm(const Conv2dParams& p, const T* in, Nchw st, const T* w, const
 
 template <typename T>
 void grad_weight_gemm(const Conv2dParams& p, const T* grad_out, const T* in, Nchw st, T* gw) {
-  const GemmKernel<T>& K = gemm::gemm_kernel<T>();
-  const ConvKernels<T>& ck = conv_kernels<T>();
+  const GemmKernel<T>& K = gemm::kernels<T>();
+  const ConvKernels<T>& ck = kernels<T>();
   const int64_t cin = p.in_channels / p.groups, kout = p.out_channels / p.groups;
   const int64_t taps = p.kernel_h * p.kernel_w, depth = cin * taps, plane = p.out_h * p.out_w;
   const int nt = threads_for(static_cast<double>(p.batch) * p.out_channels * plane * depth);

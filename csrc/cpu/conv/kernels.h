@@ -1,6 +1,6 @@
 // The inner loops of the CPU convolution, compiled once per instruction set
-// (conv_kernels_<isa>.cpp, from conv_kernels_impl.h) and picked at run time
-// by conv_kernels<T>(), like the GEMM micro-kernels they feed.
+// (kernels_<isa>.cpp, from kernels_impl.h) and picked at run time by
+// kernels<T>(), like the GEMM micro-kernels they feed (see cpu/isa.h).
 //
 // Geometry comes in a Conv2dParams; channel counts there are the whole
 // convolution's, and `in` points at the first channel of the group at hand.
@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cpu/isa.h"
 #include "dlkern/conv.h"
 
 namespace dlkern::cpu::conv {
@@ -112,13 +113,15 @@ inline int64_t winograd_scratch(int64_t tiles, int nr) {
   return (2 * kWinoXi + 6 * 4) * winograd_row_length(tiles, nr);
 }
 
-template <typename T> const ConvKernels<T>& generic_conv_kernels();
-template <typename T> const ConvKernels<T>& avx2_conv_kernels();
-template <typename T> const ConvKernels<T>& avx512_conv_kernels();
+// Defined in kernels_<isa>.cpp for float and double.
+template <typename T> const ConvKernels<T>& kernels_generic();
+template <typename T> const ConvKernels<T>& kernels_avx2();
+template <typename T> const ConvKernels<T>& kernels_avx512();
 
-// The kernels of the instruction set in use (cpu_isa()).
+// The kernels of the instruction set in use (cpu_isa()), by_isa() of the
+// three (conv.cpp).
 template <typename T>
-const ConvKernels<T>& conv_kernels();
+const ConvKernels<T>& kernels();
 
 // A 64-byte aligned scratch buffer owned by the calling thread, grown and
 // never shrunk (fresh memory costs a page fault per 4 KiB on every call);

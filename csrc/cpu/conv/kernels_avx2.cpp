@@ -4,15 +4,8 @@
 namespace dlkern::cpu::conv {
 
 template <>
-const ConvKernels<float>& avx2_conv_kernels<float>() {
-  static const ConvKernels<float> k = make_kernels<float>();
-  return k;
-}
-
+const ConvKernels<float>& kernels_avx2<float>() { return table<float>(); }
 template <>
-const ConvKernels<double>& avx2_conv_kernels<double>() {
-  static const ConvKernels<double> k = make_kernels<double>();
-  return k;
-}
+const ConvKernels<double>& kernels_avx2<double>() { return table<double>(); }
 
 }  // namespace dlkern::cpu::conv

@@ -4,15 +4,8 @@
 namespace dlkern::cpu::conv {
 
 template <>
-const ConvKernels<float>& generic_conv_kernels<float>() {
-  static const ConvKernels<float> k = make_kernels<float>();
-  return k;
-}
-
+const ConvKernels<float>& kernels_generic<float>() { return table<float>(); }
 template <>
-const ConvKernels<double>& generic_conv_kernels<double>() {
-  static const ConvKernels<double> k = make_kernels<double>();
-  return k;
-}
+const ConvKernels<double>& kernels_generic<double>() { return table<double>(); }
 
 }  // namespace dlkern::cpu::conv

@@ -37,5 +37,12 @@ ConvKernels<T> make_kernels() {
   return k;
 }
 
+// This instruction set's kernels for T, built on first use.
+template <typename T>
+const ConvKernels<T>& table() {
+  static const ConvKernels<T> k = make_kernels<T>();
+  return k;
+}
+
 }  // namespace
 }  // namespace dlkern::cpu::conv

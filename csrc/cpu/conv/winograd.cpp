@@ -87,7 +87,7 @@ void direct_tiles(const Conv2dParams& p, const float* in, Nchw st, const float* 
 bool winograd_applies(const Conv2dParams& p) {
   return p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 &&
          p.dilation_h == 1 && p.dilation_w == 1 &&
-         gemm::gemm_kernel<float>().nr % conv_kernels<float>().lanes == 0;
+         gemm::kernels<float>().nr % kernels<float>().lanes == 0;
 }
 
 bool winograd_pays(const Conv2dParams& p) {
@@ -109,8 +109,8 @@ bool winograd_pays(const Conv2dParams& p) {
 
 void forward_winograd(const Conv2dParams& p, const float* in, Nchw st, const float* w,
                       const float* bias, float* out) {
-  const gemm::GemmKernel<float>& K = gemm::gemm_kernel<float>();
-  const ConvKernels<float>& ck = conv_kernels<float>();
+  const gemm::GemmKernel<float>& K = gemm::kernels<float>();
+  const ConvKernels<float>& ck = kernels<float>();
   const int64_t cin = p.in_channels / p.groups, kout = p.out_channels / p.groups;
   const int64_t tiles_h = ceil_div(p.out_h, kWinoOut), tiles_w = ceil_div(p.out_w, kWinoOut);
   const int64_t tiles = p.batch * tiles_h * tiles_w, plane = p.out_h * p.out_w;

@@ -46,6 +46,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cpu/isa.h"
 #include "dlkern/config.h"
 #include "dlkern/matmul.h"
 
@@ -113,25 +114,20 @@ struct GemmKernel {
 };
 
 // Defined in microkernel_<isa>.cpp for float and double.
-template <typename T> const GemmKernel<T>& generic_kernel();
-template <typename T> const GemmKernel<T>& avx2_kernel();
-template <typename T> const GemmKernel<T>& avx512_kernel();
-template <> const GemmKernel<float>& generic_kernel<float>();
-template <> const GemmKernel<double>& generic_kernel<double>();
-template <> const GemmKernel<float>& avx2_kernel<float>();
-template <> const GemmKernel<double>& avx2_kernel<double>();
-template <> const GemmKernel<float>& avx512_kernel<float>();
-template <> const GemmKernel<double>& avx512_kernel<double>();
+template <typename T> const GemmKernel<T>& kernels_generic();
+template <typename T> const GemmKernel<T>& kernels_avx2();
+template <typename T> const GemmKernel<T>& kernels_avx512();
+template <> const GemmKernel<float>& kernels_generic<float>();
+template <> const GemmKernel<double>& kernels_generic<double>();
+template <> const GemmKernel<float>& kernels_avx2<float>();
+template <> const GemmKernel<double>& kernels_avx2<double>();
+template <> const GemmKernel<float>& kernels_avx512<float>();
+template <> const GemmKernel<double>& kernels_avx512<double>();
 
 // The kernel of the instruction set in use (cpu_isa()).
 template <typename T>
-const GemmKernel<T>& gemm_kernel() {
-  switch (cpu_isa()) {
-    case CpuIsa::avx512: return avx512_kernel<T>();
-    case CpuIsa::avx2: return avx2_kernel<T>();
-    case CpuIsa::generic: break;
-  }
-  return generic_kernel<T>();
+const GemmKernel<T>& kernels() {
+  return by_isa(&kernels_avx512<T>, &kernels_avx2<T>, &kernels_generic<T>);
 }
 
 // Threads worth using for an m x n x k product: get_num_threads(), or 1

@@ -73,7 +73,7 @@ template <typename T>
 void gemm_one(MatmulShape s, MatrixView<const T> a, MatrixView<const T> b, MatrixView<T> c,
               const MatmulEpilogue<T>& ep, int nthreads) {
   if (s.m == 0 || s.n == 0) return;
-  const GemmKernel<T>& kernel = gemm_kernel<T>();
+  const GemmKernel<T>& kernel = kernels<T>();
   if (s.n == 1) {  // C = A x
     gemv_threaded<T>(kernel,
                      {s.m, s.k, a.data, a.row_stride, a.col_stride, b.data, b.row_stride,

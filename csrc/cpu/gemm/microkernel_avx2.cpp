@@ -83,13 +83,13 @@ struct Avx2<double> {
 // B micro-panel in L1, the mc x kc A block (288 KiB f32, 240 KiB f64) in L2,
 // the B panel in L3.
 template <>
-const GemmKernel<float>& avx2_kernel<float>() {
+const GemmKernel<float>& kernels_avx2<float>() {
   static constexpr GemmKernel<float> k = make_kernel<Avx2<float>, 6, 2>(192, 384, 4096);
   return k;
 }
 
 template <>
-const GemmKernel<double>& avx2_kernel<double>() {
+const GemmKernel<double>& kernels_avx2<double>() {
   static constexpr GemmKernel<double> k = make_kernel<Avx2<double>, 6, 2>(120, 256, 2048);
   return k;
 }

@@ -109,13 +109,13 @@ struct Avx512<double> {
 // (6 MiB) in L3. kc 256..512 and mc 168..336 were within 2% of each other;
 // a larger kc means fewer passes over C, which helps once C is in DRAM.
 template <>
-const GemmKernel<float>& avx512_kernel<float>() {
+const GemmKernel<float>& kernels_avx512<float>() {
   static constexpr GemmKernel<float> k = make_kernel<Avx512<float>, 14, 2>(224, 384, 4096);
   return k;
 }
 
 template <>
-const GemmKernel<double>& avx512_kernel<double>() {
+const GemmKernel<double>& kernels_avx512<double>() {
   static constexpr GemmKernel<double> k = make_kernel<Avx512<double>, 14, 2>(168, 384, 2048);
   return k;
 }

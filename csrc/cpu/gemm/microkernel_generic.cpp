@@ -65,13 +65,13 @@ struct Portable {
 // broadcast fit the 16 baseline registers (4 x 12 and 6 x 8 spill and run
 // 25-30% slower). A block 128 KiB f32 (256 KiB f64) in L2.
 template <>
-const GemmKernel<float>& generic_kernel<float>() {
+const GemmKernel<float>& kernels_generic<float>() {
   static constexpr GemmKernel<float> k = make_kernel<Portable<float>, 4, 2>(128, 256, 4096);
   return k;
 }
 
 template <>
-const GemmKernel<double>& generic_kernel<double>() {
+const GemmKernel<double>& kernels_generic<double>() {
   static constexpr GemmKernel<double> k = make_kernel<Portable<double>, 4, 2>(128, 256, 2048);
   return k;
 }

@@ -1,7 +1,8 @@
 // The vectorised row kernels of CPU pooling, written once over an `Ops` type
 // (vector width, loads, compares) and instantiated per instruction set in
-// pool_avx2.cpp and pool_avx512.cpp. pool.cpp cuts the work into rows and
-// computes what the kernels look up (window rows, first columns, divisors).
+// kernels_avx2.cpp and kernels_avx512.cpp, picked at run time by kernels<T>()
+// (see cpu/isa.h). pool.cpp cuts the work into rows and computes what the
+// kernels look up (window rows, first columns, divisors).
 //
 // The kernels take plain pointers and counts and call nothing shared with the
 // baseline build: an inline function compiled here with wider instructions
@@ -11,6 +12,8 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+
+#include "cpu/isa.h"
 
 namespace dlkern::cpu::pool {
 
@@ -103,19 +106,30 @@ struct RowKernels {
   void (*avg_backward_row)(const AvgBackwardRow<T>&);
 };
 
-// Defined in pool_avx2.cpp and pool_avx512.cpp.
+// Defined in kernels_avx2.cpp and kernels_avx512.cpp for float and double.
+// The baseline has no row kernels (null): pool.cpp's portable path serves it.
 template <typename T>
-RowKernels<T> row_kernels_avx2();
+const RowKernels<T>* kernels_avx2();
 template <typename T>
-RowKernels<T> row_kernels_avx512();
+const RowKernels<T>* kernels_avx512();
 template <>
-RowKernels<float> row_kernels_avx2<float>();
+const RowKernels<float>* kernels_avx2<float>();
 template <>
-RowKernels<double> row_kernels_avx2<double>();
+const RowKernels<double>* kernels_avx2<double>();
 template <>
-RowKernels<float> row_kernels_avx512<float>();
+const RowKernels<float>* kernels_avx512<float>();
 template <>
-RowKernels<double> row_kernels_avx512<double>();
+const RowKernels<double>* kernels_avx512<double>();
+template <typename T>
+const RowKernels<T>* kernels_generic() {
+  return nullptr;
+}
+
+// The row kernels of the instruction set in use (cpu_isa()), or null.
+template <typename T>
+const RowKernels<T>* kernels() {
+  return by_isa(&kernels_avx512<T>, &kernels_avx2<T>, &kernels_generic<T>);
+}
 
 // The kernels over `Ops`, which provides T, vectors V of L lanes, a compare
 // result Mask and a vector of L indices Index, and:
@@ -522,7 +536,11 @@ struct SimdKernels {
       q.stride == 2 ? avg_plane<2, false>(q) : avg_plane<1, false>(q);
   }
 
-  static RowKernels<T> kernels() { return {max_plane_any, avg_plane_any, avg_backward_row}; }
+  // The kernels, built on first use.
+  static const RowKernels<T>* table() {
+    static const RowKernels<T> k{max_plane_any, avg_plane_any, avg_backward_row};
+    return &k;
+  }
 };
 
 }  // namespace dlkern::cpu::pool

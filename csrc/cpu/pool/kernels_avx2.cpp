@@ -187,12 +187,8 @@ struct F64 {
 }  // namespace
 
 template <>
-RowKernels<float> row_kernels_avx2<float>() {
-  return SimdKernels<F32>::kernels();
-}
+const RowKernels<float>* kernels_avx2<float>() { return SimdKernels<F32>::table(); }
 template <>
-RowKernels<double> row_kernels_avx2<double>() {
-  return SimdKernels<F64>::kernels();
-}
+const RowKernels<double>* kernels_avx2<double>() { return SimdKernels<F64>::table(); }
 
 }  // namespace dlkern::cpu::pool

@@ -55,24 +55,6 @@ Range columns_inside(const Pool2dParams& p, int64_t off) {
   return {lo, std::max(lo, hi)};
 }
 
-// The row kernels of the instruction set in use; null for the generic one.
-// Each is fetched only once that set is known to run here.
-template <typename T>
-const cpu::pool::RowKernels<T>* row_kernels() {
-  switch (cpu_isa()) {
-    case CpuIsa::avx512: {
-      static const cpu::pool::RowKernels<T> k = cpu::pool::row_kernels_avx512<T>();
-      return &k;
-    }
-    case CpuIsa::avx2: {
-      static const cpu::pool::RowKernels<T> k = cpu::pool::row_kernels_avx2<T>();
-      return &k;
-    }
-    case CpuIsa::generic: break;
-  }
-  return nullptr;
-}
-
 // Whether every max_pool2d index fits int32, including torch's index of a
 // window that misses the input, wh.first * in_w + ww.first with wh.first
 // below max(in_h, dilation_h) and ww.first below max(in_w, dilation_w).
@@ -87,7 +69,7 @@ bool indices_fit_int32(const Pool2dParams& p) {
 template <typename T>
 const cpu::pool::RowKernels<T>* forward_kernels(const Pool2dParams& p, Nchw st, bool indices) {
   if (st.w != 1 || p.stride_w > 2 || (indices && !indices_fit_int32(p))) return nullptr;
-  return row_kernels<T>();
+  return cpu::pool::kernels<T>();
 }
 
 // kIndices: torch's indices into idx, kept as I (the width of T where they
@@ -328,7 +310,7 @@ void avg_pool2d_backward_cpu(const Pool2dParams& p, AvgPoolDivisor d, const T* g
                              T* grad_input) {
   const int64_t planes = p.batch * p.channels;
   const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
-  const cpu::pool::RowKernels<T>* k = p.stride_w <= 2 ? row_kernels<T>() : nullptr;
+  const cpu::pool::RowKernels<T>* k = p.stride_w <= 2 ? cpu::pool::kernels<T>() : nullptr;
   if (!k) {
     for_each_plane(p, plane_in, [&](int64_t plane, int64_t, int64_t) {
       avg_pool_backward_plane<T>(p, d, grad_output + plane * plane_out,
