@@ -254,13 +254,13 @@ def test_bad_bias_and_dtypes(rng):
 
 # ------------------------------------------------------------ CPU paths ---
 #
-# The CPU picks an algorithm per shape (csrc/cpu/conv.cpp): Winograd F(4x4,
+# The CPU picks an algorithm per shape (csrc/cpu/conv/conv.cpp): Winograd F(4x4,
 # 3x3), a plain GEMM for 1x1, a depthwise kernel, or implicit GEMM; grad_input
 # runs as a stride-1 convolution through the same choice. Each case below
 # names the paths it must take, so that every one is exercised, on every
 # instruction set this CPU runs and on one and two threads.
 
-# Winograd F(4x4, 3x3) as csrc/cpu/conv_kernels_impl.h computes it:
+# Winograd F(4x4, 3x3) as csrc/cpu/conv/kernels_winograd.h computes it:
 # Y = A^T [(G g G^T) .* (B^T d B)] A per 4 x 4 output tile.
 WINO_BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                     [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float)
@@ -517,7 +517,7 @@ def test_cuda_conv2d(cuda, rng, dtype, case):
     assert_backward_close(grads, go, x, w, stride, padding, dilation, groups, expected)
 
 
-# Shapes that walk every CUDA path (csrc/cuda/conv.cu): tensor cores for
+# Shapes that walk every CUDA path (csrc/cuda/conv/conv.cu): tensor cores for
 # float16/bfloat16, CUDA cores for float32/float64, and the channel-wise
 # kernels (one input channel per group) for every dtype.
 CUDA_PATH_CASES = {

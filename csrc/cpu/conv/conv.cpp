@@ -4,16 +4,16 @@
 // Forward, the first that applies:
 //   depthwise      in_channels == groups (one input channel per group:
 //                  depthwise with any channel multiplier, single-channel
-//                  inputs): direct, per output plane (conv_depthwise.cpp);
+//                  inputs): direct, per output plane (depthwise.cpp);
 //                  a GEMM of depth kernel_h * kernel_w would idle.
 //   gemm_1x1       1x1 kernel, stride 1, no padding, input rows evenly
 //                  strided: the input planes are the B of a plain GEMM.
 //   winograd       float32 3x3, stride 1, dilation 1, where it pays
-//                  (conv_winograd.cpp, winograd_pays: a cost model of the
+//                  (winograd.cpp, winograd_pays: a cost model of the
 //                  products, the three transforms and the implicit GEMM,
 //                  from measured per-element costs; few channels or few
 //                  tiles leave the transforms unamortised).
-//   implicit_gemm  everything else (conv_gemm.cpp).
+//   implicit_gemm  everything else (implicit_gemm.cpp).
 // Backward, each part only when asked for:
 //   grad_input     a stride-1 convolution of grad_output through the
 //                  forward paths above (transposed() below), so that 3x3

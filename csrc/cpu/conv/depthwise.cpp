@@ -1,7 +1,7 @@
 // Convolutions with one input channel per group (depthwise, with any channel
 // multiplier): a GEMM of depth kernel_h * kernel_w would leave most of each
 // micro-tile idle, so each output plane is computed directly, vectorised
-// along the width (conv_kernels_impl.h), one plane per thread at a time.
+// along the width (kernels_depthwise.h), one plane per thread at a time.
 #include <omp.h>
 
 #include "cpu/conv/kernels.h"

@@ -1,7 +1,7 @@
 // The CPU convolution's algorithms, one file each, and the choice between
 // them (conv.cpp). Every forward path writes a contiguous NCHW output, takes
 // any input strides, and reads zero outside the input (the padding may be
-// negative: see conv_kernels.h).
+// negative: see kernels.h).
 #pragma once
 
 #include "dlkern/conv.h"
@@ -27,7 +27,7 @@ bool plain_1x1(const Conv2dParams& p, Nchw st);
 // a parallel region, fewer where waking threads costs more than it saves.
 int threads_for(double macs);
 
-// conv_gemm.cpp. Implicit GEMM, or a plain GEMM on the input planes when
+// implicit_gemm.cpp. Implicit GEMM, or a plain GEMM on the input planes when
 // `plain` (1x1, stride 1, no padding, rows evenly strided).
 template <typename T>
 void forward_gemm(const Conv2dParams& p, const T* in, Nchw st, const T* w, const T* bias, T* out,
@@ -36,13 +36,13 @@ void forward_gemm(const Conv2dParams& p, const T* in, Nchw st, const T* w, const
 template <typename T>
 void grad_weight_gemm(const Conv2dParams& p, const T* grad_out, const T* in, Nchw st, T* gw);
 
-// conv_winograd.cpp: 3x3, stride 1, dilation 1, float32.
+// winograd.cpp: 3x3, stride 1, dilation 1, float32.
 bool winograd_applies(const Conv2dParams& p);
 bool winograd_pays(const Conv2dParams& p);
 void forward_winograd(const Conv2dParams& p, const float* in, Nchw st, const float* w,
                       const float* bias, float* out);
 
-// conv_depthwise.cpp: one input channel per group.
+// depthwise.cpp: one input channel per group.
 template <typename T>
 void forward_depthwise(const Conv2dParams& p, const T* in, Nchw st, const T* w, const T* bias,
                        T* out);

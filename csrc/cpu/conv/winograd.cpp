@@ -10,7 +10,7 @@
 //      the GEMM core's micro-kernels,
 //   3. transforms M back into output tiles (Y = A^T M A + bias),
 // so a block's V and M stay in its core's caches. The transforms are in
-// conv_kernels_impl.h.
+// kernels_winograd.h.
 //
 // Accuracy: every output is a sum of the same products as the direct sum,
 // but formed through the transforms, whose entries reach 5 (B) and 8 (A):

@@ -1,6 +1,6 @@
 // max_pool2d and avg_pool2d on the CPU: threads over (n, c) planes. Output
 // rows of input with unit column stride and a stride along W of 1 or 2 go to
-// the vector row kernels of the instruction set in use (pool_simd.h), fed
+// the vector row kernels of the instruction set in use (kernels.h), fed
 // with the window geometry computed here from common/pool.h; other inputs
 // and strides, and the generic instruction set, take the portable path: each
 // output row built tap by tap, the loop over output columns written

@@ -1,4 +1,4 @@
-// Convolutions with one input channel per group (conv_channelwise.cuh), every dtype.
+// Convolutions with one input channel per group (channelwise.cuh), every dtype.
 #include "cuda/conv/channelwise.cuh"
 #include "cuda/conv/launch.h"
 

@@ -1,13 +1,13 @@
 // Host side of the CUDA convolution: picks a path for each call.
 //
 //   in_channels / groups == 1 (depthwise and the like), every dtype: direct
-//       loops over the taps (conv_channelwise.cuh);
+//       loops over the taps (channelwise.cuh);
 //   float16 / bfloat16 otherwise: implicit GEMM on tensor cores
-//       (conv_tc.cuh) over padded channels-last copies of the activations and
+//       (tc.cuh) over padded channels-last copies of the activations and
 //       tap-major copies of the weight, made here in stream-ordered scratch
 //       memory;
 //   float32 / float64 otherwise: implicit GEMM on CUDA cores straight from
-//       NCHW (conv_simt.cuh).
+//       NCHW (simt.cuh).
 //
 // grad_weight sums split ranges of output pixels into scratch partial sums
 // that a second kernel adds in split order; grad_bias is a block reduction

@@ -1,6 +1,6 @@
 // The launchers of the convolution kernels, each defined (and its heavy
 // templates instantiated) in its own .cu file so that they build in parallel;
-// csrc/cuda/conv.cu picks the path and calls them.
+// conv.cu picks the path and calls them.
 #pragma once
 
 #include <algorithm>
@@ -47,13 +47,13 @@ using TcNarrow = tc::Shape<kTcBlockM, 64, 3>;
 using TcWide = tc::Shape<kTcBlockM, 128, 2>;
 inline int64_t tc_block_n(int64_t cols) { return cols <= 64 ? 64 : 128; }
 
-// conv_tc_gather.cu and conv_tc_wgrad.cu, T = __half or __nv_bfloat16.
+// tc_gather.cu and tc_wgrad.cu, T = __half or __nv_bfloat16.
 template <typename T>
 void launch_gather_tc(GatherArgs<T> a, cudaStream_t stream);
 template <typename T>
 void launch_wgrad_tc(WgradArgs<T> a, cudaStream_t stream);
 
-// conv_simt.cu, T = float or double; grad_weight writes partial sums.
+// simt.cu, T = float or double; grad_weight writes partial sums.
 template <typename T>
 void launch_forward_simt(SimtArgs<T> a, cudaStream_t stream);
 template <typename T>
@@ -62,7 +62,7 @@ template <typename T>
 void launch_grad_weight_simt(SimtArgs<T> a, cudaStream_t stream);
 constexpr int kSimtTile = 64, kSimtDepth = 16;
 
-// conv_channelwise.cu, every dtype: in_channels == groups.
+// channelwise.cu, every dtype: in_channels == groups.
 template <typename T>
 void channelwise_forward(const Conv2dParams& p, const T* x, Nchw xs, const T* w, const T* bias,
                          T* out, cudaStream_t stream);

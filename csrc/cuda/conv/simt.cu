@@ -1,4 +1,4 @@
-// Convolution on CUDA cores (conv_simt.cuh) for float32 and float64.
+// Convolution on CUDA cores (simt.cuh) for float32 and float64.
 #include "cuda/conv/launch.h"
 #include "cuda/conv/simt.cuh"
 

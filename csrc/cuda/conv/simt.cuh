@@ -1,6 +1,6 @@
 // Implicit-GEMM convolution on CUDA cores, straight from the NCHW tensors
 // (the input with any strides): float32 and float64 at full precision. The
-// same GEMM decompositions as the tensor-core path (conv_tc.cuh), with the
+// same GEMM decompositions as the tensor-core path (tc.cuh), with the
 // reduction ordered as OIHW stores it (channel, tap_h, tap_w).
 //
 // A block computes a 64 x 64 tile with 256 threads, each owning 4 x 4

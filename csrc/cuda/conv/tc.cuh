@@ -6,7 +6,7 @@
 // and along W a run of 8 elements of one tap starts at an arbitrary element
 // (shifted by the tap and the padding), so no 16-byte copy can gather an
 // operand tile from it. The activation operand (the input, or grad_output for
-// grad_input) is therefore first rearranged (conv_aux.cuh) into padded
+// grad_input) is therefore first rearranged (aux_kernels.cuh) into padded
 // channels-last [N][H][W][groups][cp], cp = channels per group rounded up to
 // 8 with zeros: 8 consecutive channels of one pixel are then 16 aligned bytes,
 // every operand tile arrives by cp.async, and padding taps are zero-filled
