@@ -41,12 +41,8 @@ namespace dlkern {
 
 // The DTypes of the 16-bit element types, for dispatch_dtype (common/dispatch.h).
 template <>
-struct DTypeOf<__half> {
-  static constexpr DType value = DType::float16;
-};
+struct DTypeOf<__half> : std::integral_constant<DType, DType::float16> {};
 template <>
-struct DTypeOf<__nv_bfloat16> {
-  static constexpr DType value = DType::bfloat16;
-};
+struct DTypeOf<__nv_bfloat16> : std::integral_constant<DType, DType::bfloat16> {};
 
 }  // namespace dlkern
