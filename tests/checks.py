@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reference import as64
+from dlkern.testing.reference import as64
 
 # Unit roundoff of each storage dtype (half the distance from 1 to the next value).
 UNIT_ROUNDOFF = {

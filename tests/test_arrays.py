@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dlkern as dk
-import reference as ref
+from dlkern.testing import reference as ref
 from checks import assert_matmul_close
 from conftest import random_array
 from dlkern import _arrays

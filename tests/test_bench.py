@@ -149,7 +149,7 @@ def test_conv_cases_without_gpu_skip_cleanly():
 
 
 def test_conv_cpu_cases_formulas_and_expected_values():
-    import reference as ref
+    from dlkern.testing import reference as ref
 
     s = conv_cpu_cases.Shape("3x3", 8, 64, 56, 56, 64, 3, 1, 1)
     assert conv_cpu_cases.flop_count(s, False) == 2 * 8 * 64 * 56 * 56 * 64 * 9
@@ -175,7 +175,7 @@ def test_conv_cpu_cases_formulas_and_expected_values():
 
 
 def test_conv_formulas_and_expected_values():
-    import reference as ref
+    from dlkern.testing import reference as ref
 
     # 3x3 pad 1 keeps 56 x 56: a multiply and an add per tap, channel and output.
     assert conv_cases.flop_count((8, 64, 56, 56), 64, 3, 1, 1, 1) == 2 * 8 * 64 * 56 * 56 * 64 * 9

@@ -8,7 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import dlkern as dk
-import reference as ref
+from dlkern.testing import reference as ref
 from checks import assert_sums_close, finite_difference
 from conftest import random_array
 

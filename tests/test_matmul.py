@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import dlkern as dk
-import reference as ref
+from dlkern.testing import reference as ref
 from checks import assert_matmul_close
 from conftest import random_array
 

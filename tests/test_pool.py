@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import dlkern as dk
-import reference as ref
+from dlkern.testing import reference as ref
 from checks import UNIT_ROUNDOFF, finite_difference
 from conftest import random_array
 

@@ -1,4 +1,4 @@
-"""dlkern: hand-written CUDA and C++ kernels for deep learning and Gaussian mixtures.
+"""dlkern: hand-written CUDA and C++ kernels for deep learning: conv2d, max/avg pooling, matmul.
 
 ``import dlkern as dk``; every function takes NumPy, CuPy or DLPack arrays
 (torch, JAX) and returns the caller's kind on the caller's device.

@@ -1,5 +1,6 @@
 """Benchmark case families: one module per op family, each with ``cases(ctx)``.
 
-See :mod:`dlkern.bench.registry`. A module named after its family (``conv``,
-``pool``, ``recurrent``, ``attention``, ``mixture``) is found automatically.
+See :mod:`dlkern.bench.registry`. The families are ``conv``, ``matmul`` and
+``pool``; a new module named after its family is found automatically, and
+:mod:`._factory` builds the cases they describe.
 """

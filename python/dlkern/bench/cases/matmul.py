@@ -7,13 +7,13 @@ product. CUDA: float16, bfloat16 and float32 at 4096^3.
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 
 from ... import matmul as dk_matmul
+from ...testing import reference
 from .. import arrays, libraries
 from ..registry import Case, Context
+from ._factory import array_libraries, case, kind_for
 
 # (dtype, batch, m, n, k); batch 1 means plain 2-D operands.
 CPU_SHAPES = [
@@ -46,59 +46,36 @@ def shape_name(batch: int, m: int, n: int, k: int) -> str:
     return f"{batch}x{m}x{n}x{k}" if batch > 1 else f"{m}x{n}x{k}"
 
 
+def _matmul_in(lib: str):
+    """``lib``'s matmul on the operands."""
+    fn = np.matmul if lib == "numpy" else libraries.get(lib).matmul
+    return lambda v: fn(v["a"], v["b"])
+
+
 def _case(ctx: Context, dtype: str, batch: int, m: int, n: int, k: int, kind: str, refs: list) -> Case:
     """A case whose dlkern call takes ``kind`` arrays; ``refs`` name the references."""
     name = shape_name(batch, m, n, k)
     lead = (batch,) if batch > 1 else ()
-    seed = zlib.crc32(f"matmul {name} {dtype} {ctx.device}".encode())
-    torch = libraries.get("torch")
-    cupy = libraries.get("cupy")
-
-    def setup():
-        rng = np.random.default_rng(seed)
-        a = arrays.random(lead + (m, k), dtype, kind, ctx.device, rng)
-        b = arrays.random(lead + (k, n), dtype, kind, ctx.device, rng)
-        return {lib: (arrays.view(a, lib), arrays.view(b, lib)) for lib in {kind, *refs}}
-
-    calls = {
-        "numpy": lambda x: np.matmul(*x["numpy"]),
-        "torch": lambda x: torch.matmul(*x["torch"]),
-        "cupy": lambda x: cupy.matmul(*x["cupy"]),
-    }
-    return Case(
-        family="matmul",
-        name=name,
-        device=ctx.device,
-        dtype=dtype,
-        kind=kind,
+    return case(
+        ctx, "matmul", name, dtype=dtype, kind=kind,
+        seed_name=f"{name} {dtype}",  # the CPU runs one shape in two dtypes
         params={"batch": batch, "m": m, "n": n, "k": k},
         flops=flop_count(batch, m, n, k),
         bytes=byte_count(batch, m, n, k, arrays.ITEMSIZE[dtype]),
-        setup=setup,
-        run=lambda x: dk_matmul(*x[kind]),
-        expected=lambda x: arrays.to_host64(
-            arrays.as_float64(x[kind][0]) @ arrays.as_float64(x[kind][1])
-        ),
-        references={lib: calls[lib] for lib in refs},
+        inputs={"a": lead + (m, k), "b": lead + (k, n)},
+        run=lambda v: dk_matmul(v["a"], v["b"]),
+        expected=lambda v: reference.matmul(v["a"], v["b"]),
+        references={lib: _matmul_in(lib) for lib in refs},
     )
 
 
 def cases(ctx: Context) -> list[Case]:
-    torch = libraries.get("torch")
-    if ctx.device == "cpu":
-        refs = ["numpy"] + (["torch"] if torch is not None else [])
-        shapes = CPU_SHAPES_QUICK if ctx.quick else CPU_SHAPES
-        return [_case(ctx, *shape, kind="numpy", refs=refs) for shape in shapes]
-
-    torch_cuda, cupy = libraries.torch_cuda(), libraries.get("cupy")
+    shapes = CUDA_SHAPES if ctx.device == "cuda" else CPU_SHAPES_QUICK if ctx.quick else CPU_SHAPES
     out = []
-    for dtype, *shape in CUDA_SHAPES:
-        # CuPy has no bfloat16: such arrays can only be torch tensors.
-        with_cupy = cupy is not None and dtype != "bfloat16"
-        refs = (["cupy"] if with_cupy else []) + (["torch"] if torch_cuda is not None else [])
-        if not refs:
-            needs = "torch with CUDA" if dtype == "bfloat16" else "CuPy or torch with CUDA"
-            ctx.skip(f"matmul {shape_name(*shape)} {dtype}", f"needs {needs}")
-            continue
-        out.append(_case(ctx, dtype, *shape, kind=refs[0], refs=refs))
+    for dtype, *shape in shapes:
+        # dlkern takes CuPy arrays where it can (CuPy has no bfloat16: torch tensors then).
+        kind = kind_for(ctx, dtype, f"matmul {shape_name(*shape)} {dtype}",
+                        prefer=("numpy", "cupy", "torch"))
+        if kind is not None:
+            out.append(_case(ctx, dtype, *shape, kind=kind, refs=array_libraries(ctx, dtype)))
     return out

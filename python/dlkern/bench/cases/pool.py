@@ -7,13 +7,13 @@ reference ("torch_cl"), on a channels-last copy of it, its fastest CPU layout.
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 
 from ... import pool as dk_pool
+from ...testing import reference
 from .. import arrays, libraries
 from ..registry import Case, Context
+from ._factory import array_libraries, case, kind_for
 
 # (op, (N, C, H, W), kernel, stride, padding)
 SHAPES = [
@@ -46,35 +46,17 @@ def byte_count(op: str, backward: bool, shape, out_shape, itemsize: int,
     return itemsize * (n_out + n_in) + indices
 
 
-def _windows(x: np.ndarray, kernel: int, stride: int, pad: int, fill: float) -> np.ndarray:
-    """(N, C, OH, OW, k, k) windows of x padded with ``fill``."""
-    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=fill)
-    win = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(2, 3))
-    return win[:, :, ::stride, ::stride]
-
-
-def expected_forward(op: str, x: np.ndarray, kernel: int, stride: int, pad: int) -> np.ndarray:
-    """float64 result of the forward (avg: count_include_pad, torch's default)."""
-    x = x.astype(np.float64)
+def expected(op: str, backward: bool, v, kernel: int, stride: int, pad: int):
+    """float64 result from the references (avg: count_include_pad, torch's default)."""
+    k, s, p = (kernel,) * 2, (stride,) * 2, (pad,) * 2
     if op == "max_pool2d":
-        return _windows(x, kernel, stride, pad, -np.inf).max(axis=(4, 5))
-    return _windows(x, kernel, stride, pad, 0.0).mean(axis=(4, 5))
-
-
-def expected_backward(op, x, grad, indices, kernel, stride, pad) -> np.ndarray:
-    grad = grad.astype(np.float64)
-    n, c, h, w = x.shape
-    if op == "max_pool2d":
-        out = np.zeros((n * c, h * w))
-        flat = indices.reshape(n * c, -1) + np.arange(n * c)[:, None] * (h * w)
-        np.add.at(out.reshape(-1), flat.reshape(-1), grad.reshape(-1))
-        return out.reshape(x.shape)
-    out = np.zeros((n, c, h + 2 * pad, w + 2 * pad))
-    share = grad / (kernel * kernel)
-    for i in range(kernel):
-        for j in range(kernel):
-            out[:, :, i:i + stride * grad.shape[2]:stride, j:j + stride * grad.shape[3]:stride] += share
-    return out[:, :, pad:pad + h, pad:pad + w]
+        if not backward:
+            return reference.max_pool2d(v["x"], k, s, p, (1, 1), False)[0]
+        return reference.max_pool2d_backward(v["grad"], v["indices"], tuple(v["x"].shape), k, s,
+                                             p, (1, 1))
+    if not backward:
+        return reference.avg_pool2d(v["x"], k, s, p, False, True, None)
+    return reference.avg_pool2d_backward(v["grad"], tuple(v["x"].shape), k, s, p, True, None)
 
 
 def _case(ctx: Context, op, shape, kernel, stride, pad, backward: bool, kind: str, refs,
@@ -84,97 +66,60 @@ def _case(ctx: Context, op, shape, kernel, stride, pad, backward: bool, kind: st
     dtype = "float32"
     out_shape = shape[:2] + tuple(output_size(s, kernel, stride, pad) for s in shape[2:])
     variant = " backward" if backward else " indices" if indices else ""
-    name = f"{op}{variant} {'x'.join(map(str, shape))} k{kernel}s{stride}p{pad}"
-    seed = zlib.crc32(f"pool {name} {ctx.device}".encode())
+    dk_forward = getattr(dk_pool, op)
+    inputs = {"x": shape}
+    if backward:
+        inputs["grad"] = out_shape
+        if op == "max_pool2d":
+            inputs["indices"] = lambda v: dk_forward(v["x"], kernel, stride, pad,
+                                                     return_indices=True)[1]
+
+    def run(v):
+        if indices:
+            return dk_forward(v["x"], kernel, stride, pad, return_indices=True)[0]
+        if not backward:
+            return dk_forward(v["x"], kernel, stride, pad)
+        if op == "max_pool2d":
+            return dk_pool.max_pool2d_backward(v["grad"], v["x"], v["indices"], kernel, stride, pad)
+        return dk_pool.avg_pool2d_backward(v["grad"], v["x"], kernel, stride, pad)
+
     torch = libraries.get("torch")
     aten = torch.ops.aten if torch is not None else None
-    dk_forward = getattr(dk_pool, op)
 
-    def setup():
-        rng = np.random.default_rng(seed)
-        x = arrays.random(shape, dtype, kind, ctx.device, rng)
-        inputs = {"x": x}
-        if backward:
-            inputs["grad"] = arrays.random(out_shape, dtype, kind, ctx.device, rng)
-            if op == "max_pool2d":
-                inputs["indices"] = dk_forward(x, kernel, stride, pad, return_indices=True)[1]
-        if torch is not None:
-            tx = arrays.view(x, "torch")
-            inputs["torch"] = {key: arrays.view(v, "torch") for key, v in inputs.items()}
-            cl = {"x": tx.contiguous(memory_format=torch.channels_last)}
-            if backward:
-                cl["grad"] = inputs["torch"]["grad"].contiguous(memory_format=torch.channels_last)
-                if op == "max_pool2d":
-                    cl["indices"] = inputs["torch"]["indices"].contiguous(
-                        memory_format=torch.channels_last)
-            inputs["torch_cl"] = cl
-        return inputs
-
-    def run(x):
+    def torch_call(t):
         if indices:
-            return dk_forward(x["x"], kernel, stride, pad, return_indices=True)[0]
+            return torch.nn.functional.max_pool2d(t["x"], kernel, stride, pad,
+                                                  return_indices=True)[0]
         if not backward:
-            return dk_forward(x["x"], kernel, stride, pad)
+            fn = torch.nn.functional.max_pool2d if op == "max_pool2d" else torch.nn.functional.avg_pool2d
+            return fn(t["x"], kernel, stride, pad)
         if op == "max_pool2d":
-            return dk_pool.max_pool2d_backward(x["grad"], x["x"], x["indices"], kernel, stride, pad)
-        return dk_pool.avg_pool2d_backward(x["grad"], x["x"], kernel, stride, pad)
+            return aten.max_pool2d_with_indices_backward(
+                t["grad"], t["x"], [kernel] * 2, [stride] * 2, [pad] * 2, [1, 1], False,
+                t["indices"])
+        return aten.avg_pool2d_backward(t["grad"], t["x"], [kernel] * 2, [stride] * 2,
+                                        [pad] * 2, False, True, None)
 
-    def torch_call(layout):
-        def call(x):
-            t = x[layout]
-            if indices:
-                return torch.nn.functional.max_pool2d(t["x"], kernel, stride, pad,
-                                                      return_indices=True)[0]
-            if not backward:
-                fn = torch.nn.functional.max_pool2d if op == "max_pool2d" else torch.nn.functional.avg_pool2d
-                return fn(t["x"], kernel, stride, pad)
-            if op == "max_pool2d":
-                return aten.max_pool2d_with_indices_backward(
-                    t["grad"], t["x"], [kernel] * 2, [stride] * 2, [pad] * 2, [1, 1], False,
-                    t["indices"])
-            return aten.avg_pool2d_backward(t["grad"], t["x"], [kernel] * 2, [stride] * 2,
-                                            [pad] * 2, False, True, None)
-        return call
-
-    def expected(x):
-        host = arrays.to_host64(x["x"])
-        if not backward:
-            return expected_forward(op, host, kernel, stride, pad)
-        indices = x.get("indices")
-        if indices is not None:  # int64 values below 2**53 survive the float64 round trip
-            indices = arrays.to_host64(indices).astype(np.int64)
-        return expected_backward(op, host, arrays.to_host64(x["grad"]), indices, kernel, stride,
-                                 pad)
-
-    return Case(
-        family="pool",
-        name=name,
-        device=ctx.device,
-        dtype=dtype,
-        kind=kind,
+    return case(
+        ctx, "pool", f"{op}{variant} {'x'.join(map(str, shape))} k{kernel}s{stride}p{pad}",
+        dtype=dtype, kind=kind,
         params={"op": op, "backward": backward, "indices": indices, "shape": shape,
                 "kernel": kernel, "stride": stride, "padding": pad},
         flops=int(np.prod(out_shape)) * kernel * kernel,  # one compare or add per tap
         bytes=byte_count(op, backward, shape, out_shape, arrays.ITEMSIZE[dtype], indices),
-        setup=setup,
-        run=run,
-        expected=expected,
-        references={lib: torch_call(lib) for lib in refs},
         metric="bytes",
+        inputs=inputs,
+        run=run,
+        expected=lambda v: expected(op, backward, v, kernel, stride, pad),
+        references={lib: torch_call for lib in refs},
     )
 
 
 def cases(ctx: Context) -> list[Case]:
-    torch = libraries.get("torch")
-    if ctx.device == "cuda":
-        kind = "torch" if libraries.torch_cuda() is not None else "cupy"
-        if kind == "cupy" and libraries.get("cupy") is None:
-            ctx.skip("pool", "needs CuPy or torch with CUDA")
-            return []
-        refs = ["torch", "torch_cl"] if kind == "torch" else []
-    else:
-        kind = "numpy"
-        refs = ["torch", "torch_cl"] if torch is not None else []
+    kind = kind_for(ctx, "float32", "pool")  # on CUDA: torch tensors where torch sees the GPU
+    if kind is None:
+        return []
+    refs = ["torch", "torch_cl"] if "torch" in array_libraries(ctx, "float32") else []
     out = []
     shapes = SHAPES_CUDA if ctx.device == "cuda" else SHAPES_QUICK if ctx.quick else SHAPES
     for op, shape, kernel, stride, pad in shapes:

@@ -8,20 +8,20 @@ convolution, whatever algorithm runs (Winograd does fewer multiplications),
 so that throughputs compare: 2 * N * K * OH * OW * (C / groups) * kh * kw for
 the forward pass, as much again for each gradient.
 
-The expected results are float64, computed tap by tap with NumPy's matrix
-products (one GEMM per kernel tap and group).
+The expected results are float64, from :mod:`dlkern.testing.reference`.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from .... import conv as dk_conv
+from ....testing import reference
 from ... import arrays, libraries
 from ...registry import Case, Context
+from .._factory import case
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,11 @@ class Shape:
         return (f"{self.label} {'x'.join(map(str, self.x_shape))} k{self.k} "
                 f"{self.kernel}x{self.kernel}/{self.stride} p{self.padding}{g}")
 
+    @property
+    def reference_args(self):
+        """(stride, padding, dilation, groups) as :mod:`dlkern.testing.reference` takes them."""
+        return (self.stride,) * 2, (self.padding,) * 2, (1, 1), self.groups
+
 
 CPU_SHAPES = [
     Shape("3x3", 8, 64, 56, 56, 64, 3, 1, 1),
@@ -92,73 +97,33 @@ def byte_count(s: Shape, backward: bool, itemsize: int) -> int:
     return itemsize * (forward + (out + x + w if backward else 0))
 
 
-def _taps(s: Shape):
-    """(i, j, rows, cols): the padded-input slices kernel tap (i, j) reads."""
-    _, _, oh, ow = s.out_shape
-    for i in range(s.kernel):
-        for j in range(s.kernel):
-            yield (i, j, slice(i, i + s.stride * (oh - 1) + 1, s.stride),
-                   slice(j, j + s.stride * (ow - 1) + 1, s.stride))
-
-
 def expected_forward(s: Shape, x, w, b) -> np.ndarray:
-    p, g = s.padding, s.groups
-    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-    cg, kg = s.c // g, s.k // g
-    out = np.zeros(s.out_shape)
-    for gi in range(g):
-        xs, ws = xp[:, gi * cg:(gi + 1) * cg], w[gi * kg:(gi + 1) * kg]
-        for i, j, rows, cols in _taps(s):
-            out[:, gi * kg:(gi + 1) * kg] += np.einsum("kc,nchw->nkhw", ws[:, :, i, j],
-                                                       xs[:, :, rows, cols], optimize=True)
-    return out + b[None, :, None, None]
+    return reference.conv2d(x, w, b, *s.reference_args)
 
 
 def expected_gradients(s: Shape, x, w, go):
     """(grad_input, grad_weight) in float64."""
-    p, g = s.padding, s.groups
-    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-    gxp = np.zeros_like(xp)
-    gw = np.zeros(s.w_shape)
-    cg, kg = s.c // g, s.k // g
-    for gi in range(g):
-        cs, ks = slice(gi * cg, (gi + 1) * cg), slice(gi * kg, (gi + 1) * kg)
-        for i, j, rows, cols in _taps(s):
-            gxp[:, cs, rows, cols] += np.einsum("kc,nkhw->nchw", w[ks, :, i, j], go[:, ks],
-                                                optimize=True)
-            gw[ks, :, i, j] = np.einsum("nkhw,nchw->kc", go[:, ks], xp[:, cs, rows, cols],
-                                        optimize=True)
-    return gxp[:, :, p:p + s.h, p:p + s.w], gw
+    return reference.conv2d_backward(go, x, w, *s.reference_args)[:2]
 
 
 def _case(ctx: Context, s: Shape, backward: bool, refs) -> Case:
-    dtype, kind = "float32", "numpy"
-    name = f"{s.name}{' fwd+bwd' if backward else ''}"
-    seed = zlib.crc32(f"conv {name} {ctx.device}".encode())
-    torch = libraries.get("torch")
+    dtype = "float32"
     args = (s.stride, s.padding, 1, s.groups)
+    inputs = {"x": s.x_shape, "w": s.w_shape, "b": (s.k,)}
+    if backward:
+        inputs["go"] = s.out_shape
 
-    def setup():
-        rng = np.random.default_rng(seed)
-        inputs = {"x": arrays.random(s.x_shape, dtype, kind, ctx.device, rng),
-                  "w": arrays.random(s.w_shape, dtype, kind, ctx.device, rng),
-                  "b": arrays.random((s.k,), dtype, kind, ctx.device, rng)}
-        if backward:
-            inputs["go"] = arrays.random(s.out_shape, dtype, kind, ctx.device, rng)
-        if torch is not None:
-            inputs["torch"] = {key: arrays.view(v, "torch") for key, v in inputs.items()}
-        return inputs
-
-    def run(x):
-        out = dk_conv.conv2d(x["x"], x["w"], x["b"], *args)
+    def run(v):
+        out = dk_conv.conv2d(v["x"], v["w"], v["b"], *args)
         if not backward:
             return out
-        gi, gw, _ = dk_conv.conv2d_backward(x["go"], x["x"], x["w"], *args,
+        gi, gw, _ = dk_conv.conv2d_backward(v["go"], v["x"], v["w"], *args,
                                             output_mask=(True, True, False))
         return out, gi, gw
 
-    def torch_call(x):
-        t = x["torch"]
+    torch = libraries.get("torch")
+
+    def torch_call(t):
         out = torch.nn.functional.conv2d(t["x"], t["w"], t["b"], *args)
         if not backward:
             return out
@@ -167,24 +132,19 @@ def _case(ctx: Context, s: Shape, backward: bool, refs) -> Case:
             [0, 0], s.groups, [True, True, False])
         return out, gi, gw
 
-    def expected(x):
-        x64, w64, b64 = (arrays.to_host64(x[key]) for key in ("x", "w", "b"))
-        out = expected_forward(s, x64, w64, b64)
+    def expected(v):
+        out = expected_forward(s, v["x"], v["w"], v["b"])
         if not backward:
             return out
-        return (out, *expected_gradients(s, x64, w64, arrays.to_host64(x["go"])))
+        return (out, *expected_gradients(s, v["x"], v["w"], v["go"]))
 
-    return Case(
-        family="conv",
-        name=name,
-        device=ctx.device,
-        dtype=dtype,
-        kind=kind,
+    return case(
+        ctx, "conv", f"{s.name}{' fwd+bwd' if backward else ''}", dtype=dtype, kind="numpy",
         params={"input": s.x_shape, "weight": s.w_shape, "stride": s.stride,
                 "padding": s.padding, "groups": s.groups, "backward": backward},
         flops=flop_count(s, backward),
         bytes=byte_count(s, backward, arrays.ITEMSIZE[dtype]),
-        setup=setup,
+        inputs=inputs,
         run=run,
         expected=expected,
         references={lib: torch_call for lib in refs},

@@ -10,13 +10,13 @@ least 0.7x its time on the 3x3 forward cases) and on a channels-last copy
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 
 from .... import conv as dk_conv
+from ....testing import reference
 from ... import arrays, libraries
 from ...registry import Case, Context
+from .._factory import array_libraries, case, kind_for
 
 # (name, (N, C, H, W), out_channels, kernel, stride, padding, groups)
 SHAPES = [
@@ -57,59 +57,23 @@ def byte_count(shape, out_channels: int, kernel: int, stride: int, pad: int, gro
     return itemsize * (x + y + w)
 
 
-def _windows(x: np.ndarray, kernel: int, stride: int, pad: int) -> np.ndarray:
-    """(N, C, OH, OW, k, k) zero-padded windows of x."""
-    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    win = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(2, 3))
-    return win[:, :, ::stride, ::stride]
-
-
 def expected(pass_: str, x, w, dy, stride: int, pad: int, groups: int) -> np.ndarray:
-    """float64 result of one pass (grad_input and grad_weight for groups == 1)."""
-    kernel = w.shape[2]
-    win = _windows(x, kernel, stride, pad)
+    """float64 result of one pass, from :mod:`dlkern.testing.reference`."""
+    args = ((stride, stride), (pad, pad), (1, 1), groups)
     if pass_ == "forward":
-        k, cg = w.shape[0], w.shape[1]
-        kg = k // groups
-        return np.concatenate([
-            np.einsum("nchwij,kcij->nkhw", win[:, g * cg:(g + 1) * cg], w[g * kg:(g + 1) * kg],
-                      optimize=True)
-            for g in range(groups)
-        ], axis=1)
-    if pass_ == "grad_weight":
-        return np.einsum("nkhw,nchwij->kcij", dy, win, optimize=True)
-    n, c, h, wd = x.shape
-    oh, ow = dy.shape[2:]
-    grad = np.zeros((n, c, h + 2 * pad, wd + 2 * pad))
-    for i in range(kernel):
-        for j in range(kernel):
-            grad[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += np.einsum(
-                "nkhw,kc->nchw", dy, w[:, :, i, j], optimize=True)
-    return grad[:, :, pad:pad + h, pad:pad + wd]
+        return reference.conv2d(x, w, None, *args)
+    grad_input, grad_weight, _ = reference.conv2d_backward(dy, x, w, *args)
+    return grad_input if pass_ == "grad_input" else grad_weight
 
 
 def _case(ctx: Context, pass_: str, name, shape, out_channels, kernel, stride, pad, groups,
           kind: str, refs) -> Case:
     dtype = "float16"
     w_shape = (out_channels, shape[1] // groups, kernel, kernel)
-    y_shape = out_shape(shape, out_channels, kernel, stride, pad)
-    title = f"{name}{'' if pass_ == 'forward' else ' ' + pass_} {'x'.join(map(str, shape))}"
-    seed = zlib.crc32(f"conv {title} {ctx.device}".encode())
-    torch = libraries.get("torch")
+    inputs = {"x": shape, "w": w_shape}
+    if pass_ != "forward":
+        inputs["dy"] = out_shape(shape, out_channels, kernel, stride, pad)
     mask = (pass_ == "grad_input", pass_ == "grad_weight", False)
-
-    def setup():
-        rng = np.random.default_rng(seed)
-        inputs = {"x": arrays.random(shape, dtype, kind, ctx.device, rng),
-                  "w": arrays.random(w_shape, dtype, kind, ctx.device, rng)}
-        if pass_ != "forward":
-            inputs["dy"] = arrays.random(y_shape, dtype, kind, ctx.device, rng)
-        if refs:
-            t = {key: arrays.view(v, "torch") for key, v in inputs.items()}
-            inputs["torch"] = t
-            inputs["torch_cl"] = {key: v.contiguous(memory_format=torch.channels_last)
-                                  for key, v in t.items()}
-        return inputs
 
     def run(v):
         if pass_ == "forward":
@@ -118,45 +82,35 @@ def _case(ctx: Context, pass_: str, name, shape, out_channels, kernel, stride, p
                                         output_mask=mask)
         return grads[0] if pass_ == "grad_input" else grads[1]
 
-    def torch_call(layout):
-        def call(v):
-            t = v[layout]
-            if pass_ == "forward":
-                return torch.nn.functional.conv2d(t["x"], t["w"], None, stride, pad, 1, groups)
-            grads = torch.ops.aten.convolution_backward(
-                t["dy"], t["x"], t["w"], None, [stride] * 2, [pad] * 2, [1, 1], False, [0, 0],
-                groups, list(mask))
-            return grads[0] if pass_ == "grad_input" else grads[1]
-        return call
+    torch = libraries.get("torch")
 
-    def expect(v):
-        host = {key: arrays.to_host64(v[key]) for key in ("x", "w", "dy") if key in v}
-        return expected(pass_, host["x"], host["w"], host.get("dy"), stride, pad, groups)
+    def torch_call(t):
+        if pass_ == "forward":
+            return torch.nn.functional.conv2d(t["x"], t["w"], None, stride, pad, 1, groups)
+        grads = torch.ops.aten.convolution_backward(
+            t["dy"], t["x"], t["w"], None, [stride] * 2, [pad] * 2, [1, 1], False, [0, 0],
+            groups, list(mask))
+        return grads[0] if pass_ == "grad_input" else grads[1]
 
-    flops = flop_count(shape, out_channels, kernel, stride, pad, groups)
-    return Case(
-        family="conv",
-        name=title,
-        device=ctx.device,
-        dtype=dtype,
-        kind=kind,
+    return case(
+        ctx, "conv", f"{name}{'' if pass_ == 'forward' else ' ' + pass_} {'x'.join(map(str, shape))}",
+        dtype=dtype, kind=kind,
         params={"pass": pass_, "shape": shape, "out_channels": out_channels, "kernel": kernel,
                 "stride": stride, "padding": pad, "groups": groups},
-        flops=flops,
+        flops=flop_count(shape, out_channels, kernel, stride, pad, groups),
         bytes=byte_count(shape, out_channels, kernel, stride, pad, groups, arrays.ITEMSIZE[dtype]),
-        setup=setup,
+        inputs=inputs,
         run=run,
-        expected=expect,
-        references={lib: torch_call(lib) for lib in refs},
+        expected=lambda v: expected(pass_, v["x"], v["w"], v.get("dy"), stride, pad, groups),
+        references={lib: torch_call for lib in refs},
     )
 
 
 def cases(ctx: Context) -> list[Case]:
-    kind = "torch" if libraries.torch_cuda() is not None else "cupy"
-    if kind == "cupy" and libraries.get("cupy") is None:
-        ctx.skip("conv", "needs CuPy or torch with CUDA")
+    kind = kind_for(ctx, "float16", "conv")  # torch tensors where torch sees the GPU
+    if kind is None:
         return []
-    refs = ["torch", "torch_cl"] if kind == "torch" else []
+    refs = ["torch", "torch_cl"] if "torch" in array_libraries(ctx, "float16") else []
     out = []
     for name, shape, out_channels, kernel, stride, pad, groups in SHAPES:
         for pass_ in PASSES:

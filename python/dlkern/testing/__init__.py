@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-from . import _backend
+from .. import _backend
 
 ORDERS = ("forward", "reverse", "shuffle")
 

@@ -1,0 +1,271 @@
+"""Plain float64 NumPy references, written for clarity.
+
+Each function takes arrays of any float dtype (NumPy, CuPy, or torch tensors
+on any device), computes in float64 with NumPy and returns float64 NumPy
+arrays. The tests compare dlkern's results with these (and with torch /
+scikit-learn where installed), and the benchmark suite (``python -m dlkern
+bench``) checks every case against them before timing it.
+
+The benchmark's shapes are large (batches of 8 images of 56 x 56 with 64
+channels, and more), so Python loops run only over what is small: kernel taps,
+groups, one axis of output positions. Each step hands whole arrays to NumPy,
+and contractions go through ``np.matmul`` or ``np.einsum(..., optimize=True)``,
+which run on BLAS.
+
+NumPy is the only import; torch is imported only to read a torch tensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def as64(x) -> np.ndarray:
+    """A float64 NumPy copy of a NumPy array, a CuPy array or a torch tensor (any dtype)."""
+    if hasattr(x, "detach"):  # torch: bfloat16 has no NumPy dtype, so go through float64
+        return x.detach().to(dtype=__import__("torch").float64).cpu().numpy()
+    if hasattr(x, "get"):  # CuPy
+        x = x.get()
+    return np.asarray(x, dtype=np.float64)
+
+
+def as_int64(x) -> np.ndarray:
+    """An int64 NumPy array of a NumPy, CuPy or torch integer array (max pooling's indices)."""
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy().astype(np.int64, copy=False)
+    if hasattr(x, "get"):
+        x = x.get()
+    return np.asarray(x, dtype=np.int64)
+
+
+def matmul(a, b) -> np.ndarray:
+    """a @ b for 2-D or batched 3-D arrays: C[..., i, j] = sum_p A[..., i, p] B[..., p, j]."""
+    return np.matmul(as64(a), as64(b))
+
+
+def pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
+    """Windows along one axis (torch's rule: with ceil_mode, a last window that
+    would start in the right padding is dropped)."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _taps(o, size, kernel, stride, pad, dilation):
+    """In-input positions of the window of output o along one axis."""
+    return [o * stride - pad + i * dilation for i in range(kernel)
+            if 0 <= o * stride - pad + i * dilation < size]
+
+
+def _first_tap(o, stride, pad, dilation):
+    """torch's first tap of a window: its start moved right past the padding
+    in steps of the dilation (it may lie past the input when every tap misses)."""
+    start = o * stride - pad
+    while start < 0:
+        start += dilation
+    return start
+
+
+def _tap_slices(kernel, stride, dilation, out_size):
+    """For each kernel tap (i, j), in row-major order: the (rows, cols) slices of
+    the padded input that the tap reads, one element per output position."""
+    (sh, sw), (dh, dw), (oh, ow) = stride, dilation, out_size
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            yield i, j, (slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
+                         slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
+
+
+def _window_padding(in_size, out_size, kernel, stride, pad, dilation):
+    """((top, bottom), (left, right)) that make every pooling window lie in the
+    padded input: ``pad`` before, and after as much as the last window reaches
+    (with ceil_mode it may reach past the padding)."""
+    return tuple(
+        (p, max(0, (o - 1) * s - p + d * (k - 1) + 1 - size))
+        for size, o, k, s, p, d in zip(in_size, out_size, kernel, stride, pad, dilation)
+    )
+
+
+def _pool_output_sizes(in_size, kernel, stride, pad, dilation, ceil_mode):
+    return tuple(pool_output_size(*args, ceil_mode)
+                 for args in zip(in_size, kernel, stride, pad, dilation))
+
+
+def max_pool2d(x, kernel, stride, pad, dilation, ceil_mode):
+    """(out, indices) for x of shape (N, C, H, W); all arguments are pairs.
+
+    The maximum over each window's in-input taps, scanned row by row; a
+    larger value or a NaN replaces the current one, so ties keep the first
+    and NaNs win (the last one). An all -inf window keeps its first tap. With
+    dilation, a window can miss the input entirely: its value is -inf and its
+    index torch's (computed from the first tap, which lies past the input).
+
+    The scan goes tap by tap over every window at once. Taps outside the input
+    read -inf from the padding, which never replaces the current value.
+    """
+    x = as64(x)
+    n, c, h, w = x.shape
+    out_size = _pool_output_sizes((h, w), kernel, stride, pad, dilation, ceil_mode)
+    padding = _window_padding((h, w), out_size, kernel, stride, pad, dilation)
+    xp = np.pad(x, ((0, 0), (0, 0)) + padding, constant_values=-np.inf)
+    # In-input row (column) of each window's tap 0, and of torch's first tap.
+    row0 = np.arange(out_size[0]) * stride[0] - pad[0]
+    col0 = np.arange(out_size[1]) * stride[1] - pad[1]
+    first_row = np.array([_first_tap(o, stride[0], pad[0], dilation[0]) for o in range(out_size[0])])
+    first_col = np.array([_first_tap(o, stride[1], pad[1], dilation[1]) for o in range(out_size[1])])
+    best = np.full((n, c) + out_size, -np.inf)
+    best_idx = np.broadcast_to(first_row[:, None] * w + first_col, best.shape).astype(np.int64)
+    for i, j, (rows, cols) in _tap_slices(kernel, stride, dilation, out_size):
+        v = xp[:, :, rows, cols]
+        take = (v > best) | np.isnan(v)
+        tap_idx = (row0[:, None] + i * dilation[0]) * w + (col0 + j * dilation[1])
+        best = np.where(take, v, best)
+        best_idx = np.where(take, tap_idx, best_idx)
+    return best, best_idx
+
+
+def avg_pool_divisor(oh, ow, h, w, kernel, stride, pad, count_include_pad, divisor_override):
+    """torch's divisor: the override; else the window clipped to the padded
+    input (count_include_pad) or to the input itself."""
+    if divisor_override:
+        return divisor_override
+    h0, w0 = oh * stride[0] - pad[0], ow * stride[1] - pad[1]
+    h1, w1 = min(h0 + kernel[0], h + pad[0]), min(w0 + kernel[1], w + pad[1])
+    if count_include_pad:
+        return (h1 - h0) * (w1 - w0)
+    return (min(h1, h) - max(h0, 0)) * (min(w1, w) - max(w0, 0))
+
+
+def _avg_pool_divisors(out_size, h, w, kernel, stride, pad, count_include_pad, divisor_override):
+    """avg_pool_divisor of every output position, as an (OH, OW) array."""
+    return np.array([[avg_pool_divisor(oh, ow, h, w, kernel, stride, pad, count_include_pad,
+                                       divisor_override)
+                      for ow in range(out_size[1])] for oh in range(out_size[0])],
+                    dtype=np.float64).reshape(out_size)
+
+
+def avg_pool2d(x, kernel, stride, pad, ceil_mode, count_include_pad, divisor_override):
+    """Each window's in-input taps summed, then divided by avg_pool_divisor.
+
+    The sum goes tap by tap over every window at once; taps outside the input
+    read 0 from the padding."""
+    x = as64(x)
+    n, c, h, w = x.shape
+    out_size = _pool_output_sizes((h, w), kernel, stride, pad, (1, 1), ceil_mode)
+    padding = _window_padding((h, w), out_size, kernel, stride, pad, (1, 1))
+    xp = np.pad(x, ((0, 0), (0, 0)) + padding)
+    total = np.zeros((n, c) + out_size)
+    for _, _, (rows, cols) in _tap_slices(kernel, stride, (1, 1), out_size):
+        total += xp[:, :, rows, cols]
+    return total / _avg_pool_divisors(out_size, h, w, kernel, stride, pad, count_include_pad,
+                                      divisor_override)
+
+
+def max_pool2d_backward(grad_out, indices, input_shape, kernel, stride, pad, dilation):
+    """Each input element gets the sum of the gradients of the outputs it was
+    the maximum of, in the order of the outputs. Outputs whose window misses
+    the input are constants (-inf) and pass no gradient on."""
+    g, idx = as64(grad_out), as_int64(indices)
+    n, c, h, w = input_shape
+    oh_n, ow_n = g.shape[2:]
+    rows_meet = np.array([bool(_taps(o, h, kernel[0], stride[0], pad[0], dilation[0]))
+                          for o in range(oh_n)], dtype=bool)
+    cols_meet = np.array([bool(_taps(o, w, kernel[1], stride[1], pad[1], dilation[1]))
+                          for o in range(ow_n)], dtype=bool)
+    meets = rows_meet[:, None] & cols_meet[None, :]  # (OH, OW): windows with an in-input tap
+    # Index into the flattened input: plane (n, c) times H * W, plus the index in the plane.
+    flat = idx.reshape(n * c, oh_n, ow_n) + np.arange(n * c)[:, None, None] * (h * w)
+    grad = np.zeros(n * c * h * w)
+    np.add.at(grad, flat[:, meets], g.reshape(n * c, oh_n, ow_n)[:, meets])
+    return grad.reshape(input_shape)
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel, stride, pad, count_include_pad,
+                        divisor_override):
+    """Each output's gradient spread evenly (by the forward's divisor) over its in-input taps.
+
+    Tap by tap over every output at once; taps outside the input write to the
+    padding, which is dropped. The taps go in reverse order, so that each input
+    element adds up its outputs' shares in the order of the outputs."""
+    g = as64(grad_out)
+    n, c, h, w = input_shape
+    out_size = g.shape[2:]
+    share = g / _avg_pool_divisors(out_size, h, w, kernel, stride, pad, count_include_pad,
+                                   divisor_override)
+    (top, bottom), (left, right) = _window_padding((h, w), out_size, kernel, stride, pad, (1, 1))
+    grad = np.zeros((n, c, top + h + bottom, left + w + right))
+    for _, _, (rows, cols) in reversed(list(_tap_slices(kernel, stride, (1, 1), out_size))):
+        grad[:, :, rows, cols] += share
+    return grad[:, :, top:top + h, left:left + w]
+
+
+def conv2d_padding(x_shape, w_shape, padding, dilation):
+    """(top, bottom, left, right) for torch's padding argument ('same' puts the odd one last)."""
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if padding == "same":
+        th, tw = dilation[0] * (w_shape[2] - 1), dilation[1] * (w_shape[3] - 1)
+        return th // 2, th - th // 2, tw // 2, tw - tw // 2
+    return padding[0], padding[0], padding[1], padding[1]
+
+
+def _conv_windows(xp, kernel, stride, dilation):
+    """The (N, C, OH, OW, kh, kw) view of the padded input xp whose element
+    [n, c, p, q, i, j] is xp[n, c, p * sh + i * dh, q * sw + j * dw]: the
+    window of every output position, without a copy."""
+    span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    win = np.lib.stride_tricks.sliding_window_view(xp, span, axis=(2, 3))
+    return win[:, :, ::stride[0], ::stride[1], ::dilation[0], ::dilation[1]]
+
+
+def conv2d(x, w, b, stride, padding, dilation, groups):
+    """Cross-correlation of x (N, C, H, W) with w (K, C / groups, kh, kw), in float64.
+
+    out[n, k, p, q] = b[k] + sum over c in k's group, taps (i, j) of
+    w[k, c, i, j] * xpad[n, c, p * sh + i * dh, q * sw + j * dw],
+    one matrix product per group.
+    """
+    x, w = as64(x), as64(w)
+    top, bottom, left, right = conv2d_padding(x.shape, w.shape, padding, dilation)
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    win = _conv_windows(xp, w.shape[2:], stride, dilation)
+    k, cg = w.shape[0], w.shape[1]
+    kg = k // groups
+    out = np.concatenate([
+        np.einsum("ncpqij,kcij->nkpq", win[:, g * cg:(g + 1) * cg], w[g * kg:(g + 1) * kg],
+                  optimize=True)
+        for g in range(groups)
+    ], axis=1)
+    if b is not None:
+        out += as64(b)[None, :, None, None]
+    return out
+
+
+def conv2d_backward(grad_out, x, w, stride, padding, dilation, groups):
+    """(grad_input, grad_weight, grad_bias) of conv2d, in float64: the forward
+    sum differentiated term by term.
+
+    grad_weight[k, c, i, j] = sum over n, p, q of grad_out[n, k, p, q] times
+    the window element [n, c, p, q, i, j]; what each output passes back to
+    each tap of its window, sum over k of grad_out[n, k, p, q] * w[k, c, i, j],
+    is added, tap by tap, where that tap read the padded input. One matrix
+    product per group for each.
+    """
+    g_out, x, w = as64(grad_out), as64(x), as64(w)
+    top, bottom, left, right = conv2d_padding(x.shape, w.shape, padding, dilation)
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    win = _conv_windows(xp, w.shape[2:], stride, dilation)
+    grad_xp = np.zeros_like(xp)
+    grad_w = np.empty_like(w)
+    k, cg = w.shape[0], w.shape[1]
+    kg = k // groups
+    for g in range(groups):
+        cs, ks = slice(g * cg, (g + 1) * cg), slice(g * kg, (g + 1) * kg)
+        grad_w[ks] = np.einsum("nkpq,ncpqij->kcij", g_out[:, ks], win[:, cs], optimize=True)
+        to_taps = np.einsum("nkpq,kcij->ncpqij", g_out[:, ks], w[ks], optimize=True)
+        for i, j, (rows, cols) in _tap_slices(w.shape[2:], stride, dilation, g_out.shape[2:]):
+            grad_xp[:, cs, rows, cols] += to_taps[..., i, j]
+    grad_x = grad_xp[:, :, top:top + x.shape[2], left:left + x.shape[3]]
+    return grad_x, grad_w, g_out.sum(axis=(0, 2, 3))
