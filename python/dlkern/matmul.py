@@ -44,14 +44,10 @@ def matmul(a, b):
     C, result = _arrays.empty(out_shape, dtype, A)
 
     a_bs, b_bs, c_bs = (A.strides[0], B.strides[0], C.strides[0]) if A.ndim == 3 else (0, 0, 0)
-    args = (
-        dtype, m, n, k, batch,
+    _backend.launch(
+        module.matmul, A, dtype, m, n, k, batch,
         A.address, a_bs, A.strides[-2], A.strides[-1],
         B.address, b_bs, B.strides[-2], B.strides[-1],
         C.address, c_bs, C.strides[-2], C.strides[-1],
     )
-    if cuda_path:
-        module.gemm(*args, device[1], _arrays.stream_of(A))
-    else:
-        module.gemm(*args)
     return result
