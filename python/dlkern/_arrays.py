@@ -234,7 +234,7 @@ def check_supported_dtype(op: str, name: str, a: Array, cuda_path: bool, allowed
 
 def nchw(a: Array) -> tuple[tuple, tuple]:
     """(N, C, H, W) and its strides, a batch of one added to an unbatched (C, H, W) array."""
-    if a.ndim == 3:
+    if len(a.shape) == 3:  # not a.ndim: a property call costs more, on every call
         return (1,) + a.shape, (0,) + a.strides
     return a.shape, a.strides
 

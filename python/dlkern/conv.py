@@ -74,7 +74,7 @@ def _params(x, w, stride, padding, dilation, groups, op):
 
 def _out_shape(x, params):
     plane = (params.out_channels, params.out_h, params.out_w)
-    return plane if x.ndim == 3 else (x.shape[0],) + plane
+    return plane if len(x.shape) == 3 else (x.shape[0],) + plane
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

@@ -51,7 +51,7 @@ def _avg_params(shape, kernel_size, stride, padding, ceil_mode, divisor_override
 
 def _out_shape(a: _arrays.Array, params) -> tuple:
     plane = (params.out_h, params.out_w)
-    return (a.shape[0],) + plane if a.ndim == 3 else a.shape[:2] + plane
+    return (a.shape[0],) + plane if len(a.shape) == 3 else a.shape[:2] + plane
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
