@@ -77,7 +77,7 @@ inline Conv2dGrads conv_grads(const GradMask& m) {
 
 namespace pybind11::detail {
 
-// Address from a Python int, as std::uintptr_t converts.
+// Address from a Python int, as std::uintptr_t converts (arguments only).
 template <>
 struct type_caster<dlkern::bindings::Address> {
   PYBIND11_TYPE_CASTER(dlkern::bindings::Address, const_name("int"));
@@ -87,10 +87,6 @@ struct type_caster<dlkern::bindings::Address> {
     if (!address.load(src, convert)) return false;
     value.value = cast_op<std::uintptr_t>(address);
     return true;
-  }
-
-  static handle cast(dlkern::bindings::Address a, return_value_policy, handle) {
-    return PyLong_FromSize_t(a.value);
   }
 };
 
