@@ -34,7 +34,7 @@ build() {
   local generator=()
   if command -v ninja >/dev/null; then generator=(-G Ninja); fi
   cmake -S "$DEVICE_ROOT" -B "$DEVICE_ROOT/build/device" "${generator[@]}" \
-    -DDLKERN_CUDA=ON -DDLKERN_DEV_INPLACE=ON -DCMAKE_BUILD_TYPE=Release \
+    -DDLKERN_CUDA=ON -DDLKERN_TESTS=ON -DDLKERN_DEV_INPLACE=ON -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES="$DEVICE_ARCH" \
     -DPython_EXECUTABLE="$(command -v "$DEVICE_PY")" \
     -Dpybind11_DIR="$("$DEVICE_PY" -m pybind11 --cmakedir)"

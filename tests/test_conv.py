@@ -15,6 +15,16 @@ from conftest import random_array
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+try:
+    from dlkern import _cpu_testing
+except ImportError:  # built without -DDLKERN_TESTS=ON
+    _cpu_testing = None
+requires_cpu_testing = pytest.mark.skipif(
+    _cpu_testing is None,
+    reason="dlkern was built without its test modules: build with -DDLKERN_TESTS=ON "
+    "(the default with DLKERN_EMU=ON)",
+)
+
 DTYPES = ["float32", "float64"]
 
 
@@ -327,7 +337,7 @@ def conv_paths(x, w, stride, padding, dilation, groups):
     params = dk._cpu.conv2d_params(*x.shape, w.shape[0], w.shape[1], *w.shape[2:], *s, mode, ph,
                                    pw, *d, groups)
     strides = tuple(v // x.itemsize for v in x.strides)
-    return tuple(dk._cpu.conv2d_paths(str(x.dtype), params, strides))
+    return tuple(_cpu_testing.conv2d_paths(str(x.dtype), params, strides))
 
 
 def isas():
@@ -414,6 +424,7 @@ def check_case(x, w, b, go, args, dtype, winograd_paths):
     assert_backward_close(grads, go, x, w, s, pad, d, groups, expected)
 
 
+@requires_cpu_testing
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", PATH_CASES, ids=[c[0] for c in PATH_CASES])
 def test_cpu_paths(rng, cpu_configs, dtype, case):
@@ -460,6 +471,7 @@ def test_results_do_not_depend_on_the_thread_count(rng, case):
             np.testing.assert_array_equal(a, b)
 
 
+@requires_cpu_testing
 @pytest.mark.parametrize("case", ["winograd", "implicit_gemm", "depthwise"])
 def test_non_finite_inputs_stay_where_they_are_read(rng, case):
     """inf and NaN reach exactly the outputs whose windows read them: the

@@ -3,12 +3,15 @@
 The wrapper self-tests (mma, ldmatrix, shuffles and votes, cp.async) run on
 the emulator and, where a GPU is present, on it too: both are checked against
 the same NumPy results, which proves that the emulator's fragment layouts are
-the hardware's. The rest uses the fixtures of tests/emu/ (deliberately broken
-kernels among them) and ``dk.matmul`` under ``dlkern.testing.cuda_emulation``.
+the hardware's (their entry points are in the test modules ``_cuda_emu_testing``
+and ``_cuda_testing``). The rest uses the fixtures of tests/emu/ (deliberately
+broken kernels among them) and ``dk.matmul`` under ``dlkern.testing.cuda_emulation``.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import subprocess
 import threading
@@ -29,6 +32,10 @@ except ImportError:  # a build without -DDLKERN_EMU=ON: only the GPU self-tests 
 requires_emulator = pytest.mark.skipif(
     emu is None, reason="dlkern was built without -DDLKERN_EMU=ON"
 )
+# The self-tests' entry points, per device.
+SELFTEST_MODULES = {"emu": "dlkern._cuda_emu_testing", "gpu": "dlkern._cuda_testing"}
+NO_SELFTESTS = ("dlkern was built without its test modules: build with -DDLKERN_TESTS=ON "
+                "(the default with DLKERN_EMU=ON)")
 pytestmark = pytest.mark.cuda
 
 ORDERS = [("forward", 0), ("reverse", 0), ("shuffle", 20240611)]
@@ -46,7 +53,7 @@ class Device:
 
     def __init__(self, kind: str):
         self.kind = kind
-        self.module = emu if kind == "emu" else _backend.cuda()
+        self.module = importlib.import_module(SELFTEST_MODULES[kind])
         if kind == "gpu":
             import torch
 
@@ -86,12 +93,23 @@ def _gpu_ready() -> bool:
     return torch.cuda.is_available()
 
 
+def _built(kind: str) -> bool:
+    return importlib.util.find_spec(SELFTEST_MODULES[kind]) is not None
+
+
 DEVICES = [
-    pytest.param("emu", id="emu", marks=requires_emulator),
+    pytest.param(
+        "emu",
+        id="emu",
+        marks=[requires_emulator, pytest.mark.skipif(not _built("emu"), reason=NO_SELFTESTS)],
+    ),
     pytest.param(
         "gpu",
         id="gpu",
-        marks=pytest.mark.skipif(not _gpu_ready(), reason="needs a GPU and CUDA torch"),
+        marks=[
+            pytest.mark.skipif(not _gpu_ready(), reason="needs a GPU and CUDA torch"),
+            pytest.mark.skipif(not _built("gpu"), reason=NO_SELFTESTS),
+        ],
     ),
 ]
 
@@ -148,7 +166,7 @@ def test_mma_wrapper_matches_matrix_product(device, shape):
     c = rng.standard_normal((16, 8)).astype(np.float32)
     A, B, C = device.put(a), device.put(b), device.put(c)
     D = device.empty_like(c, np.nan)
-    device.module._test_mma(
+    device.module.mma(
         shape,
         device.address(A),
         device.address(B),
@@ -172,7 +190,7 @@ def test_ldmatrix_wrapper_layout(device, matrices, trans):
     src = fresh_rng().integers(0, 2**16, (matrices, 8, 8), dtype=np.uint16)
     out = np.full((32, matrices), 0xDEADBEEF, np.uint32)
     S, O = device.put(src), device.put(out)
-    device.module._test_ldmatrix(
+    device.module.ldmatrix(
         matrices, trans, device.address(S), device.address(O), 0, device.stream
     )
     got = device.get(O)
@@ -218,7 +236,7 @@ def test_shuffle_width_rules(device, op):
     for width in (1, 2, 4, 8, 16, 32):
         for arg in SHUFFLE_ARGS[op]:
             Out = device.empty_like(values, -7)
-            device.module._test_warp(
+            device.module.warp(
                 code,
                 0xFFFFFFFF,
                 arg,
@@ -243,7 +261,7 @@ def test_shuffle_with_partial_mask(device):
         (3, 1, values[:16].reshape(8, 2)[:, ::-1].ravel()),
     ]:
         Out = device.empty_like(values, -7)
-        device.module._test_warp(
+        device.module.warp(
             code, 0x0000FFFF, arg, 16, device.address(In), device.address(Out), 0, device.stream
         )
         got = device.get(Out)
@@ -267,7 +285,7 @@ def test_votes(device, mask):
         }
         for code, expected in expected_by_op.items():
             Out = device.empty_like(values, -7)
-            device.module._test_warp(
+            device.module.warp(
                 code, mask, threshold, 32, device.address(In), device.address(Out), 0, device.stream
             )
             got = device.get(Out)
@@ -277,13 +295,13 @@ def test_votes(device, mask):
 
 
 def test_cp_async_pipeline(device):
-    n = device.module._test_cp_async_threads
+    n = device.module.cp_async_threads
     rng = fresh_rng()
     chunks = rng.standard_normal((2 * n, 4)).astype(np.float32)
     valid = (rng.random(2 * n) > 0.25).astype(np.uint8)
     In, V = device.put(chunks), device.put(valid)
     Out = device.empty_like(chunks, np.nan)
-    device.module._test_cp_async(
+    device.module.cp_async(
         device.address(In), device.address(V), device.address(Out), 0, device.stream
     )
     landed = np.where(valid[:, None] == 1, chunks, 0.0)  # invalid chunks are zero-filled

@@ -3,8 +3,8 @@
 Runs every micro-kernel path this CPU has (generic, avx2, avx512), float32
 and float64, through ``dk.matmul`` and, for what ``dk.matmul`` cannot reach
 (the fused epilogue, strided or poisoned C, batch strides, 0-stride
-broadcast), through the test-only binding ``_cpu._gemm_ex``, which calls
-``matmul_batched_cpu`` with every argument of the C++ API.
+broadcast), through ``gemm_ex`` of the test module ``_cpu_testing``, which
+calls ``matmul_batched_cpu`` with every argument of the C++ API.
 
 Tolerance: every element of C is a sum of k products plus at most one alpha
 multiply and three epilogue additions, each rounded in the working dtype
@@ -20,6 +20,13 @@ import pytest
 
 import dlkern as dk
 from dlkern import _cpu
+
+# Every test here reads the blocking or calls gemm_ex.
+testing = pytest.importorskip(
+    "dlkern._cpu_testing",
+    reason="dlkern was built without its test modules: build with -DDLKERN_TESTS=ON "
+    "(the default with DLKERN_EMU=ON)",
+)
 
 _ORDER = ["generic", "avx2", "avx512"]
 ISAS = _ORDER[: _ORDER.index(_cpu.cpu_isa_supported()) + 1]
@@ -50,7 +57,7 @@ def rng():
 
 def blocking(dtype):
     """(mr, nr, mc, kc, nc) of the kernel in use."""
-    return _cpu._gemm_blocking(dtype)
+    return testing.gemm_blocking(dtype)
 
 
 def rand(rng, shape, dtype):
@@ -82,7 +89,7 @@ def gemm_ex(a, b, c, *, alpha=1.0, accumulate=False, row_bias=None, col_bias=Non
     biases = [x for x in (row_bias, col_bias) if x is not None]
     bias_stride = strides(biases[0])[0] if biases else 1
     assert all(strides(x)[0] == bias_stride for x in biases), "one bias_stride for both biases"
-    _cpu._gemm_ex(
+    testing.gemm_ex(
         c.dtype.name, m, n, k, count, *args, alpha, accumulate,
         0 if row_bias is None else address(row_bias),
         0 if col_bias is None else address(col_bias),
@@ -299,8 +306,8 @@ def test_empty(isa, dtype, rng):
     # A batch of none writes nothing.
     a, b = rand(rng, (1, 3, 4), dtype), rand(rng, (1, 4, 5), dtype)
     c = np.full((1, 3, 5), np.nan, dtype)
-    _cpu._gemm_ex(dtype, 3, 5, 4, 0, address(a), 12, 4, 1, address(b), 20, 5, 1, address(c), 15,
-                  5, 1, 1.0, False, 0, 0, 1)
+    testing.gemm_ex(dtype, 3, 5, 4, 0, address(a), 12, 4, 1, address(b), 20, 5, 1, address(c),
+                    15, 5, 1, 1.0, False, 0, 0, 1)
     assert np.isnan(c).all()
 
 
@@ -325,8 +332,8 @@ def test_non_finite_stays_in_its_row_and_column(isa, dtype, rng):
 
 def test_bad_sizes():
     with pytest.raises(ValueError, match="m, n and k"):
-        _cpu._gemm_ex("float32", -1, 2, 2, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 1.0, False, 0,
-                      0, 1)
+        testing.gemm_ex("float32", -1, 2, 2, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 1.0, False,
+                        0, 0, 1)
     with pytest.raises(ValueError, match="batch count"):
-        _cpu._gemm_ex("float64", 2, 2, 2, -1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 1.0, False, 0,
-                      0, 1)
+        testing.gemm_ex("float64", 2, 2, 2, -1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 1.0, False,
+                        0, 0, 1)

@@ -1,12 +1,14 @@
-// Shared by the binding modules: exception translation and pointer handling.
-// Bindings take raw addresses (Python ints) and shapes from python/dlkern,
-// which has already checked them, and release the GIL around every kernel.
+// Shared by every binding module (the test modules too): exception
+// translation, the dtype parse, addresses, and the small argument forms
+// Python passes as tuples. Bindings take raw addresses (Python ints) and
+// shapes from python/dlkern, which has already checked them.
 #pragma once
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <string>
 #include <tuple>
 
 #include "dlkern/conv.h"
@@ -39,47 +41,32 @@ inline DType parse_dtype(const std::string& name) {
   throw dlkern::TypeError("unsupported dtype '" + name + "'");
 }
 
+// A host or device address (a Python int; 0 is null) that converts to
+// whatever pointer the C++ API takes, streams included, so that no binding
+// spells out a cast.
+struct Address {
+  std::uintptr_t value = 0;
+
+  template <typename T>
+  operator T*() const {
+    return reinterpret_cast<T*>(value);
+  }
+};
+
 template <typename T>
-MatrixView<T> view(std::uintptr_t address, int64_t row_stride, int64_t col_stride) {
-  return {reinterpret_cast<T*>(address), row_stride, col_stride};
+MatrixView<T> view(Address address, int64_t row_stride, int64_t col_stride) {
+  return {address, row_stride, col_stride};
 }
 
-// Pool2dParams travels through Python as a plain tuple, so that one made by
-// _cpu can be handed to _cuda or _cuda_emu.
-using PoolTuple = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                             int64_t, int64_t, int64_t, int64_t, int64_t, bool, int64_t, int64_t>;
+// Element strides of an NCHW input: Python has them as a tuple already, and
+// a tuple converts faster than building an object would.
+using Strides = std::tuple<int64_t, int64_t, int64_t, int64_t>;
 
-inline PoolTuple to_tuple(const Pool2dParams& p) {
-  return {p.batch,  p.channels,   p.in_h,       p.in_w,      p.kernel_h, p.kernel_w, p.stride_h,
-          p.stride_w, p.pad_h,    p.pad_w,      p.dilation_h, p.dilation_w, p.ceil_mode, p.out_h,
-          p.out_w};
-}
-
-inline Pool2dParams pool_params(const PoolTuple& t) {
-  const auto& [n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ceil, oh, ow] = t;
-  return {n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ceil, oh, ow};
-}
-
-inline Nchw nchw(const std::tuple<int64_t, int64_t, int64_t, int64_t>& s) {
+inline Nchw nchw(const Strides& s) {
   return {std::get<0>(s), std::get<1>(s), std::get<2>(s), std::get<3>(s)};
 }
 
-// Conv2dParams likewise.
-using ConvTuple = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                             int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                             int64_t, int64_t, int64_t, int64_t>;
-
-inline ConvTuple to_tuple(const Conv2dParams& p) {
-  return {p.batch,      p.in_channels, p.in_h,     p.in_w,      p.out_channels, p.kernel_h,
-          p.kernel_w,   p.stride_h,    p.stride_w, p.pad_top,   p.pad_bottom,   p.pad_left,
-          p.pad_right,  p.dilation_h,  p.dilation_w, p.groups,  p.out_h,        p.out_w};
-}
-
-inline Conv2dParams conv_params(const ConvTuple& t) {
-  const auto& [n, c, h, w, k, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, g, oh, ow] = t;
-  return {n, c, h, w, k, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, g, oh, ow};
-}
-
+// conv2d_backward's output_mask: (input, weight, bias).
 using GradMask = std::tuple<bool, bool, bool>;
 
 inline Conv2dGrads conv_grads(const GradMask& m) {
@@ -87,3 +74,20 @@ inline Conv2dGrads conv_grads(const GradMask& m) {
 }
 
 }  // namespace dlkern::bindings
+
+namespace pybind11::detail {
+
+// Address from a Python int, as std::uintptr_t converts (arguments only).
+template <>
+struct type_caster<dlkern::bindings::Address> {
+  PYBIND11_TYPE_CASTER(dlkern::bindings::Address, const_name("int"));
+
+  bool load(handle src, bool convert) {
+    make_caster<std::uintptr_t> address;
+    if (!address.load(src, convert)) return false;
+    value.value = cast_op<std::uintptr_t>(address);
+    return true;
+  }
+};
+
+}  // namespace pybind11::detail

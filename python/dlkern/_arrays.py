@@ -232,6 +232,26 @@ def check_supported_dtype(op: str, name: str, a: Array, cuda_path: bool, allowed
         )
 
 
+def nchw(a: Array) -> tuple[tuple, tuple]:
+    """(N, C, H, W) and its strides, a batch of one added to an unbatched (C, H, W) array."""
+    if len(a.shape) == 3:  # not a.ndim: a property call costs more, on every call
+        return (1,) + a.shape, (0,) + a.strides
+    return a.shape, a.strides
+
+
+def take_grad_output(grad_output, input: Array, expected: tuple, op: str) -> Array:
+    """A backward's ``grad_output``: on ``input``'s device, of its dtype, of the
+    forward output's shape ``expected``, made contiguous."""
+    g = take(grad_output, "grad_output", op)
+    check_same_device(op, ("input", input), ("grad_output", g))
+    check_same_dtype(op, ("input", input), ("grad_output", g))
+    if g.shape != expected:
+        raise ValueError(
+            f"{op}: grad_output must have the forward output's shape {expected}, got {g.shape}"
+        )
+    return contiguous(g, "grad_output", op)
+
+
 def _poison_value(dtype: str):
     return np.iinfo(np.int64).min if dtype == "int64" else float("nan")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import threading
 
-from . import _cpu
+from . import _arrays, _cpu
 
 _lock = threading.Lock()
 _cuda_module = None
@@ -81,3 +81,14 @@ def for_device(device) -> tuple[object, bool]:
     if emulation_active():
         return _emulation.module, True
     return _cpu, False
+
+
+def launch(kernel, like, *args) -> None:
+    """``kernel(*args, device, stream)``: every kernel binding, on either backend,
+    ends in the device ordinal and the caller's stream of ``like``'s device (0 and
+    0 on the CPU, whose kernels ignore them)."""
+    device = like.device
+    if device[0] == "cuda":
+        kernel(*args, device[1], _arrays.stream_of(like))
+    else:
+        kernel(*args, 0, 0)

@@ -30,7 +30,8 @@ def _padding(padding, op: str) -> tuple[int, int, int]:
 
 
 def _arguments(op, input, weight, *, bias=None):
-    """Input, weight (contiguous) and bias as Arrays, checked for kind, device and dtype."""
+    """Input, weight (contiguous) and bias as Arrays, checked for kind, device and dtype,
+    and the module that runs them."""
     x = _arrays.take(input, "input", op)
     w = _arrays.take(weight, "weight", op)
     named = [("input", x), ("weight", w)]
@@ -57,15 +58,11 @@ def _arguments(op, input, weight, *, bias=None):
         )
     w = _arrays.contiguous(w, "weight", op)
     b = _arrays.contiguous(b, "bias", op) if b is not None else None
-    return x, w, b, module, cuda_path
-
-
-def _nchw(x: _arrays.Array):
-    return ((1,) + x.shape, (0,) + x.strides) if x.ndim == 3 else (x.shape, x.strides)
+    return x, w, b, module
 
 
 def _params(x, w, stride, padding, dilation, groups, op):
-    shape, strides = _nchw(x)
+    shape, strides = _arrays.nchw(x)
     s = _args.pair(stride, "stride", op)
     mode, ph, pw = _padding(padding, op)
     d = _args.pair(dilation, "dilation", op)
@@ -76,25 +73,18 @@ def _params(x, w, stride, padding, dilation, groups, op):
 
 
 def _out_shape(x, params):
-    n, out_c, oh, ow = x.shape[0], params[4], params[-2], params[-1]
-    return (out_c, oh, ow) if x.ndim == 3 else (n, out_c, oh, ow)
-
-
-def _launch(module, cuda_path, like, name, *args):
-    fn = getattr(module, name)
-    if cuda_path:
-        return fn(*args, like.device[1], _arrays.stream_of(like))
-    return fn(*args)
+    plane = (params.out_channels, params.out_h, params.out_w)
+    return plane if len(x.shape) == 3 else (x.shape[0],) + plane
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """``torch.nn.functional.conv2d``: float32/float64, and float16/bfloat16 on CUDA."""
     op = "conv2d"
-    x, w, b, module, cuda_path = _arguments(op, input, weight, bias=bias)
+    x, w, b, module = _arguments(op, input, weight, bias=bias)
     params, strides = _params(x, w, stride, padding, dilation, groups, op)
     out, result = _arrays.empty(_out_shape(x, params), x.dtype, x)
-    _launch(module, cuda_path, x, "conv2d_forward", x.dtype, params, x.address, strides,
-            w.address, b.address if b is not None else 0, out.address)
+    _backend.launch(module.conv2d_forward, x, x.dtype, params, x.address, strides, w.address,
+                    b.address if b is not None else 0, out.address)
     return result
 
 
@@ -106,27 +96,19 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     ``output_mask`` (three bools: input, weight, bias) is False.
     """
     op = "conv2d_backward"
-    x, w, _, module, cuda_path = _arguments(op, input, weight)
+    x, w, _, module = _arguments(op, input, weight)
     params, strides = _params(x, w, stride, padding, dilation, groups, op)
     if not isinstance(output_mask, (tuple, list)) or len(output_mask) != 3:
         raise ValueError(f"{op}: output_mask must be three bools (input, weight, bias), got "
                          f"{output_mask!r}")
     mask = tuple(_args.boolean(m, "output_mask", op) for m in output_mask)
-    g = _arrays.take(grad_output, "grad_output", op)
-    _arrays.check_same_device(op, ("input", x), ("grad_output", g))
-    _arrays.check_same_dtype(op, ("input", x), ("grad_output", g))
-    expected = _out_shape(x, params)
-    if g.shape != expected:
-        raise ValueError(
-            f"{op}: grad_output must have the forward output's shape {expected}, got {g.shape}"
-        )
-    g = _arrays.contiguous(g, "grad_output", op)
+    g = _arrays.take_grad_output(grad_output, x, _out_shape(x, params), op)
     outputs = [
         _arrays.empty(x.shape, x.dtype, x) if mask[0] else (None, None),
         _arrays.empty(w.shape, x.dtype, x) if mask[1] else (None, None),
         _arrays.empty((w.shape[0],), x.dtype, x) if mask[2] else (None, None),
     ]
     addresses = [view.address if view is not None else 0 for view, _ in outputs]
-    _launch(module, cuda_path, x, "conv2d_backward", x.dtype, params, mask, g.address, x.address,
-            strides, w.address, *addresses)
+    _backend.launch(module.conv2d_backward, x, x.dtype, params, mask, g.address, x.address,
+                    strides, w.address, *addresses)
     return tuple(result for _, result in outputs)

@@ -21,7 +21,8 @@ def matmul(a, b):
     module, cuda_path = _backend.for_device(device)
     _arrays.check_supported_dtype(op, "a", A, cuda_path)
 
-    if A.ndim not in (2, 3) or B.ndim != A.ndim:
+    ndim = A.ndim  # read once: Array.ndim is a property call
+    if ndim not in (2, 3) or B.ndim != ndim:
         raise ValueError(
             f"{op}: expected a and b both 2-D (M, K) @ (K, N) or both 3-D (B, M, K) @ (B, K, N); "
             f"got a of shape {A.shape} and b of shape {B.shape}"
@@ -31,7 +32,8 @@ def matmul(a, b):
             f"{op}: a's last dimension ({A.shape[-1]}) must equal b's second-to-last "
             f"({B.shape[-2]}); got a of shape {A.shape} and b of shape {B.shape}"
         )
-    if A.ndim == 3 and A.shape[0] != B.shape[0]:
+    batched = ndim == 3
+    if batched and A.shape[0] != B.shape[0]:
         raise ValueError(
             f"{op}: batch sizes differ: a has {A.shape[0]} and b has {B.shape[0]} "
             f"(shapes {A.shape} and {B.shape})"
@@ -39,19 +41,15 @@ def matmul(a, b):
 
     m, k = A.shape[-2:]
     n = B.shape[-1]
-    batch = A.shape[0] if A.ndim == 3 else 1
-    out_shape = (batch, m, n) if A.ndim == 3 else (m, n)
+    batch = A.shape[0] if batched else 1
+    out_shape = (batch, m, n) if batched else (m, n)
     C, result = _arrays.empty(out_shape, dtype, A)
 
-    a_bs, b_bs, c_bs = (A.strides[0], B.strides[0], C.strides[0]) if A.ndim == 3 else (0, 0, 0)
-    args = (
-        dtype, m, n, k, batch,
+    a_bs, b_bs, c_bs = (A.strides[0], B.strides[0], C.strides[0]) if batched else (0, 0, 0)
+    _backend.launch(
+        module.matmul, A, dtype, m, n, k, batch,
         A.address, a_bs, A.strides[-2], A.strides[-1],
         B.address, b_bs, B.strides[-2], B.strides[-1],
         C.address, c_bs, C.strides[-2], C.strides[-1],
     )
-    if cuda_path:
-        module.gemm(*args, device[1], _arrays.stream_of(A))
-    else:
-        module.gemm(*args)
     return result

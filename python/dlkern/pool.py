@@ -16,7 +16,7 @@ _DTYPES = ("float32", "float64")
 
 
 def _input(x, name: str, op: str):
-    """The input as an Array, its backend, and whether it came without a batch dimension."""
+    """The input as a 4-D or 3-D (unbatched) Array, and the module that runs it."""
     a = _arrays.take(x, name, op)
     module, cuda_path = _backend.for_device(a.device)
     _arrays.check_supported_dtype(op, name, a, cuda_path, _DTYPES)
@@ -24,14 +24,7 @@ def _input(x, name: str, op: str):
         raise ValueError(
             f"{op}: {name} must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape {a.shape}"
         )
-    return a, module, cuda_path
-
-
-def _nchw(a: _arrays.Array) -> tuple[tuple, tuple]:
-    """(N, C, H, W) and its strides, a batch of one added for unbatched input."""
-    if a.ndim == 3:
-        return (1,) + a.shape, (0,) + a.strides
-    return a.shape, a.strides
+    return a, module
 
 
 def _max_params(shape, kernel_size, stride, padding, dilation, ceil_mode, op):
@@ -56,32 +49,24 @@ def _avg_params(shape, kernel_size, stride, padding, ceil_mode, divisor_override
     return _cpu.avg_pool2d_params(*shape, *kernel, *s, *p, ceil), divisor
 
 
-def _out_shape(a: _arrays.Array, plane: tuple) -> tuple:
-    return (a.shape[0],) + plane if a.ndim == 3 else a.shape[:2] + plane
-
-
-def _launch(module, cuda_path, like, name, *args):
-    """module.<name>(*args), with the device and stream on the CUDA path."""
-    fn = getattr(module, name)
-    if cuda_path:
-        return fn(*args, like.device[1], _arrays.stream_of(like))
-    return fn(*args)
+def _out_shape(a: _arrays.Array, params) -> tuple:
+    plane = (params.out_h, params.out_w)
+    return (a.shape[0],) + plane if len(a.shape) == 3 else a.shape[:2] + plane
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """``torch.nn.functional.max_pool2d``: out, or (out, indices) with int64 indices."""
     op = "max_pool2d"
-    x, module, cuda_path = _input(input, "input", op)
-    shape, strides = _nchw(x)
+    x, module = _input(input, "input", op)
+    shape, strides = _arrays.nchw(x)
     params = _max_params(shape, kernel_size, stride, padding, dilation, ceil_mode, op)
-    plane = params[-2:]
-    out, result = _arrays.empty(_out_shape(x, plane), x.dtype, x)
+    out, result = _arrays.empty(_out_shape(x, params), x.dtype, x)
     indices = indices_result = None
     if _args.boolean(return_indices, "return_indices", op):
         indices, indices_result = _arrays.empty(out.shape, "int64", x)
-    _launch(module, cuda_path, x, "max_pool2d_forward", x.dtype, params, x.address, strides,
-            out.address, indices.address if indices else 0)
+    _backend.launch(module.max_pool2d_forward, x, x.dtype, params, x.address, strides,
+                    out.address, indices.address if indices else 0)
     return (result, indices_result) if indices else result
 
 
@@ -89,28 +74,15 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     """``torch.nn.functional.avg_pool2d``."""
     op = "avg_pool2d"
-    x, module, cuda_path = _input(input, "input", op)
-    shape, strides = _nchw(x)
+    x, module = _input(input, "input", op)
+    shape, strides = _arrays.nchw(x)
     params, divisor = _avg_params(shape, kernel_size, stride, padding, ceil_mode,
                                   divisor_override, op)
     include_pad = _args.boolean(count_include_pad, "count_include_pad", op)
-    out, result = _arrays.empty(_out_shape(x, params[-2:]), x.dtype, x)
-    _launch(module, cuda_path, x, "avg_pool2d_forward", x.dtype, params, include_pad, divisor,
-            x.address, strides, out.address)
+    out, result = _arrays.empty(_out_shape(x, params), x.dtype, x)
+    _backend.launch(module.avg_pool2d_forward, x, x.dtype, params, include_pad, divisor,
+                    x.address, strides, out.address)
     return result
-
-
-def _grad_output(grad_output, x: _arrays.Array, params, op):
-    """grad_output checked against the forward's output shape, made contiguous."""
-    g = _arrays.take(grad_output, "grad_output", op)
-    _arrays.check_same_device(op, ("input", x), ("grad_output", g))
-    _arrays.check_same_dtype(op, ("input", x), ("grad_output", g))
-    expected = _out_shape(x, params[-2:])
-    if g.shape != expected:
-        raise ValueError(
-            f"{op}: grad_output must have the forward output's shape {expected}, got {g.shape}"
-        )
-    return _arrays.contiguous(g, "grad_output", op)
 
 
 def max_pool2d_backward(grad_output, input, indices, kernel_size, stride=None, padding=0,
@@ -122,18 +94,18 @@ def max_pool2d_backward(grad_output, input, indices, kernel_size, stride=None, p
     maximum it was. Deterministic.
     """
     op = "max_pool2d_backward"
-    x, module, cuda_path = _input(input, "input", op)
-    shape, _ = _nchw(x)
+    x, module = _input(input, "input", op)
+    shape, _ = _arrays.nchw(x)
     params = _max_params(shape, kernel_size, stride, padding, dilation, ceil_mode, op)
-    g = _grad_output(grad_output, x, params, op)
+    g = _arrays.take_grad_output(grad_output, x, _out_shape(x, params), op)
     idx = _arrays.take(indices, "indices", op, dtypes=("int64",))
     _arrays.check_same_device(op, ("input", x), ("indices", idx))
     if idx.shape != g.shape:
         raise ValueError(f"{op}: indices must have grad_output's shape {g.shape}, got {idx.shape}")
     idx = _arrays.contiguous(idx, "indices", op)
     grad_in, result = _arrays.empty(x.shape, x.dtype, x)
-    _launch(module, cuda_path, x, "max_pool2d_backward", x.dtype, params, g.address, idx.address,
-            grad_in.address)
+    _backend.launch(module.max_pool2d_backward, x, x.dtype, params, g.address, idx.address,
+                    grad_in.address)
     return result
 
 
@@ -141,13 +113,13 @@ def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
                         ceil_mode=False, count_include_pad=True, divisor_override=None):
     """Gradient of avg_pool2d with respect to its input."""
     op = "avg_pool2d_backward"
-    x, module, cuda_path = _input(input, "input", op)
-    shape, _ = _nchw(x)
+    x, module = _input(input, "input", op)
+    shape, _ = _arrays.nchw(x)
     params, divisor = _avg_params(shape, kernel_size, stride, padding, ceil_mode,
                                   divisor_override, op)
     include_pad = _args.boolean(count_include_pad, "count_include_pad", op)
-    g = _grad_output(grad_output, x, params, op)
+    g = _arrays.take_grad_output(grad_output, x, _out_shape(x, params), op)
     grad_in, result = _arrays.empty(x.shape, x.dtype, x)
-    _launch(module, cuda_path, x, "avg_pool2d_backward", x.dtype, params, include_pad, divisor,
-            g.address, grad_in.address)
+    _backend.launch(module.avg_pool2d_backward, x, x.dtype, params, include_pad, divisor,
+                    g.address, grad_in.address)
     return result

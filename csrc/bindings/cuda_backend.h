@@ -1,0 +1,29 @@
+// The CUDA backend of the op bindings (see backend.h), for _cuda and, built
+// against the emulator, _cuda_emu: the call runs with `device` current, on
+// the caller's stream.
+#pragma once
+
+#include "cuda/runtime.cuh"
+
+namespace dlkern::bindings {
+
+struct Cuda {
+  static constexpr bool cuda = true;
+
+  // Makes `device` current for the call and restores the caller's device after.
+  class DeviceGuard {
+   public:
+    explicit DeviceGuard(int device) {
+      DLKERN_CUDA_CHECK(cudaGetDevice(&previous_));
+      if (device != previous_) DLKERN_CUDA_CHECK(cudaSetDevice(device));
+    }
+    ~DeviceGuard() { cudaSetDevice(previous_); }
+    DeviceGuard(const DeviceGuard&) = delete;
+    DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+   private:
+    int previous_ = 0;
+  };
+};
+
+}  // namespace dlkern::bindings

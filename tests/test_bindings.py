@@ -1,0 +1,98 @@
+"""The binding layer (csrc/bindings): problem structs with named, read-only
+fields, registered once by ``_cpu`` and shared by the CUDA modules; one
+binding per op, with the same signature on every backend; test-only entry
+points kept out of the production modules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dlkern as dk
+from dlkern import _cpu
+
+try:
+    from dlkern import _cuda_emu as emu
+except ImportError:  # a build without -DDLKERN_EMU=ON
+    emu = None
+
+requires_emulator = pytest.mark.skipif(
+    emu is None, reason="dlkern was built without -DDLKERN_EMU=ON"
+)
+
+OPS = ["conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
+       "avg_pool2d_forward", "avg_pool2d_backward", "matmul"]
+
+
+def address(x: np.ndarray) -> int:
+    return x.__array_interface__["data"][0]
+
+
+def strides(x: np.ndarray) -> tuple:
+    return tuple(s // x.itemsize for s in x.strides)
+
+
+def test_pool_params_fields_by_name():
+    x = np.zeros((2, 3, 9, 8), np.float32)
+    p = _cpu.max_pool2d_params(2, 3, 9, 8, 3, 2, 2, 1, 1, 0, 1, 2, True)
+    assert (p.batch, p.channels, p.in_h, p.in_w) == (2, 3, 9, 8)
+    assert (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w) == (3, 2, 2, 1)
+    assert (p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.ceil_mode) == (1, 0, 1, 2, True)
+    out = dk.max_pool2d(x, (3, 2), (2, 1), (1, 0), (1, 2), ceil_mode=True)
+    assert (p.out_h, p.out_w) == out.shape[2:]
+    a = _cpu.avg_pool2d_params(2, 3, 9, 8, 3, 2, 2, 1, 1, 0, False)
+    assert (a.dilation_h, a.dilation_w, a.ceil_mode) == (1, 1, False)
+    assert (a.out_h, a.out_w) == dk.avg_pool2d(x, (3, 2), (2, 1), (1, 0)).shape[2:]
+
+
+def test_conv_params_fields_by_name():
+    # n, c, h, w, out_channels, weight's in_channels, kh, kw, stride, padding 'same', dilation, groups
+    p = _cpu.conv2d_params(2, 4, 9, 7, 6, 2, 4, 3, 1, 1, 1, 0, 0, 1, 2, 2)
+    assert (p.batch, p.in_channels, p.in_h, p.in_w, p.out_channels) == (2, 4, 9, 7, 6)
+    assert (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.groups) == (4, 3, 1, 1, 2)
+    assert (p.dilation_h, p.dilation_w) == (1, 2)
+    # 'same' puts the odd element of the padding at the bottom (right).
+    assert (p.pad_top, p.pad_bottom, p.pad_left, p.pad_right) == (1, 2, 2, 2)
+    assert (p.out_h, p.out_w) == (9, 7)
+
+
+def test_params_are_read_only_and_not_sequences():
+    p = _cpu.max_pool2d_params(1, 1, 8, 8, 2, 2, 2, 2, 0, 0, 1, 1, False)
+    c = _cpu.conv2d_params(1, 1, 5, 5, 1, 1, 3, 3, 1, 1, 0, 0, 0, 1, 1, 1)
+    for params in (p, c):
+        with pytest.raises(AttributeError):
+            params.out_h = 1
+        with pytest.raises(TypeError):
+            params[0]
+    with pytest.raises(TypeError):
+        _cpu.Pool2dParams()  # only the shape rules make them, checked
+
+
+@requires_emulator
+def test_structs_are_registered_once_and_shared():
+    assert not hasattr(emu, "Pool2dParams") and not hasattr(emu, "Conv2dParams")
+    for op in OPS:  # one binding per op: the same signature on both backends
+        assert getattr(_cpu, op).__doc__ == getattr(emu, op).__doc__, op
+
+
+@requires_emulator
+def test_params_made_by_cpu_run_on_the_emulator(rng):
+    x = rng.uniform(-1, 1, (2, 3, 9, 8)).astype(np.float32)
+    p = _cpu.max_pool2d_params(*x.shape, 3, 2, 2, 1, 1, 0, 1, 2, True)
+    out = np.full((2, 3, p.out_h, p.out_w), np.nan, np.float32)
+    emu.max_pool2d_forward("float32", p, address(x), strides(x), address(out), 0, 0, 0)
+    np.testing.assert_array_equal(out, dk.max_pool2d(x, (3, 2), (2, 1), (1, 0), (1, 2), True))
+
+    w = rng.uniform(-1, 1, (4, 3, 3, 3)).astype(np.float32)
+    c = _cpu.conv2d_params(*x.shape, 4, 3, 3, 3, 1, 1, 0, 1, 1, 1, 1, 1)
+    out = np.full((2, 4, c.out_h, c.out_w), np.nan, np.float32)
+    emu.conv2d_forward("float32", c, address(x), strides(x), address(w), 0, address(out), 0, 0)
+    np.testing.assert_allclose(out, dk.conv2d(x, w, padding=1), rtol=1e-5, atol=1e-5)
+
+
+def test_test_entry_points_are_not_in_the_production_modules():
+    modules = [_cpu] + ([emu] if emu is not None else [])
+    for module in modules:
+        test_only = [n for n in dir(module)
+                     if n.startswith(("_test", "_gemm")) or n == "conv2d_paths"]
+        assert test_only == [], module.__name__
