@@ -33,12 +33,6 @@ foreach(cu ${DLKERN_EMU_CU_SOURCES})
   list(APPEND DLKERN_EMU_KERNEL_SOURCES ${wrapper})
 endforeach()
 
-# The instruction self-tests belong to the test module _cuda_emu_testing
-# (cmake/tests.cmake), not to _cuda_emu.
-set(DLKERN_EMU_SELFTEST_SOURCES ${DLKERN_EMU_KERNEL_SOURCES})
-list(FILTER DLKERN_EMU_SELFTEST_SOURCES INCLUDE REGEX "/selftest\\.cpp$")
-list(FILTER DLKERN_EMU_KERNEL_SOURCES EXCLUDE REGEX "/selftest\\.cpp$")
-
 pybind11_add_module(_cuda_emu MODULE csrc/bindings/cuda_module.cpp ${DLKERN_EMU_KERNEL_SOURCES})
 target_compile_definitions(_cuda_emu PRIVATE DLKERN_MODULE_NAME=_cuda_emu)
 target_link_libraries(_cuda_emu PRIVATE dlkern_emu dlkern_common)

@@ -1,5 +1,5 @@
 // _cuda_testing (and, built against the emulator, _cuda_emu_testing): the
-// self-tests of the instruction wrappers (csrc/cuda/selftest.h) for
+// self-tests of the instruction wrappers (tests/cuda/selftest.h) for
 // tests/test_emu.py, kept out of _cuda and _cuda_emu (built with
 // DLKERN_TESTS). Device addresses in, results written to device memory.
 #include <pybind11/pybind11.h>
@@ -9,7 +9,7 @@
 
 #include "bindings/common.h"
 #include "bindings/cuda_backend.h"
-#include "cuda/selftest.h"
+#include "../cuda/selftest.h"
 
 namespace py = pybind11;
 using namespace dlkern;

@@ -12,7 +12,7 @@
 #include <cstring>
 #include <vector>
 
-#include "cuda/selftest.cu"
+#include "../cuda/selftest.cu"
 #include "fixtures.cuh"
 
 namespace dlkern::fixtures {

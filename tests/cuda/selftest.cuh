@@ -1,4 +1,4 @@
-// Kernels of csrc/cuda/selftest.h. Fragments are built element by element
+// Kernels of tests/cuda/selftest.h. Fragments are built element by element
 // from the PTX ISA's tables, independently of the emulator's gather code.
 #pragma once
 
@@ -6,7 +6,7 @@
 
 #include "cuda/mma.cuh"
 #include "cuda/runtime.cuh"
-#include "cuda/selftest.h"
+#include "selftest.h"
 
 namespace dlkern::cuda {
 

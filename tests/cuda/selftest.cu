@@ -1,5 +1,5 @@
-// Host side of the wrapper self-tests (csrc/cuda/selftest.h).
-#include "cuda/selftest.cuh"
+// Host side of the wrapper self-tests (tests/cuda/selftest.h).
+#include "selftest.cuh"
 
 namespace dlkern::selftest {
 

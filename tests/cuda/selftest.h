@@ -1,7 +1,7 @@
 // Self-tests of dlkern's instruction wrappers (csrc/cuda/mma.cuh) and of the
 // warp intrinsics: one-warp kernels that build every fragment from plain
 // row-major matrices by the layouts the PTX ISA documents. The same kernels
-// run on a GPU (_cuda) and on the emulator (_cuda_emu); tests/test_emu.py
+// run on a GPU (_cuda_testing) and on the emulator (_cuda_emu_testing); tests/test_emu.py
 // checks both against NumPy, which proves that the emulator's layouts are
 // the hardware's. Test-only entry points, not part of the C++ API.
 #pragma once
