@@ -9,6 +9,7 @@
 #include "bindings/conv.h"
 #include "bindings/matmul.h"
 #include "bindings/pool.h"
+#include "bindings/rnn.h"
 #include "cpu/peak.h"
 #include "dlkern/config.h"
 
@@ -31,8 +32,10 @@ PYBIND11_MODULE(_cpu, m) {
 
   bindings::def_conv_params(m);
   bindings::def_pool_params(m);
+  bindings::def_rnn_params(m);
   bindings::def_conv<bindings::Cpu>(m);
   bindings::def_pool<bindings::Cpu>(m);
+  bindings::def_rnn<bindings::Cpu>(m);  // CPU only until the CUDA kernels land
   bindings::def_matmul<bindings::Cpu>(m);
 
   // A NumPy array's data address and strides in elements, or None where the

@@ -1,4 +1,5 @@
-"""dlkern: hand-written CUDA and C++ kernels for deep learning: conv2d, max/avg pooling, matmul.
+"""dlkern: hand-written CUDA and C++ kernels for deep learning: conv2d, max/avg pooling, matmul,
+LSTM and GRU cells (CPU so far).
 
 ``import dlkern as dk``; every function takes NumPy, CuPy or DLPack arrays
 (torch, JAX) and returns the caller's kind on the caller's device.
@@ -15,6 +16,7 @@ from ._config import (
 from .conv import conv2d, conv2d_backward
 from .matmul import matmul
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from .rnn import gru_cell, gru_cell_backward, lstm_cell, lstm_cell_backward
 
 __all__ = [
     "__version__",
@@ -25,6 +27,10 @@ __all__ = [
     "cuda_available",
     "cuda_unavailable_reason",
     "get_num_threads",
+    "gru_cell",
+    "gru_cell_backward",
+    "lstm_cell",
+    "lstm_cell_backward",
     "matmul",
     "max_pool2d",
     "max_pool2d_backward",

@@ -6,4 +6,5 @@
 #include "dlkern/error.h"
 #include "dlkern/matmul.h"
 #include "dlkern/pool.h"
+#include "dlkern/rnn.h"
 #include "dlkern/types.h"

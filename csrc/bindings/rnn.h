@@ -1,0 +1,102 @@
+// Recurrent cell bindings: RnnCellParams and the shape rules that build it
+// (_cpu only), and each kernel once as def_rnn<Backend> (see backend.h). The
+// family has CPU kernels only so far: def_rnn is instantiated for Cpu, and
+// python/dlkern/rnn.py refuses CUDA arrays before reaching a binding.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <tuple>
+
+#include "bindings/backend.h"
+#include "bindings/common.h"
+#include "dlkern/rnn.h"
+
+namespace dlkern::bindings {
+
+// A strided (rows, columns) operand from Python: (address, row stride, column
+// stride); address 0 means absent (zeros).
+using Strided = std::tuple<Address, int64_t, int64_t>;
+
+template <typename T>
+MatrixView<const T> strided(const Strided& s) {
+  return view<const T>(std::get<0>(s), std::get<1>(s), std::get<2>(s));
+}
+
+inline void def_rnn_params(py::module_& m) {
+  py::class_<RnnCellParams>(m, "RnnCellParams",
+                            "A checked recurrent cell step; made by lstm_cell_params and "
+                            "gru_cell_params")
+      .def_readonly("batch", &RnnCellParams::batch)
+      .def_readonly("input_size", &RnnCellParams::input_size)
+      .def_readonly("hidden_size", &RnnCellParams::hidden_size)
+      .def_readonly("gates", &RnnCellParams::gates);
+  m.def("lstm_cell_params", &lstm_cell_params);
+  m.def("gru_cell_params", &gru_cell_params);
+  m.def("lstm_cell_saved_width", &lstm_cell_saved_width);
+  m.def("gru_cell_saved_width", &gru_cell_saved_width);
+}
+
+template <class Backend>
+void def_rnn(py::module_& m) {
+  static_assert(!Backend::cuda, "the recurrent family has no CUDA kernels yet");
+  m.def(
+      "lstm_cell_forward",
+      [](const std::string& dtype, const RnnCellParams& p, const Strided& x, const Strided& h,
+         const Strided& c, Address w_ih, Address w_hh, Address b_ih, Address b_hh, Address h_out,
+         Address c_out, Address saved, int device, Address) {
+        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+        dispatch_float(dtype, "lstm_cell", [&](auto t) {
+          using T = decltype(t);
+          lstm_cell_forward_cpu<T>(p, strided<T>(x), strided<T>(h), strided<T>(c), w_ih, w_hh,
+                                   b_ih, b_hh, h_out, c_out, saved);
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "gru_cell_forward",
+      [](const std::string& dtype, const RnnCellParams& p, const Strided& x, const Strided& h,
+         Address w_ih, Address w_hh, Address b_ih, Address b_hh, Address h_out, Address saved,
+         int device, Address) {
+        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+        dispatch_float(dtype, "gru_cell", [&](auto t) {
+          using T = decltype(t);
+          gru_cell_forward_cpu<T>(p, strided<T>(x), strided<T>(h), w_ih, w_hh, b_ih, b_hh,
+                                  h_out, saved);
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "lstm_cell_backward",
+      [](const std::string& dtype, const RnnCellParams& p, Address grad_h_out,
+         Address grad_c_out, const Strided& x, const Strided& h, const Strided& c, Address w_ih,
+         Address w_hh, Address saved, Address grad_x, Address grad_h, Address grad_c,
+         Address grad_w_ih, Address grad_w_hh, Address grad_b_ih, Address grad_b_hh, int device,
+         Address) {
+        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+        dispatch_float(dtype, "lstm_cell_backward", [&](auto t) {
+          using T = decltype(t);
+          lstm_cell_backward_cpu<T>(p, grad_h_out, grad_c_out, strided<T>(x), strided<T>(h),
+                                    strided<T>(c), w_ih, w_hh, saved, grad_x, grad_h, grad_c,
+                                    grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh);
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "gru_cell_backward",
+      [](const std::string& dtype, const RnnCellParams& p, Address grad_h_out, const Strided& x,
+         const Strided& h, Address w_ih, Address w_hh, Address saved, Address grad_x,
+         Address grad_h, Address grad_w_ih, Address grad_w_hh, Address grad_b_ih,
+         Address grad_b_hh, int device, Address) {
+        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+        dispatch_float(dtype, "gru_cell_backward", [&](auto t) {
+          using T = decltype(t);
+          gru_cell_backward_cpu<T>(p, grad_h_out, strided<T>(x), strided<T>(h), w_ih, w_hh,
+                                   saved, grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih,
+                                   grad_b_hh);
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+}
+
+}  // namespace dlkern::bindings

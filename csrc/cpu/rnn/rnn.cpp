@@ -1,0 +1,272 @@
+// lstm_cell and gru_cell on the CPU. Forward: the gate projections on the
+// GEMM engine, biases and the sum of both projections fused into its
+// epilogue (col_bias, accumulate), written straight into the buffer the
+// backward pass reads; then one pointwise pass over (batch, hidden) that
+// activates the gates in place and writes the new state. Backward: one
+// pointwise pass giving the gradients of the gate pre-activations (and of c,
+// and of h through the GRU blend), then GEMMs for the input, state and
+// weight gradients, and column sums for the biases.
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "common/rnn.h"
+#include "dlkern/config.h"
+#include "dlkern/error.h"
+#include "dlkern/matmul.h"
+
+namespace dlkern {
+namespace cpu::rnn {
+namespace {
+
+using dlkern::rnn::GruGates;
+using dlkern::rnn::LstmGates;
+
+// Threads for `work` pointwise elements: one below ~32K (the fork/join costs more).
+int threads_for(int64_t work) {
+  if (omp_in_parallel() || work < (1 << 15)) return 1;
+  return get_num_threads();
+}
+
+// C (m, n) [+]= A (m, k) @ W^T + bias, W a contiguous row-major (n, k) block of
+// a weight whose rows are k apart. k == 0 gives bias (or 0).
+template <typename T>
+void project(int64_t m, int64_t n, int64_t k, MatrixView<const T> a, const T* w,
+             const T* bias, MatrixView<T> c, bool accumulate) {
+  MatmulEpilogue<T> e;
+  e.accumulate = accumulate;
+  e.col_bias = bias;
+  matmul_cpu<T>({m, n, k}, a, {w, 1, k}, c, e);
+}
+
+// C (m, n) [+]= A (m, k) @ W, W contiguous row-major (k, n).
+template <typename T>
+void times_weight(int64_t m, int64_t n, int64_t k, MatrixView<const T> a, const T* w, T* c,
+                  bool accumulate) {
+  MatmulEpilogue<T> e;
+  e.accumulate = accumulate;
+  matmul_cpu<T>({m, n, k}, a, {w, n, 1}, {c, n, 1}, e);
+}
+
+// grad_w (n, k) = G^T @ X, G (batch, n) contiguous, X a strided (batch, k)
+// view or null (zeros).
+template <typename T>
+void weight_grad(int64_t batch, int64_t n, int64_t k, const T* g, MatrixView<const T> x,
+                 T* grad_w) {
+  if (x.data == nullptr) {
+    std::fill(grad_w, grad_w + n * k, T(0));
+    return;
+  }
+  matmul_cpu<T>({n, k, batch}, {g, 1, n}, {x.data, x.row_stride, x.col_stride}, {grad_w, k, 1});
+}
+
+// out[j] = sum over rows of G (batch, n), G's rows `stride` apart.
+template <typename T>
+void column_sums(int64_t batch, int64_t n, const T* g, int64_t stride, T* out) {
+  std::fill(out, out + n, T(0));
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t j = 0; j < n; ++j) out[j] += g[b * stride + j];
+}
+
+template <typename T>
+T at(MatrixView<const T> v, int64_t row, int64_t col) {
+  return v.data ? v.data[row * v.row_stride + col * v.col_stride] : T(0);
+}
+
+}  // namespace
+
+template <typename T>
+void lstm_cell_forward(const RnnCellParams& p, MatrixView<const T> x, MatrixView<const T> h,
+                       MatrixView<const T> c, const T* w_ih, const T* w_hh, const T* b_ih,
+                       const T* b_hh, T* h_out, T* c_out, T* saved) {
+  const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 4 * H;
+  // The pre-activations land in saved's first 4H columns, or in scratch.
+  std::vector<T> scratch(saved ? 0 : B * G);
+  const int64_t ld = saved ? lstm_cell_saved_width(H) : G;
+  T* gates = saved ? saved : scratch.data();
+  project<T>(B, G, I, x, w_ih, b_ih, {gates, ld, 1}, false);
+  // No state: the hidden projection is its bias alone (k = 0).
+  project<T>(B, G, h.data ? H : 0, h, w_hh, b_hh, {gates, ld, 1}, true);
+#pragma omp parallel for schedule(static) num_threads(threads_for(B * H * 8))
+  for (int64_t b = 0; b < B; ++b) {
+    T* row = gates + b * ld;
+    for (int64_t j = 0; j < H; ++j) {
+      const auto s = dlkern::rnn::lstm_cell_update(row[j], row[H + j], row[2 * H + j],
+                                                   row[3 * H + j], at(c, b, j));
+      h_out[b * H + j] = s.h;
+      c_out[b * H + j] = s.c;
+      if (saved) {
+        row[j] = s.gates.i;
+        row[H + j] = s.gates.f;
+        row[2 * H + j] = s.gates.g;
+        row[3 * H + j] = s.gates.o;
+        row[4 * H + j] = s.tanh_c;
+      }
+    }
+  }
+}
+
+template <typename T>
+void gru_cell_forward(const RnnCellParams& p, MatrixView<const T> x, MatrixView<const T> h,
+                      const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, T* h_out,
+                      T* saved) {
+  const int64_t B = p.batch, I = p.input_size, H = p.hidden_size;
+  // Columns [r z | xn | hn] of saved (or scratch): r and z summed over both
+  // projections, the n gate's two sides kept apart for the reset.
+  const int64_t ld = gru_cell_saved_width(H);
+  std::vector<T> scratch(saved ? 0 : B * ld);
+  T* buf = saved ? saved : scratch.data();
+  const int64_t kh = h.data ? H : 0;
+  const T* b_hh_n = b_hh ? b_hh + 2 * H : nullptr;
+  const T* b_ih_n = b_ih ? b_ih + 2 * H : nullptr;
+  project<T>(B, 2 * H, kh, h, w_hh, b_hh, {buf, ld, 1}, false);
+  project<T>(B, H, kh, h, w_hh + 2 * H * H, b_hh_n, {buf + 3 * H, ld, 1}, false);
+  project<T>(B, 2 * H, I, x, w_ih, b_ih, {buf, ld, 1}, true);
+  project<T>(B, H, I, x, w_ih + 2 * H * I, b_ih_n, {buf + 2 * H, ld, 1}, false);
+#pragma omp parallel for schedule(static) num_threads(threads_for(B * H * 8))
+  for (int64_t b = 0; b < B; ++b) {
+    T* row = buf + b * ld;
+    for (int64_t j = 0; j < H; ++j) {
+      const auto s =
+          dlkern::rnn::gru_cell_update(row[j], row[H + j], row[2 * H + j], row[3 * H + j],
+                                       at(h, b, j));
+      h_out[b * H + j] = s.h;
+      row[j] = s.gates.r;
+      row[H + j] = s.gates.z;
+      row[2 * H + j] = s.gates.n;
+    }
+  }
+}
+
+template <typename T>
+void lstm_cell_backward(const RnnCellParams& p, const T* grad_h_out, const T* grad_c_out,
+                        MatrixView<const T> x, MatrixView<const T> h, MatrixView<const T> c,
+                        const T* w_ih, const T* w_hh, const T* saved, T* grad_input, T* grad_h,
+                        T* grad_c, T* grad_w_ih, T* grad_w_hh, T* grad_b_ih, T* grad_b_hh) {
+  const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 4 * H;
+  const int64_t ld = lstm_cell_saved_width(H);
+  std::vector<T> d(B * G);  // gradients of the pre-activations, gate by gate
+#pragma omp parallel for schedule(static) num_threads(threads_for(B * H * 8))
+  for (int64_t b = 0; b < B; ++b) {
+    const T* row = saved + b * ld;
+    for (int64_t j = 0; j < H; ++j) {
+      const LstmGates<T> a{row[j], row[H + j], row[2 * H + j], row[3 * H + j]};
+      const T gh = grad_h_out ? grad_h_out[b * H + j] : T(0);
+      const T gc = grad_c_out ? grad_c_out[b * H + j] : T(0);
+      const auto g = dlkern::rnn::lstm_cell_derivative(a, row[4 * H + j], at(c, b, j), gh, gc);
+      T* out = d.data() + b * G;
+      out[j] = g.pre.i;
+      out[H + j] = g.pre.f;
+      out[2 * H + j] = g.pre.g;
+      out[3 * H + j] = g.pre.o;
+      if (grad_c) grad_c[b * H + j] = g.c;
+    }
+  }
+  const MatrixView<const T> dv{d.data(), G, 1};
+  if (grad_input) times_weight<T>(B, I, G, dv, w_ih, grad_input, false);
+  if (grad_h) times_weight<T>(B, H, G, dv, w_hh, grad_h, false);
+  if (grad_w_ih) weight_grad<T>(B, G, I, d.data(), x, grad_w_ih);
+  if (grad_w_hh) weight_grad<T>(B, G, H, d.data(), h, grad_w_hh);
+  if (grad_b_ih) column_sums<T>(B, G, d.data(), G, grad_b_ih);
+  if (grad_b_hh) column_sums<T>(B, G, d.data(), G, grad_b_hh);
+}
+
+template <typename T>
+void gru_cell_backward(const RnnCellParams& p, const T* grad_h_out, MatrixView<const T> x,
+                       MatrixView<const T> h, const T* w_ih, const T* w_hh, const T* saved,
+                       T* grad_input, T* grad_h, T* grad_w_ih, T* grad_w_hh, T* grad_b_ih,
+                       T* grad_b_hh) {
+  const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 3 * H;
+  const int64_t ld = gru_cell_saved_width(H);
+  // Gradients of the pre-activations on each side: [r z xn] and [r z hn].
+  std::vector<T> di(B * G), dh(B * G), direct(grad_h ? B * H : 0);
+#pragma omp parallel for schedule(static) num_threads(threads_for(B * H * 8))
+  for (int64_t b = 0; b < B; ++b) {
+    const T* row = saved + b * ld;
+    for (int64_t j = 0; j < H; ++j) {
+      const GruGates<T> a{row[j], row[H + j], row[2 * H + j]};
+      const T gh = grad_h_out ? grad_h_out[b * H + j] : T(0);
+      const auto g = dlkern::rnn::gru_cell_derivative(a, row[3 * H + j], at(h, b, j), gh);
+      T* in = di.data() + b * G;
+      T* hid = dh.data() + b * G;
+      in[j] = hid[j] = g.r;
+      in[H + j] = hid[H + j] = g.z;
+      in[2 * H + j] = g.xn;
+      hid[2 * H + j] = g.hn;
+      if (grad_h) grad_h[b * H + j] = g.h;
+    }
+  }
+  const MatrixView<const T> dvi{di.data(), G, 1}, dvh{dh.data(), G, 1};
+  if (grad_input) times_weight<T>(B, I, G, dvi, w_ih, grad_input, false);
+  if (grad_h) times_weight<T>(B, H, G, dvh, w_hh, grad_h, true);  // onto the blend's share
+  if (grad_w_ih) weight_grad<T>(B, G, I, di.data(), x, grad_w_ih);
+  if (grad_w_hh) weight_grad<T>(B, G, H, dh.data(), h, grad_w_hh);
+  if (grad_b_ih) column_sums<T>(B, G, di.data(), G, grad_b_ih);
+  if (grad_b_hh) column_sums<T>(B, G, dh.data(), G, grad_b_hh);
+}
+
+}  // namespace cpu::rnn
+
+template <typename T>
+void lstm_cell_forward_cpu(const RnnCellParams& p, MatrixView<const T> input,
+                           MatrixView<const T> h, MatrixView<const T> c, const T* w_ih,
+                           const T* w_hh, const T* b_ih, const T* b_hh, T* h_out, T* c_out,
+                           T* saved) {
+  DLKERN_CHECK(p.gates == 4, "lstm_cell_forward_cpu: params are not an LSTM cell's (gates = ",
+               p.gates, ", expected 4)");
+  cpu::rnn::lstm_cell_forward<T>(p, input, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, saved);
+}
+
+template <typename T>
+void gru_cell_forward_cpu(const RnnCellParams& p, MatrixView<const T> input,
+                          MatrixView<const T> h, const T* w_ih, const T* w_hh, const T* b_ih,
+                          const T* b_hh, T* h_out, T* saved) {
+  DLKERN_CHECK(p.gates == 3, "gru_cell_forward_cpu: params are not a GRU cell's (gates = ",
+               p.gates, ", expected 3)");
+  cpu::rnn::gru_cell_forward<T>(p, input, h, w_ih, w_hh, b_ih, b_hh, h_out, saved);
+}
+
+template <typename T>
+void lstm_cell_backward_cpu(const RnnCellParams& p, const T* grad_h_out, const T* grad_c_out,
+                            MatrixView<const T> input, MatrixView<const T> h,
+                            MatrixView<const T> c, const T* w_ih, const T* w_hh, const T* saved,
+                            T* grad_input, T* grad_h, T* grad_c, T* grad_w_ih, T* grad_w_hh,
+                            T* grad_b_ih, T* grad_b_hh) {
+  DLKERN_CHECK(p.gates == 4, "lstm_cell_backward_cpu: params are not an LSTM cell's (gates = ",
+               p.gates, ", expected 4)");
+  cpu::rnn::lstm_cell_backward<T>(p, grad_h_out, grad_c_out, input, h, c, w_ih, w_hh, saved,
+                                  grad_input, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_b_ih,
+                                  grad_b_hh);
+}
+
+template <typename T>
+void gru_cell_backward_cpu(const RnnCellParams& p, const T* grad_h_out, MatrixView<const T> input,
+                           MatrixView<const T> h, const T* w_ih, const T* w_hh, const T* saved,
+                           T* grad_input, T* grad_h, T* grad_w_ih, T* grad_w_hh, T* grad_b_ih,
+                           T* grad_b_hh) {
+  DLKERN_CHECK(p.gates == 3, "gru_cell_backward_cpu: params are not a GRU cell's (gates = ",
+               p.gates, ", expected 3)");
+  cpu::rnn::gru_cell_backward<T>(p, grad_h_out, input, h, w_ih, w_hh, saved, grad_input, grad_h,
+                                 grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh);
+}
+
+#define DLKERN_INSTANTIATE_RNN(T)                                                                \
+  template void lstm_cell_forward_cpu<T>(const RnnCellParams&, MatrixView<const T>,              \
+                                         MatrixView<const T>, MatrixView<const T>, const T*,     \
+                                         const T*, const T*, const T*, T*, T*, T*);              \
+  template void gru_cell_forward_cpu<T>(const RnnCellParams&, MatrixView<const T>,               \
+                                        MatrixView<const T>, const T*, const T*, const T*,       \
+                                        const T*, T*, T*);                                       \
+  template void lstm_cell_backward_cpu<T>(const RnnCellParams&, const T*, const T*,              \
+                                          MatrixView<const T>, MatrixView<const T>,              \
+                                          MatrixView<const T>, const T*, const T*, const T*, T*, \
+                                          T*, T*, T*, T*, T*, T*);                               \
+  template void gru_cell_backward_cpu<T>(const RnnCellParams&, const T*, MatrixView<const T>,    \
+                                         MatrixView<const T>, const T*, const T*, const T*, T*,  \
+                                         T*, T*, T*, T*, T*);
+DLKERN_INSTANTIATE_RNN(float)
+DLKERN_INSTANTIATE_RNN(double)
+#undef DLKERN_INSTANTIATE_RNN
+
+}  // namespace dlkern

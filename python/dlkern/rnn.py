@@ -1,0 +1,248 @@
+"""Recurrent cells: ``lstm_cell`` and ``gru_cell``, forward and backward.
+
+Semantics and argument forms are ``torch.nn.LSTMCell`` / ``torch.nn.GRUCell``
+(through ``torch._VF.lstm_cell`` / ``gru_cell``, whose arguments these are):
+gate order i, f, g, o (LSTM) and r, z, n (GRU); input ``(B, I)`` or unbatched
+``(I,)``, with the state of the same rank (``(B, H)`` or ``(H,)``); ``w_ih``
+``(gates * H, I)``, ``w_hh`` ``(gates * H, H)``, biases ``(gates * H,)``;
+``hx=None`` and a missing bias mean zeros. Empty batches and sizes of 0 work
+as in torch.
+
+Backward: the forward saves, with ``save_for_backward=True``, one array
+``saved`` (returned last), which the backward takes with the forward's
+arguments less the biases. Its layout, per batch row (``(B, width)``, or
+``(width,)`` unbatched):
+
+* LSTM, width 5H: the activated gates i, f, g, o, then tanh(c');
+* GRU, width 4H: the activated gates r, z, n, then ``W_hn h + b_hn`` (the
+  hidden side of the n gate, before the reset gate multiplies it).
+
+CPU only so far: CUDA arrays raise ``NotImplementedError`` until the CUDA
+kernels arrive. float32 and float64.
+"""
+
+from __future__ import annotations
+
+from . import _args, _arrays, _backend, _cpu
+
+_DTYPES = ("float32", "float64")
+_MODEL = {"lstm_cell": "LSTMCell", "gru_cell": "GRUCell"}
+
+
+def _matrix(a: _arrays.Array | None):
+    """(address, row stride, column stride) of a 2-D or unbatched 1-D operand; zeros if absent."""
+    if a is None:
+        return (0, 0, 0)
+    if len(a.shape) == 1:
+        return (a.address, 0, a.strides[0])
+    return (a.address, a.strides[0], a.strides[1])
+
+
+def _rows_and_size(a: _arrays.Array | None) -> tuple[int, int]:
+    if a is None:
+        return -1, -1
+    return (1, a.shape[0]) if len(a.shape) == 1 else a.shape
+
+
+class _Cell:
+    """The checked arguments of one cell call."""
+
+    def __init__(self, op, cell, input, hx, w_ih, w_hh, b_ih=None, b_hh=None, extra=()):
+        lstm = cell == "lstm_cell"
+        model = _MODEL[cell]
+        self.x = x = _arrays.take(input, "input", op)
+        if hx is None:
+            states = []
+        elif lstm:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(
+                    f"{op}: hx must be None or a tuple (h, c) of two arrays, got "
+                    f"{type(hx).__name__}"
+                    + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
+                )
+            states = [_arrays.take(hx[0], "h", op), _arrays.take(hx[1], "c", op)]
+        else:
+            if isinstance(hx, (tuple, list)):
+                raise TypeError(f"{op}: hx must be None or one array h, got a {type(hx).__name__}")
+            states = [_arrays.take(hx, "h", op)]
+        self.h = states[0] if states else None
+        self.c = states[1] if len(states) > 1 else None
+        w1 = _arrays.take(w_ih, "w_ih", op)
+        w2 = _arrays.take(w_hh, "w_hh", op)
+        named = [("input", x)] + list(zip(("h", "c"), states)) + [("w_ih", w1), ("w_hh", w2)]
+        biases = {}
+        for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
+            if b is not None:
+                biases[name] = _arrays.take(b, name, op)
+                named.append((name, biases[name]))
+        self.extra = {}
+        for name, value in extra:
+            if value is not None:
+                self.extra[name] = _arrays.take(value, name, op)
+                named.append((name, self.extra[name]))
+        device = _arrays.check_same_device(op, *named)
+        self.dtype = _arrays.check_same_dtype(op, *named)
+        self.module, cuda_path = _backend.for_device(device)
+        if cuda_path:
+            raise NotImplementedError(
+                f"{op}: the recurrent cells run on the CPU only so far; {op} on CUDA arrives "
+                "with the CUDA kernels (pass CPU arrays)"
+            )
+        _arrays.check_supported_dtype(op, "input", x, cuda_path, _DTYPES)
+
+        if x.ndim not in (1, 2):
+            raise ValueError(f"{model}: Expected input to be 1D or 2D, got {x.ndim}D instead "
+                             f"(input of shape {x.shape})")
+        self.batched = x.ndim == 2
+        for name, s in zip(("h", "c"), states):
+            if s.ndim != x.ndim:
+                want = "2-D (batch, hidden_size)" if self.batched else "1-D (hidden_size,)"
+                raise ValueError(
+                    f"{op}: {name} must be {want} like the "
+                    f"{'batched' if self.batched else 'unbatched'} input of shape {x.shape}, "
+                    f"got shape {s.shape}"
+                )
+        for name, w in (("w_ih", w1), ("w_hh", w2)):
+            if w.ndim != 2:
+                raise ValueError(f"{op}: {name} must be 2-D, got shape {w.shape}")
+        for name, b in biases.items():
+            if b.ndim != 1:
+                raise ValueError(f"{op}: {name} must be 1-D, got shape {b.shape}")
+        batch, size = _rows_and_size(x)
+        sizes = [*_rows_and_size(self.h)]
+        if lstm:
+            sizes += _rows_and_size(self.c)
+        bias_sizes = [biases[n].shape[0] if n in biases else -1 for n in ("b_ih", "b_hh")]
+        rule = _cpu.lstm_cell_params if lstm else _cpu.gru_cell_params
+        self.params = rule(batch, size, *w1.shape, *w2.shape, *sizes, *bias_sizes)
+        self.w_ih = _arrays.contiguous(w1, "w_ih", op)
+        self.w_hh = _arrays.contiguous(w2, "w_hh", op)
+        self.b_ih = _arrays.contiguous(biases["b_ih"], "b_ih", op) if "b_ih" in biases else None
+        self.b_hh = _arrays.contiguous(biases["b_hh"], "b_hh", op) if "b_hh" in biases else None
+
+    def state_shape(self, width: int) -> tuple:
+        return (self.params.batch, width) if self.batched else (width,)
+
+    def empty(self, shape):
+        return _arrays.empty(shape, self.dtype, self.x)
+
+    def take_like(self, value, name: str, shape, op: str):
+        """An array argument of the backward, of shape ``shape``, made contiguous; None stays."""
+        if value is None:
+            return None
+        a = _arrays.take(value, name, op)
+        _arrays.check_same_device(op, ("input", self.x), (name, a))
+        _arrays.check_same_dtype(op, ("input", self.x), (name, a))
+        if a.shape != shape:
+            raise ValueError(f"{op}: {name} must have shape {shape}, got {a.shape}")
+        return _arrays.contiguous(a, name, op)
+
+
+def _address(a) -> int:
+    return a.address if a is not None else 0
+
+
+def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, save_for_backward=False):
+    """``torch.nn.LSTMCell``'s step: ``(h', c')`` from ``hx = (h, c)`` (None: zeros).
+
+    With ``save_for_backward=True`` returns ``(h', c', saved)``: ``saved`` is
+    what :func:`lstm_cell_backward` needs (module docstring: activated gates
+    and tanh(c'), ``(B, 5H)``).
+    """
+    op = "lstm_cell"
+    a = _Cell(op, op, input, hx, w_ih, w_hh, b_ih, b_hh)
+    H = a.params.hidden_size
+    h_out, h_result = a.empty(a.state_shape(H))
+    c_out, c_result = a.empty(a.state_shape(H))
+    saved = saved_result = None
+    if _args.boolean(save_for_backward, "save_for_backward", op):
+        saved, saved_result = a.empty(a.state_shape(_cpu.lstm_cell_saved_width(H)))
+    _backend.launch(a.module.lstm_cell_forward, a.x, a.dtype, a.params, _matrix(a.x),
+                    _matrix(a.h), _matrix(a.c), a.w_ih.address, a.w_hh.address,
+                    _address(a.b_ih), _address(a.b_hh), h_out.address, c_out.address,
+                    _address(saved))
+    if saved is not None:
+        return h_result, c_result, saved_result
+    return h_result, c_result
+
+
+def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, save_for_backward=False):
+    """``torch.nn.GRUCell``'s step: ``h'`` from ``hx = h`` (None: zeros).
+
+    With ``save_for_backward=True`` returns ``(h', saved)``: ``saved`` is what
+    :func:`gru_cell_backward` needs (module docstring: activated gates and the
+    hidden side of the n gate, ``(B, 4H)``).
+    """
+    op = "gru_cell"
+    a = _Cell(op, op, input, hx, w_ih, w_hh, b_ih, b_hh)
+    H = a.params.hidden_size
+    h_out, h_result = a.empty(a.state_shape(H))
+    saved = saved_result = None
+    if _args.boolean(save_for_backward, "save_for_backward", op):
+        saved, saved_result = a.empty(a.state_shape(_cpu.gru_cell_saved_width(H)))
+    _backend.launch(a.module.gru_cell_forward, a.x, a.dtype, a.params, _matrix(a.x),
+                    _matrix(a.h), a.w_ih.address, a.w_hh.address, _address(a.b_ih),
+                    _address(a.b_hh), h_out.address, _address(saved))
+    return (h_result, saved_result) if saved is not None else h_result
+
+
+def _weight_grads(a: _Cell):
+    G = a.w_ih.shape[0]
+    return [a.empty(a.w_ih.shape), a.empty(a.w_hh.shape), a.empty((G,)), a.empty((G,))]
+
+
+def lstm_cell_backward(grad_h, grad_c, input, hx, w_ih, w_hh, saved):
+    """Gradients of :func:`lstm_cell`.
+
+    ``grad_h``, ``grad_c``: gradients of the outputs h' and c' (None: zeros);
+    ``input``, ``hx``, ``w_ih``, ``w_hh``: the forward's arguments; ``saved``:
+    what ``lstm_cell(..., save_for_backward=True)`` returned last. Returns
+    ``(grad_input, (grad_h0, grad_c0), grad_w_ih, grad_w_hh, grad_b_ih,
+    grad_b_hh)``; with ``hx=None`` the state gradients are those at the zero
+    state, and the bias gradients are returned whether or not the forward had
+    biases (they are the same for both biases of an LSTM).
+    """
+    op = "lstm_cell_backward"
+    a = _Cell(op, "lstm_cell", input, hx, w_ih, w_hh,
+              extra=(("grad_h", grad_h), ("grad_c", grad_c), ("saved", saved)))
+    H = a.params.hidden_size
+    shape = a.state_shape(H)
+    gh = a.take_like(grad_h, "grad_h", shape, op)
+    gc = a.take_like(grad_c, "grad_c", shape, op)
+    s = a.take_like(saved, "saved", a.state_shape(_cpu.lstm_cell_saved_width(H)), op)
+    if s is None:
+        raise TypeError(f"{op}: saved must be the array lstm_cell(..., save_for_backward=True) "
+                        "returned last, got None")
+    outs = [a.empty(a.x.shape), a.empty(shape), a.empty(shape)] + _weight_grads(a)
+    _backend.launch(a.module.lstm_cell_backward, a.x, a.dtype, a.params, _address(gh),
+                    _address(gc), _matrix(a.x), _matrix(a.h), _matrix(a.c), a.w_ih.address,
+                    a.w_hh.address, s.address, *(view.address for view, _ in outs))
+    r = [result for _, result in outs]
+    return r[0], (r[1], r[2]), r[3], r[4], r[5], r[6]
+
+
+def gru_cell_backward(grad_h, input, hx, w_ih, w_hh, saved):
+    """Gradients of :func:`gru_cell`.
+
+    ``grad_h``: gradient of the output h' (None: zeros); ``input``, ``hx``,
+    ``w_ih``, ``w_hh``: the forward's arguments; ``saved``: what
+    ``gru_cell(..., save_for_backward=True)`` returned last. Returns
+    ``(grad_input, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)``;
+    with ``hx=None`` grad_h0 is the gradient at the zero state, and the bias
+    gradients are returned whether or not the forward had biases.
+    """
+    op = "gru_cell_backward"
+    a = _Cell(op, "gru_cell", input, hx, w_ih, w_hh,
+              extra=(("grad_h", grad_h), ("saved", saved)))
+    H = a.params.hidden_size
+    shape = a.state_shape(H)
+    gh = a.take_like(grad_h, "grad_h", shape, op)
+    s = a.take_like(saved, "saved", a.state_shape(_cpu.gru_cell_saved_width(H)), op)
+    if s is None:
+        raise TypeError(f"{op}: saved must be the array gru_cell(..., save_for_backward=True) "
+                        "returned last, got None")
+    outs = [a.empty(a.x.shape), a.empty(shape)] + _weight_grads(a)
+    _backend.launch(a.module.gru_cell_backward, a.x, a.dtype, a.params, _address(gh),
+                    _matrix(a.x), _matrix(a.h), a.w_ih.address, a.w_hh.address, s.address,
+                    *(view.address for view, _ in outs))
+    return tuple(result for _, result in outs)
