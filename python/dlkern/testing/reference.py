@@ -269,3 +269,98 @@ def conv2d_backward(grad_out, x, w, stride, padding, dilation, groups):
             grad_xp[:, cs, rows, cols] += to_taps[..., i, j]
     grad_x = grad_xp[:, :, top:top + x.shape[2], left:left + x.shape[3]]
     return grad_x, grad_w, g_out.sum(axis=(0, 2, 3))
+
+
+def _sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def _cell_operands(x, h, w_ih, w_hh, b_ih, b_hh):
+    """float64 (B, I) input and (B, H) state (zeros for None), weights and biases
+    (zeros for None); whether the input was unbatched."""
+    x = as64(x)
+    unbatched = x.ndim == 1
+    x = x.reshape(1, -1) if unbatched else x
+    w_ih, w_hh = as64(w_ih), as64(w_hh)
+    rows, hidden = w_hh.shape
+    h = np.zeros((x.shape[0], hidden)) if h is None else as64(h).reshape(x.shape[0], hidden)
+    b_ih = np.zeros(rows) if b_ih is None else as64(b_ih)
+    b_hh = np.zeros(rows) if b_hh is None else as64(b_hh)
+    return x, h, w_ih, w_hh, b_ih, b_hh, unbatched
+
+
+def lstm_cell(x, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    """torch.nn.LSTMCell's step: (h', c'). Gates in the order i, f, g, o.
+
+    i = sigmoid, f = sigmoid, g = tanh, o = sigmoid of x @ W_ih^T + b_ih + h @ W_hh^T + b_hh
+    (each gate its own quarter of the columns); c' = f c + i g; h' = o tanh(c').
+    """
+    h, c = (None, None) if hx is None else hx
+    x, h, w_ih, w_hh, b_ih, b_hh, unbatched = _cell_operands(x, h, w_ih, w_hh, b_ih, b_hh)
+    c = np.zeros_like(h) if c is None else as64(c).reshape(h.shape)
+    i, f, g, o = np.split(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh, 4, axis=1)
+    i, f, g, o = _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
+    c_new = f * c + i * g
+    h_new = o * np.tanh(c_new)
+    return (h_new[0], c_new[0]) if unbatched else (h_new, c_new)
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
+    """torch.nn.GRUCell's step: h'. Gates in the order r, z, n.
+
+    r, z = sigmoid of (x @ W_i^T + b_i + h @ W_h^T + b_h) for their rows;
+    n = tanh(x @ W_in^T + b_in + r * (h @ W_hn^T + b_hn)); h' = (1 - z) n + z h.
+    """
+    x, h, w_ih, w_hh, b_ih, b_hh, unbatched = _cell_operands(x, h, w_ih, w_hh, b_ih, b_hh)
+    xr, xz, xn = np.split(x @ w_ih.T + b_ih, 3, axis=1)
+    hr, hz, hn = np.split(h @ w_hh.T + b_hh, 3, axis=1)
+    r, z = _sigmoid(xr + hr), _sigmoid(xz + hz)
+    n = np.tanh(xn + r * hn)
+    h_new = (1 - z) * n + z * h
+    return h_new[0] if unbatched else h_new
+
+
+def lstm_cell_backward(grad_h, grad_c, x, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    """Gradients of lstm_cell as (grad_x, (grad_h0, grad_c0), grad_w_ih, grad_w_hh,
+    grad_b_ih, grad_b_hh); grad_h / grad_c None mean zeros."""
+    h, c = (None, None) if hx is None else hx
+    x, h, w_ih, w_hh, b_ih, b_hh, unbatched = _cell_operands(x, h, w_ih, w_hh, b_ih, b_hh)
+    c = np.zeros_like(h) if c is None else as64(c).reshape(h.shape)
+    gh = np.zeros_like(h) if grad_h is None else as64(grad_h).reshape(h.shape)
+    gc = np.zeros_like(h) if grad_c is None else as64(grad_c).reshape(h.shape)
+    i, f, g, o = np.split(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh, 4, axis=1)
+    i, f, g, o = _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
+    tanh_c = np.tanh(f * c + i * g)
+    dc_new = gc + gh * o * (1 - tanh_c**2)  # through h' = o tanh(c') and directly
+    d_gates = np.concatenate([
+        dc_new * g * i * (1 - i),  # i
+        dc_new * c * f * (1 - f),  # f
+        dc_new * i * (1 - g**2),  # g
+        gh * tanh_c * o * (1 - o),  # o
+    ], axis=1)
+    grad_x, grad_h0, grad_c0 = d_gates @ w_ih, d_gates @ w_hh, dc_new * f
+    grad_b = d_gates.sum(axis=0)
+    if unbatched:
+        grad_x, grad_h0, grad_c0 = grad_x[0], grad_h0[0], grad_c0[0]
+    return (grad_x, (grad_h0, grad_c0), d_gates.T @ x, d_gates.T @ h, grad_b, grad_b.copy())
+
+
+def gru_cell_backward(grad_h, x, h, w_ih, w_hh, b_ih=None, b_hh=None):
+    """Gradients of gru_cell as (grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih,
+    grad_b_hh); grad_h None means zeros."""
+    x, h, w_ih, w_hh, b_ih, b_hh, unbatched = _cell_operands(x, h, w_ih, w_hh, b_ih, b_hh)
+    gh = np.zeros_like(h) if grad_h is None else as64(grad_h).reshape(h.shape)
+    xr, xz, xn = np.split(x @ w_ih.T + b_ih, 3, axis=1)
+    hr, hz, hn = np.split(h @ w_hh.T + b_hh, 3, axis=1)
+    r, z = _sigmoid(xr + hr), _sigmoid(xz + hz)
+    n = np.tanh(xn + r * hn)
+    dn = gh * (1 - z) * (1 - n**2)  # gradient of n's pre-activation xn + r hn
+    dr = dn * hn * r * (1 - r)
+    dz = gh * (h - n) * z * (1 - z)
+    d_in = np.concatenate([dr, dz, dn], axis=1)  # of x @ W_ih^T + b_ih
+    d_hid = np.concatenate([dr, dz, dn * r], axis=1)  # of h @ W_hh^T + b_hh
+    grad_x = d_in @ w_ih
+    grad_h0 = d_hid @ w_hh + gh * z
+    if unbatched:
+        grad_x, grad_h0 = grad_x[0], grad_h0[0]
+    return (grad_x, grad_h0, d_in.T @ x, d_hid.T @ h, d_in.sum(axis=0), d_hid.sum(axis=0))
