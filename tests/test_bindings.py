@@ -56,9 +56,20 @@ def test_conv_params_fields_by_name():
     assert (p.out_h, p.out_w) == (9, 7)
 
 
+def test_rnn_cell_params_fields_by_name():
+    # batch, input_size, w_ih (rows, cols), w_hh (rows, cols), h and c (batch, size), biases
+    p = _cpu.lstm_cell_params(3, 5, 16, 5, 16, 4, 3, 4, 3, 4, 16, -1)
+    assert (p.batch, p.input_size, p.hidden_size, p.gates) == (3, 5, 4, 4)
+    g = _cpu.gru_cell_params(2, 7, 9, 7, 9, 3, -1, -1, -1, 9)
+    assert (g.batch, g.input_size, g.hidden_size, g.gates) == (2, 7, 3, 3)
+
+
 def test_params_are_read_only_and_not_sequences():
     p = _cpu.max_pool2d_params(1, 1, 8, 8, 2, 2, 2, 2, 0, 0, 1, 1, False)
     c = _cpu.conv2d_params(1, 1, 5, 5, 1, 1, 3, 3, 1, 1, 0, 0, 0, 1, 1, 1)
+    r = _cpu.gru_cell_params(1, 2, 3, 2, 3, 1, 1, 1, -1, -1)
+    with pytest.raises(AttributeError):
+        r.hidden_size = 2
     for params in (p, c):
         with pytest.raises(AttributeError):
             params.out_h = 1
@@ -66,11 +77,14 @@ def test_params_are_read_only_and_not_sequences():
             params[0]
     with pytest.raises(TypeError):
         _cpu.Pool2dParams()  # only the shape rules make them, checked
+    with pytest.raises(TypeError):
+        _cpu.RnnCellParams()
 
 
 @requires_emulator
 def test_structs_are_registered_once_and_shared():
     assert not hasattr(emu, "Pool2dParams") and not hasattr(emu, "Conv2dParams")
+    assert not hasattr(emu, "RnnCellParams")
     for op in OPS:  # one binding per op: the same signature on both backends
         assert getattr(_cpu, op).__doc__ == getattr(emu, op).__doc__, op
 

@@ -102,7 +102,7 @@ def gru_bound(dtype, x, h, w_ih, w_hh, b_ih, b_hh):
     return e_h.reshape(np.shape(x)[:-1] + (E.shape[1],))
 
 
-def lstm_grad_bounds(dtype, grads_ref, grad_h, grad_c, x, hx, w_ih, w_hh, b_ih, b_hh):
+def lstm_grad_bounds(dtype, grad_h, grad_c, x, hx, w_ih, w_hh, b_ih, b_hh):
     """Bounds on each of lstm_cell_backward's results.
 
     The gate gradients are products of activated gates (each off by E), c, and
@@ -383,8 +383,8 @@ def check_lstm_backward(dtype, grad_h, grad_c, x, hx, w_ih, w_hh, b_ih, b_hh):
     *_, saved = dk.lstm_cell(x, hx, w_ih, w_hh, b_ih, b_hh, save_for_backward=True)
     grads = flatten(dk.lstm_cell_backward(grad_h, grad_c, x, hx, w_ih, w_hh, saved))
     expected = flatten(ref.lstm_cell_backward(grad_h, grad_c, x, hx, w_ih, w_hh, b_ih, b_hh))
-    bounds = with_reference_error(lstm_grad_bounds)(dtype, expected, grad_h, grad_c, x, hx,
-                                                     w_ih, w_hh, b_ih, b_hh)
+    bounds = with_reference_error(lstm_grad_bounds)(dtype, grad_h, grad_c, x, hx, w_ih, w_hh,
+                                                     b_ih, b_hh)
     for name, got, exp, bound in zip(LSTM_GRADS, grads, expected, bounds):
         assert got.dtype == dtype
         assert_close(got, exp, bound.reshape(exp.shape), name)
