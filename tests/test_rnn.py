@@ -467,6 +467,24 @@ def test_unbatched_backward(rng, dtype):
     check_gru_backward(dtype, random_array(rng, (5,), dtype), x, h, *w)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threaded_sizes(rng, threads):
+    """Shapes big enough for the pointwise passes and the GEMMs to use threads."""
+    before = dk.get_num_threads()
+    dk.set_num_threads(threads)
+    try:
+        shape = (67, 97, 83)
+        x, hx, *w = make_cell(rng, "lstm", shape, "float32")
+        check_lstm_forward("float32", x, hx, *w)
+        g = [random_array(rng, (67, 83), "float32") for _ in range(2)]
+        check_lstm_backward("float32", *g, x, hx, *w)
+        x, h, *w = make_cell(rng, "gru", shape, "float32")
+        check_gru_forward("float32", x, h, *w)
+        check_gru_backward("float32", g[0], x, h, *w)
+    finally:
+        dk.set_num_threads(before)
+
+
 def test_lstm_backward_matches_finite_differences(rng):
     x, (h, c), w_ih, w_hh, b_ih, b_hh = make_cell(rng, "lstm", (3, 4, 3), "float64")
     gh = random_array(rng, (3, 3), "float64")
