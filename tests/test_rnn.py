@@ -545,7 +545,9 @@ def r(rng, *shape, dtype="float32"):
 
 LSTM_BAD = [
     (lambda g: dict(input=r(g, 2, 6)), ValueError, "inconsistent input_size: got 6, expected 5"),
-    (lambda g: dict(input=r(g, 1, 2, 5)), ValueError, "Expected input to be 1D or 2D, got 3D"),
+    (lambda g: dict(input=r(g, 1, 2, 5)), ValueError,
+     r"expected input to be 1-D \(input_size,\) or 2-D \(batch, input_size\), got shape "
+     r"\(1, 2, 5\)"),
     (lambda g: dict(hx=(r(g, 2, 4), r(g, 2, 3))), ValueError,
      "h has inconsistent hidden_size: got 4, expected 3"),
     (lambda g: dict(hx=(r(g, 2, 3), r(g, 2, 2))), ValueError,

@@ -26,7 +26,6 @@ from __future__ import annotations
 from . import _args, _arrays, _backend, _cpu
 
 _DTYPES = ("float32", "float64")
-_MODEL = {"lstm_cell": "LSTMCell", "gru_cell": "GRUCell"}
 
 
 def _matrix(a: _arrays.Array | None):
@@ -49,7 +48,6 @@ class _Cell:
 
     def __init__(self, op, cell, input, hx, w_ih, w_hh, b_ih=None, b_hh=None, extra=()):
         lstm = cell == "lstm_cell"
-        model = _MODEL[cell]
         self.x = x = _arrays.take(input, "input", op)
         if hx is None:
             states = []
@@ -91,8 +89,8 @@ class _Cell:
         _arrays.check_supported_dtype(op, "input", x, cuda_path, _DTYPES)
 
         if x.ndim not in (1, 2):
-            raise ValueError(f"{model}: Expected input to be 1D or 2D, got {x.ndim}D instead "
-                             f"(input of shape {x.shape})")
+            raise ValueError(f"{op}: expected input to be 1-D (input_size,) or 2-D "
+                             f"(batch, input_size), got shape {x.shape}")
         self.batched = x.ndim == 2
         for name, s in zip(("h", "c"), states):
             if s.ndim != x.ndim:
