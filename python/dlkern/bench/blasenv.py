@@ -239,7 +239,7 @@ def _affected(family: str, references, backends_: dict) -> list[str]:
     return libs
 
 
-def inspect(references, environ=None, probe_fn=probe) -> BlasEnv:
+def inspect(references, environ=None, probe_fn=None) -> BlasEnv:
     """The forcing variables for the CPU ``references`` of this run, in this process."""
     environ = os.environ if environ is None else environ
     state = BlasEnv()
@@ -263,7 +263,7 @@ def inspect(references, environ=None, probe_fn=probe) -> BlasEnv:
             candidates.setdefault(lib, []).append(var)
     if not candidates:
         return state
-    unforced, why = probe_fn(set(state.set), "torch" in candidates)
+    unforced, why = (probe_fn or probe)(set(state.set), "torch" in candidates)
     state.unforced = unforced
     for lib, variables in candidates.items():
         for var in variables:
