@@ -16,7 +16,7 @@ import pytest
 import dlkern as dk
 from dlkern import _cpu
 from dlkern.__main__ import main
-from dlkern.bench import arrays, registry, threads, timing
+from dlkern.bench import arrays, blasenv, registry, threads, timing
 from dlkern.bench.cases.conv import cpu as conv_cpu_cases
 from dlkern.bench.cases.conv import cuda as conv_cases
 from dlkern.bench.cases import matmul as matmul_cases
@@ -24,9 +24,9 @@ from dlkern.bench.peak import Peaks
 from dlkern.bench.stats import summarize
 
 
-def _bench(*args, tmp_path):
+def _bench(*args, tmp_path, env=None):
     """python -m dlkern bench ARGS in a subprocess, on the dlkern this test imported."""
-    env = dict(os.environ)
+    env = dict(os.environ if env is None else env)
     package_root = str(Path(dk.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     return subprocess.run(
@@ -45,7 +45,7 @@ def test_quick_matmul_end_to_end(tmp_path):
     assert "\r" not in proc.stderr  # no progress bar when stderr is not a terminal
 
     doc = json.loads(json_path.read_text())
-    assert doc["schema"] == "dlkern-bench/1"
+    assert doc["schema"] == "dlkern-bench/2"
     assert doc["machine"]["cpu_isa"] == _cpu.cpu_isa()
     assert doc["settings"]["device"] == "cpu" and doc["settings"]["cache"] == "warm"
     assert f"memory: {doc['settings']['allocator']}" in proc.stdout
@@ -58,6 +58,10 @@ def test_quick_matmul_end_to_end(tmp_path):
             assert doc["peaks"]["flops_per_second"][dtype][str(t)] > 1e8
     assert all(doc["peaks"]["bytes_per_second"][str(t)] > 1e8 for t in thread_counts)
     assert doc["summary"]["failed"] == 0
+    assert doc["settings"]["blas_env"]["forcing"] == {}
+    backends = doc["settings"]["reference_backends"]
+    assert set(backends) == {"numpy", "torch"} & set(doc["machine"]["libraries"])
+    assert f"reference CPU code: {blasenv.describe(backends)}" in proc.stdout
     cases = doc["cases"]
     assert len(cases) == len(matmul_cases.CPU_SHAPES_QUICK) * len(thread_counts)
     for c in cases:
@@ -67,11 +71,95 @@ def test_quick_matmul_end_to_end(tmp_path):
         t = c["timings_seconds"]["dlkern"]
         assert 0 < t["p20"] <= t["median"] <= t["p80"] and t["repetitions"] == len(t["samples"])
         assert c["threads"]["dlkern"] == c["threads"]["numpy_blas"] == c["threads"]["torch"]
+        assert c["ratios_forced"] == {}  # forcing variables, if any, were removed
         assert c["ratios"]["numpy"] == pytest.approx(
             c["timings_seconds"]["numpy"]["median"] / t["median"])
         assert c["throughput_per_second"]["dlkern"] == pytest.approx(c["flops"] / t["median"])
         assert 0 < c["percent_of_peak"]
     assert md_path.read_text().count("| matmul ") == len(cases)
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["restarted", "kept"])
+def test_forcing_variable_is_removed_or_reported(keep, tmp_path):
+    """OPENBLAS_CORETYPE=Haswell in the environment: the bench restarts without it, or with
+    --keep-blas-env says in its header and every numpy ratio that NumPy's OpenBLAS was forced."""
+    pytest.importorskip("threadpoolctl")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("OpenBLAS's Haswell core type is an x86-64 one")
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell")
+    variables = {k: env[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in env}
+    unforced, why = blasenv.probe(set(variables), with_torch=False)
+    assert why is None, why
+    # Haswell forces OpenBLAS only on a CPU where it picks another core type; a cache size
+    # set by OPENBLAS_L2_SIZE counts as forcing whenever it is set.
+    forcing = {k: v for k, v in variables.items()
+               if k != "OPENBLAS_CORETYPE" or unforced["numpy"] != ["Haswell"]}
+    json_path = tmp_path / "out.json"
+    proc = _bench("--quick", "--ops", "matmul", "--threads", "1", "--json", str(json_path),
+                  *(["--keep-blas-env"] if keep else []), tmp_path=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(json_path.read_text())
+    state = doc["settings"]["blas_env"]
+    arch = [e["architecture"] for e in doc["settings"]["reference_backends"]["numpy"]]
+    listed = ", ".join(f"{k}={v}" for k, v in forcing.items())
+    if not forcing:
+        assert state["action"] == "none" and "environment:" not in proc.stdout
+    elif keep:
+        assert ("--keep-blas-env" in doc["command"] and state["action"] == "kept"
+                and state["set"] == variables)
+        assert state["forcing"] == {"numpy": [f"{k}={v}" for k, v in forcing.items()]}
+        assert f"FORCED below what this CPU runs: numpy by {listed}" in proc.stdout
+        assert "kept (--keep-blas-env)" in proc.stdout
+        if "OPENBLAS_CORETYPE" in forcing:
+            assert arch == ["Haswell"] and state["unforced"]["numpy"] == unforced["numpy"]
+    else:
+        assert state["action"] == "removed" and state["removed"] == forcing
+        assert state["set"] == {} and state["forcing"] == {}
+        assert f"environment: {listed} removed for this run" in proc.stdout
+        assert arch == unforced["numpy"]
+        if "OPENBLAS_CORETYPE" in forcing:
+            assert state["before"] == {"numpy": "Haswell"}
+    for c in doc["cases"]:
+        assert c["ratios_forced"] == ({"numpy": listed} if keep and forcing else {})
+
+
+def test_forcing_decision(monkeypatch):
+    """Which variables count as forcing, from what the libraries report with and without them."""
+    here = blasenv.backends(["numpy"])["numpy"]
+    if not here or here[0]["architecture"] is None:
+        pytest.skip("threadpoolctl reports no OpenBLAS architecture here")
+    arch = here[0]["architecture"]
+
+    def probe_gives(result, why=None):
+        return lambda without, with_torch: (result, why)
+
+    same = blasenv.inspect(["numpy"], {"OPENBLAS_CORETYPE": arch}, probe_gives({"numpy": [arch]}))
+    assert same.forcing == {} and same.set == {"OPENBLAS_CORETYPE": arch}
+    other = blasenv.inspect(["numpy"], {"OPENBLAS_CORETYPE": "X"}, probe_gives({"numpy": ["Other"]}))
+    assert other.forcing == {"numpy": ["OPENBLAS_CORETYPE=X"]}
+    assert other.ratios_forced(["numpy", "torch"]) == {"numpy": "OPENBLAS_CORETYPE=X"}
+    l2 = blasenv.inspect(["numpy"], {"OPENBLAS_L2_SIZE": "512"}, probe_gives({"numpy": [arch]}))
+    assert l2.forcing == {"numpy": ["OPENBLAS_L2_SIZE=512"]}  # no library reports its effect
+    failing = blasenv.inspect(["numpy"], {"OPENBLAS_CORETYPE": "X"}, probe_gives(None, "it crashed"))
+    assert failing.forcing and failing.note == "not removed: it crashed"
+    assert blasenv.inspect(["torch"], {"OPENBLAS_CORETYPE": "X"}, probe_gives({})).forcing == {}
+    assert blasenv.inspect(["numpy"], {}, probe_gives({})).set == {}
+    assert not blasenv.can_restart()  # pytest is not python -m dlkern
+
+
+def test_in_process_run_reports_forcing_it_cannot_remove(monkeypatch, tmp_path, capsys):
+    """Inside another program the bench cannot restart: it keeps the variable and says so."""
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Prescott")
+    monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
+    monkeypatch.setattr(blasenv, "probe", lambda without, with_torch: ({"numpy": ["Elsewhere"]}, None))
+    json_path = tmp_path / "out.json"
+    rc = main(["bench", "--quick", "--threads", "1", "--ops", "matmul", "--json", str(json_path)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "numpy by OPENBLAS_CORETYPE=Prescott" in out and "inside another program" in out
+    doc = json.loads(json_path.read_text())
+    assert doc["settings"]["blas_env"]["action"] == "kept"
+    assert all(c["ratios_forced"] == {"numpy": "OPENBLAS_CORETYPE=Prescott"} for c in doc["cases"])
 
 
 def _add_case(ctx, name, run):

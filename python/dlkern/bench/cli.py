@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .. import _config
-from . import machine, peak, plot, registry, report, threads, timing
+from . import blasenv, machine, peak, plot, registry, report, threads, timing
 from .progress import Progress
 from .runner import run_case
 
@@ -49,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="warm: inputs stay cached between repetitions (default); cold: caches are flushed "
         "before each repetition",
     )
+    parser.add_argument(
+        "--keep-blas-env", action="store_true",
+        help="keep variables that force a reference library below what this CPU runs "
+        "(OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE, MKL_ENABLE_INSTRUCTIONS, ATEN_CPU_CAPABILITY, "
+        "DNNL_MAX_CPU_ISA); by default the bench restarts without them, and with this flag "
+        "it marks the ratios they affect",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write every measurement as JSON")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="write the table as Markdown")
     parser.add_argument("--plot", type=Path, metavar="DIR", help="write one PNG per op family")
@@ -72,10 +79,26 @@ def _command(args: argparse.Namespace) -> str:
         words += ["--threads", ",".join(map(str, args.threads))]
     if args.cache != "warm":
         words += ["--cache", args.cache]
+    if args.keep_blas_env:
+        words.append("--keep-blas-env")
     for option in ("json", "markdown", "plot"):
         if getattr(args, option):
             words += [f"--{option}", str(getattr(args, option))]
     return shlex.join(words)
+
+
+def _blas_env(device: str, references: list[str], keep: bool) -> blasenv.BlasEnv:
+    """The variables forcing the CPU references; restarts this process without them unless ``keep``."""
+    if device != "cpu":
+        return blasenv.BlasEnv()
+    state = blasenv.inspect(references)
+    if state.forcing and not keep and state.note is None:
+        if blasenv.can_restart():
+            blasenv.restart_without(state, references)  # does not return
+        state.note = "the bench runs inside another program, whose libraries are loaded already"
+    if state.forcing and state.action == "none":
+        state.action = "kept"
+    return state
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
         cases += made
     if not cases:
         return _error(f"no benchmark cases for {', '.join(ops)} on {device}")
+
+    references = registry.references(cases)
+    blas_env = _blas_env(device, references, args.keep_blas_env)
 
     if device == "cpu":
         thread_counts = args.threads or sorted({1, _config.get_num_threads()})
@@ -146,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
         allocator=allocator,
         policy=policy,
         blas=threads.blas_description() if device == "cpu" else "",
-        machine=machine.describe(registry.references(cases)),
+        backends=blasenv.backends(references) if device == "cpu" else {},
+        blas_env=blas_env,
+        machine=machine.describe(references),
         peaks=peaks,
         results=results,
         skipped=ctx.skipped,

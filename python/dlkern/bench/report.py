@@ -6,12 +6,12 @@ import math
 import sys
 from dataclasses import asdict, dataclass, field
 
-from . import registry
+from . import blasenv, registry
 from .peak import Peaks
 from .runner import CaseResult
 from .timing import Policy
 
-SCHEMA = "dlkern-bench/1"
+SCHEMA = "dlkern-bench/2"
 
 
 @dataclass
@@ -30,6 +30,8 @@ class Run:
     allocator: str  # how freed memory is kept (timing.keep_freed_memory)
     policy: Policy
     blas: str  # NumPy's BLAS and whether its threads were set
+    backends: dict  # what each CPU reference runs (blasenv.backends)
+    blas_env: blasenv.BlasEnv  # variables forcing a reference, and what was done about them
     machine: dict
     peaks: Peaks
     results: list[CaseResult] = field(default_factory=list)
@@ -155,6 +157,8 @@ def header(run: Run) -> list[str]:
     if run.device == "cpu":
         counts = " and ".join(str(t) for t in run.thread_counts)
         lines.append(f"threads: {counts}, the same count for dlkern, torch and NumPy's BLAS ({run.blas})")
+        lines.append(f"reference CPU code: {blasenv.describe(run.backends)}")
+        lines += run.blas_env.header_lines()
     lines.append(f"peak: {peaks_summary(run.peaks)}")
     lines += [f"peak: {line}" for line in run.peaks.method]
     lines.append(
@@ -245,7 +249,7 @@ def markdown(run: Run) -> str:
     return "\n".join(out) + "\n"
 
 
-def _case_dict(r: CaseResult, peaks: Peaks) -> dict:
+def _case_dict(r: CaseResult, peaks: Peaks, blas_env: blasenv.BlasEnv) -> dict:
     c = r.case
     libs = ["dlkern", *c.references]
     return {
@@ -267,6 +271,7 @@ def _case_dict(r: CaseResult, peaks: Peaks) -> dict:
         "timings_seconds": {lib: t.to_dict() for lib, t in r.timings.items()},
         "throughput_per_second": {lib: r.throughput(lib) for lib in libs if lib in r.timings},
         "ratios": {lib: r.ratio(lib) for lib in c.references if lib in r.timings},
+        "ratios_forced": blas_env.ratios_forced(lib for lib in c.references if lib in r.timings),
         "peak_flops_per_second": peaks.flops_for(c.dtype, c.threads),
         "peak_bytes_per_second": peaks.bandwidth_for(c.threads),
         "roofline_per_second": peaks.roofline(c),
@@ -288,6 +293,8 @@ def json_document(run: Run) -> dict:
             "quick": run.quick,
             "threads": run.thread_counts,
             "numpy_blas": run.blas,
+            "reference_backends": run.backends,
+            "blas_env": run.blas_env.to_dict(),
             "cache": run.cache,
             "cache_flush_bytes": run.cache_flush_bytes,
             "timer": run.timer,
@@ -295,7 +302,7 @@ def json_document(run: Run) -> dict:
             "policy": asdict(run.policy),
         },
         "peaks": run.peaks.to_dict(),
-        "cases": [_case_dict(r, run.peaks) for r in run.results],
+        "cases": [_case_dict(r, run.peaks, run.blas_env) for r in run.results],
         "skipped": [{"case": case, "reason": reason} for case, reason in run.skipped],
         "summary": {
             "cases": len(run.results),
