@@ -20,6 +20,7 @@ from dlkern.bench import arrays, blasenv, registry, threads, timing
 from dlkern.bench.cases.conv import cpu as conv_cpu_cases
 from dlkern.bench.cases.conv import cuda as conv_cases
 from dlkern.bench.cases import matmul as matmul_cases
+from dlkern.bench.cases import rnn as rnn_cases
 from dlkern.bench.peak import Peaks
 from dlkern.bench.stats import summarize
 
@@ -227,6 +228,26 @@ def test_matmul_flop_and_byte_formulas():
     for c in matmul_cases.cases(registry.Context(device="cpu", quick=True)):
         p = c.params
         assert c.flops == 2 * p["batch"] * p["m"] * p["n"] * p["k"]
+
+
+def test_rnn_cases_formulas_and_results():
+    # Both projections: B x gates*H outputs, each a dot product over I + H terms.
+    assert rnn_cases.flop_count("lstm_cell", 2, 3, 5) == 2 * 2 * 4 * 5 * (3 + 5)
+    assert rnn_cases.flop_count("gru_cell", 2, 3, 5) == 2 * 2 * 3 * 5 * (3 + 5)
+    # x, h (and c) read, h' (and c') written, weights and both biases read.
+    assert rnn_cases.byte_count("gru_cell", 2, 3, 5, 4) == 4 * (2 * 3 + 2 * 2 * 5 + 3 * 5 * 8 + 2 * 15)
+    assert rnn_cases.byte_count("lstm_cell", 2, 3, 5, 4) == 4 * (2 * 3 + 4 * 2 * 5 + 4 * 5 * 8 + 2 * 20)
+    cases = rnn_cases.cases(registry.Context(device="cpu", quick=True))
+    assert {c.params["op"] for c in cases} == {"lstm_cell", "gru_cell"}
+    for c in cases:
+        inputs = c.setup()
+        got, want = c.run(inputs), c.expected(inputs)
+        got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
+        for g, w in zip(got, want):
+            assert np.abs(w).max() > 0.1  # gates not all saturated to 0
+            assert arrays.relative_error(g, w) < 1e-5
+    ctx = registry.Context(device="cuda", quick=True)
+    assert rnn_cases.cases(ctx) == [] and ctx.skipped
 
 
 def test_conv_cases_without_gpu_skip_cleanly():
