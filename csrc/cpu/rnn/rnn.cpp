@@ -74,6 +74,17 @@ T at(MatrixView<const T> v, int64_t row, int64_t col) {
   return v.data ? v.data[row * v.row_stride + col * v.col_stride] : T(0);
 }
 
+// Row `row` of v (n columns) as a contiguous pointer: v's own when its columns
+// are adjacent, else copied into tmp (zeros for a null view). The pointwise
+// loops read through it so that they vectorise.
+template <typename T>
+const T* row_of(MatrixView<const T> v, int64_t row, int64_t n, std::vector<T>& tmp) {
+  if (v.data && v.col_stride == 1) return v.data + row * v.row_stride;
+  tmp.resize(n);
+  for (int64_t j = 0; j < n; ++j) tmp[j] = at(v, row, j);
+  return tmp.data();
+}
+
 }  // namespace
 
 template <typename T>
@@ -82,21 +93,28 @@ void lstm_cell_forward(const RnnCellParams& p, MatrixView<const T> x, MatrixView
                        const T* b_hh, T* h_out, T* c_out, T* saved) {
   const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 4 * H;
   // The pre-activations land in saved's first 4H columns, or in scratch.
-  std::vector<T> scratch(saved ? 0 : B * G);
-  const int64_t ld = saved ? lstm_cell_saved_width(H) : G;
+  // scratch has saved's layout, so that the pointwise pass writes either alike.
+  const int64_t ld = lstm_cell_saved_width(H);
+  std::vector<T> scratch(saved ? 0 : B * ld);
   T* gates = saved ? saved : scratch.data();
   project<T>(B, G, I, x, w_ih, b_ih, {gates, ld, 1}, false);
   // No state: the hidden projection is its bias alone (k = 0).
   project<T>(B, G, h.data ? H : 0, h, w_hh, b_hh, {gates, ld, 1}, true);
-#pragma omp parallel for schedule(static) num_threads(threads_for(B * H * 8))
-  for (int64_t b = 0; b < B; ++b) {
-    T* row = gates + b * ld;
-    for (int64_t j = 0; j < H; ++j) {
-      const auto s = dlkern::rnn::lstm_cell_update(row[j], row[H + j], row[2 * H + j],
-                                                   row[3 * H + j], at(c, b, j));
-      h_out[b * H + j] = s.h;
-      c_out[b * H + j] = s.c;
-      if (saved) {
+#pragma omp parallel num_threads(threads_for(B * H * 8))
+  {
+    std::vector<T> tmp;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      T* row = gates + b * ld;
+      const T* c_row = row_of(c, b, H, tmp);
+      T* h_row = h_out + b * H;
+      T* c_next = c_out + b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const auto s = dlkern::rnn::lstm_cell_update(row[j], row[H + j], row[2 * H + j],
+                                                     row[3 * H + j], c_row[j]);
+        h_row[j] = s.h;
+        c_next[j] = s.c;
         row[j] = s.gates.i;
         row[H + j] = s.gates.f;
         row[2 * H + j] = s.gates.g;
@@ -124,17 +142,23 @@ void gru_cell_forward(const RnnCellParams& p, MatrixView<const T> x, MatrixView<
   project<T>(B, H, kh, h, w_hh + 2 * H * H, b_hh_n, {buf + 3 * H, ld, 1}, false);
   project<T>(B, 2 * H, I, x, w_ih, b_ih, {buf, ld, 1}, true);
   project<T>(B, H, I, x, w_ih + 2 * H * I, b_ih_n, {buf + 2 * H, ld, 1}, false);
-#pragma omp parallel for schedule(static) num_threads(threads_for(B * H * 8))
-  for (int64_t b = 0; b < B; ++b) {
-    T* row = buf + b * ld;
-    for (int64_t j = 0; j < H; ++j) {
-      const auto s =
-          dlkern::rnn::gru_cell_update(row[j], row[H + j], row[2 * H + j], row[3 * H + j],
-                                       at(h, b, j));
-      h_out[b * H + j] = s.h;
-      row[j] = s.gates.r;
-      row[H + j] = s.gates.z;
-      row[2 * H + j] = s.gates.n;
+#pragma omp parallel num_threads(threads_for(B * H * 8))
+  {
+    std::vector<T> tmp;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      T* row = buf + b * ld;
+      const T* h_row = row_of(h, b, H, tmp);
+      T* out = h_out + b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const auto s = dlkern::rnn::gru_cell_update(row[j], row[H + j], row[2 * H + j],
+                                                    row[3 * H + j], h_row[j]);
+        out[j] = s.h;
+        row[j] = s.gates.r;
+        row[H + j] = s.gates.z;
+        row[2 * H + j] = s.gates.n;
+      }
     }
   }
 }
@@ -147,20 +171,30 @@ void lstm_cell_backward(const RnnCellParams& p, const T* grad_h_out, const T* gr
   const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 4 * H;
   const int64_t ld = lstm_cell_saved_width(H);
   std::vector<T> d(B * G);  // gradients of the pre-activations, gate by gate
-#pragma omp parallel for schedule(static) num_threads(threads_for(B * H * 8))
-  for (int64_t b = 0; b < B; ++b) {
-    const T* row = saved + b * ld;
-    for (int64_t j = 0; j < H; ++j) {
-      const LstmGates<T> a{row[j], row[H + j], row[2 * H + j], row[3 * H + j]};
-      const T gh = grad_h_out ? grad_h_out[b * H + j] : T(0);
-      const T gc = grad_c_out ? grad_c_out[b * H + j] : T(0);
-      const auto g = dlkern::rnn::lstm_cell_derivative(a, row[4 * H + j], at(c, b, j), gh, gc);
+  // Absent incoming gradients read as zeros; an unwanted grad_c goes to a sink.
+  const std::vector<T> zeros(grad_h_out && grad_c_out ? 0 : H, T(0));
+#pragma omp parallel num_threads(threads_for(B * H * 8))
+  {
+    std::vector<T> tmp, sink(grad_c ? 0 : H);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      const T* row = saved + b * ld;
+      const T* c_row = row_of(c, b, H, tmp);
+      const T* gh = grad_h_out ? grad_h_out + b * H : zeros.data();
+      const T* gc = grad_c_out ? grad_c_out + b * H : zeros.data();
+      T* gc_prev = grad_c ? grad_c + b * H : sink.data();
       T* out = d.data() + b * G;
-      out[j] = g.pre.i;
-      out[H + j] = g.pre.f;
-      out[2 * H + j] = g.pre.g;
-      out[3 * H + j] = g.pre.o;
-      if (grad_c) grad_c[b * H + j] = g.c;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const LstmGates<T> a{row[j], row[H + j], row[2 * H + j], row[3 * H + j]};
+        const auto g =
+            dlkern::rnn::lstm_cell_derivative(a, row[4 * H + j], c_row[j], gh[j], gc[j]);
+        out[j] = g.pre.i;
+        out[H + j] = g.pre.f;
+        out[2 * H + j] = g.pre.g;
+        out[3 * H + j] = g.pre.o;
+        gc_prev[j] = g.c;
+      }
     }
   }
   const MatrixView<const T> dv{d.data(), G, 1};
@@ -180,21 +214,29 @@ void gru_cell_backward(const RnnCellParams& p, const T* grad_h_out, MatrixView<c
   const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 3 * H;
   const int64_t ld = gru_cell_saved_width(H);
   // Gradients of the pre-activations on each side: [r z xn] and [r z hn].
-  std::vector<T> di(B * G), dh(B * G), direct(grad_h ? B * H : 0);
-#pragma omp parallel for schedule(static) num_threads(threads_for(B * H * 8))
-  for (int64_t b = 0; b < B; ++b) {
-    const T* row = saved + b * ld;
-    for (int64_t j = 0; j < H; ++j) {
-      const GruGates<T> a{row[j], row[H + j], row[2 * H + j]};
-      const T gh = grad_h_out ? grad_h_out[b * H + j] : T(0);
-      const auto g = dlkern::rnn::gru_cell_derivative(a, row[3 * H + j], at(h, b, j), gh);
+  std::vector<T> di(B * G), dh(B * G);
+  const std::vector<T> zeros(grad_h_out ? 0 : H, T(0));
+#pragma omp parallel num_threads(threads_for(B * H * 8))
+  {
+    std::vector<T> tmp, sink(grad_h ? 0 : H);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      const T* row = saved + b * ld;
+      const T* h_row = row_of(h, b, H, tmp);
+      const T* gh = grad_h_out ? grad_h_out + b * H : zeros.data();
+      T* gh_prev = grad_h ? grad_h + b * H : sink.data();
       T* in = di.data() + b * G;
       T* hid = dh.data() + b * G;
-      in[j] = hid[j] = g.r;
-      in[H + j] = hid[H + j] = g.z;
-      in[2 * H + j] = g.xn;
-      hid[2 * H + j] = g.hn;
-      if (grad_h) grad_h[b * H + j] = g.h;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const GruGates<T> a{row[j], row[H + j], row[2 * H + j]};
+        const auto g = dlkern::rnn::gru_cell_derivative(a, row[3 * H + j], h_row[j], gh[j]);
+        in[j] = hid[j] = g.r;
+        in[H + j] = hid[H + j] = g.z;
+        in[2 * H + j] = g.xn;
+        hid[2 * H + j] = g.hn;
+        gh_prev[j] = g.h;
+      }
     }
   }
   const MatrixView<const T> dvi{di.data(), G, 1}, dvh{dh.data(), G, 1};
