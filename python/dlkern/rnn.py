@@ -124,13 +124,12 @@ class _Cell:
     def empty(self, shape):
         return _arrays.empty(shape, self.dtype, self.x)
 
-    def take_like(self, value, name: str, shape, op: str):
-        """An array argument of the backward, of shape ``shape``, made contiguous; None stays."""
-        if value is None:
+    def take_like(self, name: str, shape, op: str):
+        """The backward's array argument ``name`` (taken, and checked for device and
+        dtype, with the others) of shape ``shape``, made contiguous; None stays."""
+        a = self.extra.get(name)
+        if a is None:
             return None
-        a = _arrays.take(value, name, op)
-        _arrays.check_same_device(op, ("input", self.x), (name, a))
-        _arrays.check_same_dtype(op, ("input", self.x), (name, a))
         if a.shape != shape:
             raise ValueError(f"{op}: {name} must have shape {shape}, got {a.shape}")
         return _arrays.contiguous(a, name, op)
@@ -205,9 +204,9 @@ def lstm_cell_backward(grad_h, grad_c, input, hx, w_ih, w_hh, saved):
               extra=(("grad_h", grad_h), ("grad_c", grad_c), ("saved", saved)))
     H = a.params.hidden_size
     shape = a.state_shape(H)
-    gh = a.take_like(grad_h, "grad_h", shape, op)
-    gc = a.take_like(grad_c, "grad_c", shape, op)
-    s = a.take_like(saved, "saved", a.state_shape(_cpu.lstm_cell_saved_width(H)), op)
+    gh = a.take_like("grad_h", shape, op)
+    gc = a.take_like("grad_c", shape, op)
+    s = a.take_like("saved", a.state_shape(_cpu.lstm_cell_saved_width(H)), op)
     if s is None:
         raise TypeError(f"{op}: saved must be the array lstm_cell(..., save_for_backward=True) "
                         "returned last, got None")
@@ -234,8 +233,8 @@ def gru_cell_backward(grad_h, input, hx, w_ih, w_hh, saved):
               extra=(("grad_h", grad_h), ("saved", saved)))
     H = a.params.hidden_size
     shape = a.state_shape(H)
-    gh = a.take_like(grad_h, "grad_h", shape, op)
-    s = a.take_like(saved, "saved", a.state_shape(_cpu.gru_cell_saved_width(H)), op)
+    gh = a.take_like("grad_h", shape, op)
+    s = a.take_like("saved", a.state_shape(_cpu.gru_cell_saved_width(H)), op)
     if s is None:
         raise TypeError(f"{op}: saved must be the array gru_cell(..., save_for_backward=True) "
                         "returned last, got None")
