@@ -1,6 +1,10 @@
-// Validation of recurrent cell arguments: what torch rejects, rejected, in
-// words that name the argument, what was expected and what was given.
+// Validation of recurrent arguments (what torch rejects, rejected, in words
+// that name the argument, what was expected and what was given), and the
+// step schedule of variable-length batches.
 #include "common/rnn.h"
+
+#include <algorithm>
+#include <numeric>
 
 #include "dlkern/error.h"
 
@@ -60,6 +64,67 @@ RnnCellParams gru_cell_params(int64_t batch, int64_t input_size, int64_t w_ih_ro
                               int64_t b_hh_size) {
   return make_params("gru_cell", 3, batch, input_size, w_ih_rows, w_ih_cols, w_hh_rows,
                      w_hh_cols, h_batch, h_size, -1, -1, b_ih_size, b_hh_size);
+}
+
+RnnParams lstm_params(int64_t seq_len, int64_t batch, int64_t input_size, int64_t w_ih_rows,
+                      int64_t w_ih_cols, int64_t w_hh_rows, int64_t w_hh_cols, int64_t h_batch,
+                      int64_t h_size, int64_t c_batch, int64_t c_size, int64_t b_ih_size,
+                      int64_t b_hh_size) {
+  DLKERN_CHECK((h_batch < 0) == (c_batch < 0), "lstm: h0 and c0 must both be given or both be "
+               "absent (hx=None)");
+  DLKERN_CHECK(seq_len >= 1, "lstm: input must have at least one time step, got seq_len ",
+               seq_len);
+  const RnnCellParams c = make_params("lstm", 4, batch, input_size, w_ih_rows, w_ih_cols,
+                                      w_hh_rows, w_hh_cols, h_batch, h_size, c_batch, c_size,
+                                      b_ih_size, b_hh_size);
+  return {seq_len, c.batch, c.input_size, c.hidden_size, c.gates};
+}
+
+RnnParams gru_params(int64_t seq_len, int64_t batch, int64_t input_size, int64_t w_ih_rows,
+                     int64_t w_ih_cols, int64_t w_hh_rows, int64_t w_hh_cols, int64_t h_batch,
+                     int64_t h_size, int64_t b_ih_size, int64_t b_hh_size) {
+  DLKERN_CHECK(seq_len >= 1, "gru: input must have at least one time step, got seq_len ",
+               seq_len);
+  const RnnCellParams c = make_params("gru", 3, batch, input_size, w_ih_rows, w_ih_cols,
+                                      w_hh_rows, w_hh_cols, h_batch, h_size, -1, -1, b_ih_size,
+                                      b_hh_size);
+  return {seq_len, c.batch, c.input_size, c.hidden_size, c.gates};
+}
+
+namespace rnn {
+
+Schedule schedule(const RnnParams& p, const int64_t* lengths) {
+  const int64_t T = p.seq_len, B = p.batch;
+  Schedule s;
+  s.order.resize(B);
+  std::iota(s.order.begin(), s.order.end(), int64_t(0));
+  s.identity = true;
+  if (lengths) {
+    for (int64_t b = 0; b < B; ++b) {
+      DLKERN_CHECK(lengths[b] >= 1 && lengths[b] <= T, "lengths[", b, "] is ", lengths[b],
+                   ": every length must be in 1..", T, " (the input's seq_len)");
+      s.identity = s.identity && lengths[b] == T;
+    }
+    std::stable_sort(s.order.begin(), s.order.end(),
+                     [&](int64_t a, int64_t b) { return lengths[a] > lengths[b]; });
+  }
+  s.running.assign(T, B);
+  s.offset.assign(T + 1, 0);
+  // Rows still running at step t: those whose length exceeds t, a prefix of order.
+  int64_t running = B;
+  for (int64_t t = 0; t < T; ++t) {
+    if (lengths)
+      while (running > 0 && lengths[s.order[running - 1]] <= t) --running;
+    s.running[t] = running;
+    s.offset[t + 1] = s.offset[t] + running;
+  }
+  return s;
+}
+
+}  // namespace rnn
+
+int64_t rnn_packed_rows(const RnnParams& p, const int64_t* lengths) {
+  return rnn::schedule(p, lengths).rows();
 }
 
 }  // namespace dlkern

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "common/host_device.h"
 #include "dlkern/rnn.h"
@@ -246,5 +247,19 @@ DLKERN_HOST_DEVICE GruGrads<T> gru_cell_derivative(const GruGates<T>& a, T hn, T
   d.h = grad_h * a.z;
   return d;
 }
+
+// How a sequence call runs its batch, step by step (see rnn_packed_rows):
+// order[r] is the batch entry in row r of every step, longest first (ties in
+// batch order); step t runs rows 0 .. running[t] - 1, whose packed rows start
+// at offset[t] (offset[seq_len] is the total). Host only.
+struct Schedule {
+  std::vector<int64_t> order, running, offset;
+  bool identity;  // every entry runs every step: packed rows are input rows
+
+  int64_t rows() const { return offset.back(); }
+};
+
+// Validates lengths as rnn_packed_rows does.
+Schedule schedule(const RnnParams& p, const int64_t* lengths);
 
 }  // namespace dlkern::rnn

@@ -16,7 +16,16 @@ from ._config import (
 from .conv import conv2d, conv2d_backward
 from .matmul import matmul
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
-from .rnn import gru_cell, gru_cell_backward, lstm_cell, lstm_cell_backward
+from .rnn import (
+    gru,
+    gru_backward,
+    gru_cell,
+    gru_cell_backward,
+    lstm,
+    lstm_backward,
+    lstm_cell,
+    lstm_cell_backward,
+)
 
 __all__ = [
     "__version__",
@@ -27,8 +36,12 @@ __all__ = [
     "cuda_available",
     "cuda_unavailable_reason",
     "get_num_threads",
+    "gru",
+    "gru_backward",
     "gru_cell",
     "gru_cell_backward",
+    "lstm",
+    "lstm_backward",
     "lstm_cell",
     "lstm_cell_backward",
     "matmul",

@@ -23,6 +23,8 @@ kernels arrive. float32 and float64.
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import _args, _arrays, _backend, _cpu
 
 _DTYPES = ("float32", "float64")
@@ -242,4 +244,273 @@ def gru_cell_backward(grad_h, input, hx, w_ih, w_hh, saved):
     _backend.launch(a.module.gru_cell_backward, a.x, a.dtype, a.params, _address(gh),
                     _matrix(a.x), _matrix(a.h), a.w_ih.address, a.w_hh.address, s.address,
                     *(view.address for view, _ in outs))
+    return tuple(result for _, result in outs)
+
+
+# ---------------------------------------------------------------------------
+# Whole sequences.
+
+
+def _lengths(lengths, batch: int, op: str):
+    """``lengths`` as a contiguous host int64 NumPy array of ``batch`` values, or None.
+
+    Lists, NumPy arrays and CPU or CUDA tensors of integers are accepted (the
+    values are read on the host, as torch's ``pack_padded_sequence`` reads
+    them); the C++ schedule checks that each is in 1..seq_len.
+    """
+    if lengths is None:
+        return None
+    if hasattr(lengths, "get") and _arrays._is_cupy(lengths):
+        lengths = lengths.get()
+    elif _arrays._is_torch(lengths):
+        lengths = lengths.detach().cpu().numpy()
+    try:
+        values = np.asarray(lengths)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{op}: lengths must be a sequence of integers, got "
+                        f"{type(lengths).__name__}") from exc
+    if values.dtype.kind not in "iu":
+        raise TypeError(f"{op}: lengths must hold integers, got dtype {values.dtype}")
+    if values.shape != (batch,):
+        raise ValueError(f"{op}: lengths must hold one length per batch entry, shape "
+                         f"({batch},), got shape {values.shape}")
+    return np.ascontiguousarray(values, dtype=np.int64)
+
+
+class _Sequence:
+    """The checked arguments of one sequence call (forward or backward)."""
+
+    def __init__(self, op, lstm, input, hx, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None,
+                 extra=()):
+        self.op = op
+        self.x = x = _arrays.take(input, "input", op)
+        names = ("h0", "c0") if lstm else ("h0",)
+        if hx is None:
+            states = []
+        elif lstm:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(
+                    f"{op}: hx must be None or a tuple (h0, c0) of two arrays, got "
+                    f"{type(hx).__name__}"
+                    + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
+                )
+            states = [_arrays.take(hx[0], "h0", op), _arrays.take(hx[1], "c0", op)]
+        else:
+            if isinstance(hx, (tuple, list)):
+                raise TypeError(f"{op}: hx must be None or one array h0, got a "
+                                f"{type(hx).__name__}")
+            states = [_arrays.take(hx, "h0", op)]
+        w1 = _arrays.take(w_ih, "w_ih", op)
+        w2 = _arrays.take(w_hh, "w_hh", op)
+        named = [("input", x)] + list(zip(names, states)) + [("w_ih", w1), ("w_hh", w2)]
+        biases = {}
+        for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
+            if b is not None:
+                biases[name] = _arrays.take(b, name, op)
+                named.append((name, biases[name]))
+        self.extra = {}
+        for name, value in extra:
+            if value is not None:
+                self.extra[name] = _arrays.take(value, name, op)
+                named.append((name, self.extra[name]))
+        device = _arrays.check_same_device(op, *named)
+        self.dtype = _arrays.check_same_dtype(op, *named)
+        self.module, cuda_path = _backend.for_device(device)
+        if cuda_path:
+            raise NotImplementedError(
+                f"{op}: whole sequences run on the CPU only so far; {op} on CUDA arrives with "
+                "the CUDA kernels (pass CPU arrays)"
+            )
+        _arrays.check_supported_dtype(op, "input", x, cuda_path, _DTYPES)
+
+        if x.ndim not in (2, 3):
+            raise ValueError(f"{op}: expected input to be 2-D (seq_len, input_size) or 3-D "
+                             f"(seq_len, batch, input_size), got shape {x.shape}")
+        self.batched = x.ndim == 3
+        if self.batched:
+            seq_len, batch, size = x.shape
+            self.sequence = (x.address, *x.strides)
+        else:
+            (seq_len, size), batch = x.shape, 1
+            self.sequence = (x.address, x.strides[0], 0, x.strides[1])
+        # torch's (num_layers = 1, ...) form of the state is accepted and kept.
+        self.state_lead = ()
+        for name, s in zip(names, states):
+            if s.ndim == x.ndim and s.shape[0] == 1:
+                self.state_lead = (1,)
+            elif s.ndim != x.ndim - 1:
+                want = "(batch, hidden_size)" if self.batched else "(hidden_size,)"
+                raise ValueError(f"{op}: {name} must have shape {want} (or with a leading "
+                                 f"num_layers dimension of 1) for input of shape {x.shape}, "
+                                 f"got shape {s.shape}")
+        states = [self._squeeze(s) for s in states]
+        self.h0 = states[0] if states else None
+        self.c0 = states[1] if len(states) > 1 else None
+        for name, w in (("w_ih", w1), ("w_hh", w2)):
+            if w.ndim != 2:
+                raise ValueError(f"{op}: {name} must be 2-D, got shape {w.shape}")
+        for name, b in biases.items():
+            if b.ndim != 1:
+                raise ValueError(f"{op}: {name} must be 1-D, got shape {b.shape}")
+        sizes = [*_rows_and_size(self.h0)]
+        if lstm:
+            sizes += _rows_and_size(self.c0)
+        bias_sizes = [biases[n].shape[0] if n in biases else -1 for n in ("b_ih", "b_hh")]
+        rule = _cpu.lstm_params if lstm else _cpu.gru_params
+        self.params = rule(seq_len, batch, size, *w1.shape, *w2.shape, *sizes, *bias_sizes)
+        self.lengths = _lengths(lengths, batch, op)
+        self.lengths_address = 0 if self.lengths is None else self.lengths.ctypes.data
+        self.rows = _cpu.rnn_packed_rows(self.params, self.lengths_address)
+        self.w_ih = _arrays.contiguous(w1, "w_ih", op)
+        self.w_hh = _arrays.contiguous(w2, "w_hh", op)
+        self.b_ih = _arrays.contiguous(biases["b_ih"], "b_ih", op) if "b_ih" in biases else None
+        self.b_hh = _arrays.contiguous(biases["b_hh"], "b_hh", op) if "b_hh" in biases else None
+
+    def _squeeze(self, s):
+        """A state without torch's leading num_layers dimension of 1."""
+        if len(s.shape) == len(self.x.shape):
+            return s._replace(shape=s.shape[1:], strides=s.strides[1:])
+        return s
+
+    def output_shape(self) -> tuple:
+        p = self.params
+        return (p.seq_len, p.batch, p.hidden_size) if self.batched else (p.seq_len, p.hidden_size)
+
+    def state_shape(self) -> tuple:
+        p = self.params
+        return self.state_lead + ((p.batch, p.hidden_size) if self.batched else (p.hidden_size,))
+
+    def empty(self, shape):
+        return _arrays.empty(shape, self.dtype, self.x)
+
+    def take_like(self, name: str, shape):
+        """The backward's array argument ``name``, of shape ``shape``, contiguous; None stays."""
+        a = self.extra.get(name)
+        if a is None:
+            return None
+        if a.shape == (1,) + shape and len(shape) == len(self.x.shape) - 1:
+            a = self._squeeze(a)  # a state gradient in torch's (1, B, H) form
+        if a.shape != shape:
+            raise ValueError(f"{self.op}: {name} must have shape {shape}, got {a.shape}")
+        return _arrays.contiguous(a, name, self.op)
+
+    def saved(self, width: int):
+        """The backward's ``saved``: (packed rows, width), as the forward made it."""
+        s = self.take_like("saved", (self.rows, width))
+        if s is None:
+            raise TypeError(f"{self.op}: saved must be the array the forward returned last "
+                            "with save_for_backward=True, got None")
+        return s
+
+
+def lstm(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None,
+         save_for_backward=False):
+    """``torch.nn.LSTM`` for one layer and one direction: ``(output, (h_n, c_n))``.
+
+    ``input`` ``(T, B, I)`` or unbatched ``(T, I)`` (any strides; batch-first
+    data as a transposed view); ``hx = (h0, c0)``, each ``(B, H)`` (or torch's
+    ``(1, B, H)``, kept in ``h_n``/``c_n``), None meaning zeros. ``lengths``:
+    one per batch entry, in any order, each in 1..T: the result is torch's
+    ``pack_padded_sequence(enforce_sorted=False)`` -> LSTM ->
+    ``pad_packed_sequence(total_length=T)``, zero past each length, with
+    ``h_n``/``c_n`` each entry's state at its last step.
+
+    With ``save_for_backward=True`` returns ``(output, (h_n, c_n), saved)``:
+    what :func:`lstm_backward` needs, ``(rows, 7H)`` with one row per running
+    (step, entry) pair (module docstring).
+    """
+    op = "lstm"
+    a = _Sequence(op, True, input, hx, w_ih, w_hh, b_ih, b_hh, lengths)
+    H = a.params.hidden_size
+    out, out_result = a.empty(a.output_shape())
+    h_n, h_result = a.empty(a.state_shape())
+    c_n, c_result = a.empty(a.state_shape())
+    saved = saved_result = None
+    if _args.boolean(save_for_backward, "save_for_backward", op):
+        saved, saved_result = a.empty((a.rows, _cpu.lstm_saved_width(H)))
+    _backend.launch(a.module.lstm_forward, a.x, a.dtype, a.params, a.lengths_address, a.sequence,
+                    _matrix(a.h0), _matrix(a.c0), a.w_ih.address, a.w_hh.address,
+                    _address(a.b_ih), _address(a.b_hh), out.address, h_n.address, c_n.address,
+                    _address(saved))
+    if saved is not None:
+        return out_result, (h_result, c_result), saved_result
+    return out_result, (h_result, c_result)
+
+
+def gru(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, save_for_backward=False):
+    """``torch.nn.GRU`` for one layer and one direction: ``(output, h_n)``.
+
+    Arguments as for :func:`lstm`, with ``hx = h0``. With
+    ``save_for_backward=True`` returns ``(output, h_n, saved)``, ``saved``
+    ``(rows, 5H)`` (module docstring).
+    """
+    op = "gru"
+    a = _Sequence(op, False, input, hx, w_ih, w_hh, b_ih, b_hh, lengths)
+    H = a.params.hidden_size
+    out, out_result = a.empty(a.output_shape())
+    h_n, h_result = a.empty(a.state_shape())
+    saved = saved_result = None
+    if _args.boolean(save_for_backward, "save_for_backward", op):
+        saved, saved_result = a.empty((a.rows, _cpu.gru_saved_width(H)))
+    _backend.launch(a.module.gru_forward, a.x, a.dtype, a.params, a.lengths_address, a.sequence,
+                    _matrix(a.h0), a.w_ih.address, a.w_hh.address, _address(a.b_ih),
+                    _address(a.b_hh), out.address, h_n.address, _address(saved))
+    if saved is not None:
+        return out_result, h_result, saved_result
+    return out_result, h_result
+
+
+def _sequence_grads(a: _Sequence, states: int):
+    """Gradient outputs: input, the initial state(s), both weights, both biases."""
+    return ([a.empty(a.x.shape)] + [a.empty(a.state_shape()) for _ in range(states)]
+            + _weight_grads(a))
+
+
+def lstm_backward(grad_output, grad_h_n, grad_c_n, input, w_ih, w_hh, saved, *, lengths=None):
+    """Gradients of :func:`lstm` (backward through time).
+
+    ``grad_output`` (of the output sequence), ``grad_h_n``, ``grad_c_n``: the
+    incoming gradients, each None meaning zeros (entries past a length are
+    ignored); ``input``, ``w_ih``, ``w_hh`` and ``lengths``: the forward's;
+    ``saved``: what ``lstm(..., save_for_backward=True)`` returned last (it
+    holds the initial state). Returns ``(grad_input, (grad_h0, grad_c0),
+    grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)``, grad_input zero past each
+    length, the state gradients also when the forward had ``hx=None``, and the
+    bias gradients whether or not the forward had biases.
+    """
+    op = "lstm_backward"
+    a = _Sequence(op, True, input, None, w_ih, w_hh, lengths=lengths,
+                  extra=(("grad_output", grad_output), ("grad_h_n", grad_h_n),
+                         ("grad_c_n", grad_c_n), ("saved", saved)))
+    H = a.params.hidden_size
+    go = a.take_like("grad_output", a.output_shape())
+    gh = a.take_like("grad_h_n", a.state_shape())
+    gc = a.take_like("grad_c_n", a.state_shape())
+    s = a.saved(_cpu.lstm_saved_width(H))
+    outs = _sequence_grads(a, 2)
+    _backend.launch(a.module.lstm_backward, a.x, a.dtype, a.params, a.lengths_address,
+                    _address(go), _address(gh), _address(gc), a.sequence, a.w_ih.address,
+                    a.w_hh.address, s.address, *(view.address for view, _ in outs))
+    r = [result for _, result in outs]
+    return r[0], (r[1], r[2]), r[3], r[4], r[5], r[6]
+
+
+def gru_backward(grad_output, grad_h_n, input, w_ih, w_hh, saved, *, lengths=None):
+    """Gradients of :func:`gru` (backward through time).
+
+    As :func:`lstm_backward`, without the cell state. Returns ``(grad_input,
+    grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)``.
+    """
+    op = "gru_backward"
+    a = _Sequence(op, False, input, None, w_ih, w_hh, lengths=lengths,
+                  extra=(("grad_output", grad_output), ("grad_h_n", grad_h_n),
+                         ("saved", saved)))
+    H = a.params.hidden_size
+    go = a.take_like("grad_output", a.output_shape())
+    gh = a.take_like("grad_h_n", a.state_shape())
+    s = a.saved(_cpu.gru_saved_width(H))
+    outs = _sequence_grads(a, 1)
+    _backend.launch(a.module.gru_backward, a.x, a.dtype, a.params, a.lengths_address,
+                    _address(go), _address(gh), a.sequence, a.w_ih.address, a.w_hh.address,
+                    s.address, *(view.address for view, _ in outs))
     return tuple(result for _, result in outs)

@@ -1,5 +1,6 @@
-// Recurrent cells: lstm_cell and gru_cell, forward and backward, with
-// torch.nn.LSTMCell / GRUCell's semantics (gate order i, f, g, o and r, z, n).
+// Recurrent cells (lstm_cell, gru_cell) and whole sequences (lstm, gru),
+// forward and backward, with torch.nn.LSTMCell / GRUCell / LSTM / GRU's
+// semantics (gate order i, f, g, o and r, z, n).
 // CPU only so far; the CUDA kernels come in a later step.
 #pragma once
 
@@ -77,5 +78,85 @@ void gru_cell_backward_cpu(const RnnCellParams& p, const T* grad_h_out, MatrixVi
                            MatrixView<const T> h, const T* w_ih, const T* w_hh, const T* saved,
                            T* grad_input, T* grad_h, T* grad_w_ih, T* grad_w_hh, T* grad_b_ih,
                            T* grad_b_hh);
+
+// ---------------------------------------------------------------------------
+// Whole sequences: lstm and gru, forward and backward through time, with
+// torch.nn.LSTM / GRU's semantics for one layer and one direction.
+
+// A checked sequence problem; gates is 4 (LSTM) or 3 (GRU).
+struct RnnParams {
+  int64_t seq_len, batch, input_size, hidden_size, gates;
+};
+
+// The shape rules of the cells (above), plus seq_len >= 1 (T = 0 is rejected:
+// torch has no output to give).
+RnnParams lstm_params(int64_t seq_len, int64_t batch, int64_t input_size, int64_t w_ih_rows,
+                      int64_t w_ih_cols, int64_t w_hh_rows, int64_t w_hh_cols, int64_t h_batch,
+                      int64_t h_size, int64_t c_batch, int64_t c_size, int64_t b_ih_size,
+                      int64_t b_hh_size);
+RnnParams gru_params(int64_t seq_len, int64_t batch, int64_t input_size, int64_t w_ih_rows,
+                     int64_t w_ih_cols, int64_t w_hh_rows, int64_t w_hh_cols, int64_t h_batch,
+                     int64_t h_size, int64_t b_ih_size, int64_t b_hh_size);
+
+// A (seq_len, batch, columns) strided view: element (t, b, j) is
+// data[t * t_stride + b * b_stride + j * col_stride].
+template <typename T>
+struct SequenceView {
+  T* data;
+  int64_t t_stride, b_stride, col_stride;
+};
+
+// Variable lengths. `lengths` holds one length per batch entry (host memory,
+// any order), each in 1..seq_len; null means every entry runs seq_len steps.
+// The sequences are processed as torch packs them (pack_padded_sequence with
+// enforce_sorted=False): at step t the entries still running, longest first
+// (ties in batch order). rnn_packed_rows validates the lengths (ValueError
+// naming the entry) and returns the number of (step, entry) pairs that run:
+// the sum of the lengths, the rows of `saved`.
+int64_t rnn_packed_rows(const RnnParams& p, const int64_t* lengths);
+
+// What the sequence forward saves for the backward: one row per running
+// (step, entry) pair, step by step, within a step longest entry first, as
+// rnn_packed_rows counts them; per row
+//   LSTM, 7H: the activated gates i, f, g, o, tanh(c_t), then the state the
+//             step started from: c_{t-1}, h_{t-1};
+//   GRU,  5H: the activated gates r, z, then W_hn h_{t-1} + b_hn, the
+//             activated n, then h_{t-1}.
+inline int64_t lstm_saved_width(int64_t hidden_size) { return 7 * hidden_size; }
+inline int64_t gru_saved_width(int64_t hidden_size) { return 5 * hidden_size; }
+
+// CPU, float and double. input is a strided (seq_len, batch, input_size) view;
+// h0 (and c0) strided (batch, H) views, null meaning zeros; weights and biases
+// as for the cells. output is contiguous (seq_len, batch, H), zero past each
+// entry's length; h_n (and c_n) contiguous (batch, H), each entry's state
+// after its last step. saved is contiguous (rnn_packed_rows, saved width), or
+// null when no backward pass follows. Outputs must not overlap the inputs.
+template <typename T>
+void lstm_forward_cpu(const RnnParams& p, const int64_t* lengths, SequenceView<const T> input,
+                      MatrixView<const T> h0, MatrixView<const T> c0, const T* w_ih,
+                      const T* w_hh, const T* b_ih, const T* b_hh, T* output, T* h_n, T* c_n,
+                      T* saved);
+template <typename T>
+void gru_forward_cpu(const RnnParams& p, const int64_t* lengths, SequenceView<const T> input,
+                     MatrixView<const T> h0, const T* w_ih, const T* w_hh, const T* b_ih,
+                     const T* b_hh, T* output, T* h_n, T* saved);
+
+// Backward through time. grad_output (contiguous (seq_len, batch, H); entries
+// past a length are ignored), grad_h_n and grad_c_n (contiguous (batch, H))
+// may each be null, meaning zeros. input, weights, lengths and saved are the
+// forward's (the initial state is in saved). Every gradient output is
+// contiguous and of its argument's shape and written in full (grad_input zero
+// past each length; grad_h0, grad_c0 (batch, H) also when the forward had no
+// initial state); any may be null to skip it.
+template <typename T>
+void lstm_backward_cpu(const RnnParams& p, const int64_t* lengths, const T* grad_output,
+                       const T* grad_h_n, const T* grad_c_n, SequenceView<const T> input,
+                       const T* w_ih, const T* w_hh, const T* saved, T* grad_input, T* grad_h0,
+                       T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_b_ih, T* grad_b_hh);
+template <typename T>
+void gru_backward_cpu(const RnnParams& p, const int64_t* lengths, const T* grad_output,
+                      const T* grad_h_n, SequenceView<const T> input, const T* w_ih,
+                      const T* w_hh, const T* saved, T* grad_input, T* grad_h0, T* grad_w_ih,
+                      T* grad_w_hh, T* grad_b_ih, T* grad_b_hh);
 
 }  // namespace dlkern
