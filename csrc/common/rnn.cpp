@@ -15,7 +15,8 @@ namespace {
 RnnCellParams make_params(const char* op, int64_t gates, int64_t batch, int64_t input_size,
                           int64_t w_ih_rows, int64_t w_ih_cols, int64_t w_hh_rows,
                           int64_t w_hh_cols, int64_t h_batch, int64_t h_size, int64_t c_batch,
-                          int64_t c_size, int64_t b_ih_size, int64_t b_hh_size) {
+                          int64_t c_size, int64_t b_ih_size, int64_t b_hh_size,
+                          const char* h_name = "h", const char* c_name = "c") {
   DLKERN_CHECK(batch >= 0 && input_size >= 0 && w_ih_rows >= 0 && w_ih_cols >= 0 &&
                    w_hh_rows >= 0 && w_hh_cols >= 0,
                op, ": sizes must be non-negative");
@@ -28,7 +29,7 @@ RnnCellParams make_params(const char* op, int64_t gates, int64_t batch, int64_t 
                " from w_hh), got shape (", w_ih_rows, ", ", w_ih_cols, ")");
   DLKERN_CHECK(input_size == w_ih_cols, op, ": input has inconsistent input_size: got ",
                input_size, ", expected ", w_ih_cols, " (w_ih's second dimension)");
-  const char* state[] = {"h", "c"};
+  const char* state[] = {h_name, c_name};
   const int64_t state_batch[] = {h_batch, c_batch}, state_size[] = {h_size, c_size};
   for (int s = 0; s < 2; ++s) {
     if (state_batch[s] < 0 && state_size[s] < 0) continue;  // absent
@@ -76,7 +77,7 @@ RnnParams lstm_params(int64_t seq_len, int64_t batch, int64_t input_size, int64_
                seq_len);
   const RnnCellParams c = make_params("lstm", 4, batch, input_size, w_ih_rows, w_ih_cols,
                                       w_hh_rows, w_hh_cols, h_batch, h_size, c_batch, c_size,
-                                      b_ih_size, b_hh_size);
+                                      b_ih_size, b_hh_size, "h0", "c0");
   return {seq_len, c.batch, c.input_size, c.hidden_size, c.gates};
 }
 
@@ -87,7 +88,7 @@ RnnParams gru_params(int64_t seq_len, int64_t batch, int64_t input_size, int64_t
                seq_len);
   const RnnCellParams c = make_params("gru", 3, batch, input_size, w_ih_rows, w_ih_cols,
                                       w_hh_rows, w_hh_cols, h_batch, h_size, -1, -1, b_ih_size,
-                                      b_hh_size);
+                                      b_hh_size, "h0");
   return {seq_len, c.batch, c.input_size, c.hidden_size, c.gates};
 }
 
