@@ -234,18 +234,28 @@ def test_rnn_cases_formulas_and_results():
     # Both projections: B x gates*H outputs, each a dot product over I + H terms.
     assert rnn_cases.flop_count("lstm_cell", 2, 3, 5) == 2 * 2 * 4 * 5 * (3 + 5)
     assert rnn_cases.flop_count("gru_cell", 2, 3, 5) == 2 * 2 * 3 * 5 * (3 + 5)
+    # A sequence: per (step, entry) pair; the backward twice the forward again.
+    assert rnn_cases.flop_count("lstm", 70, 3, 5, backward=True) == 3 * 2 * 70 * 4 * 5 * (3 + 5)
     # x, h (and c) read, h' (and c') written, weights and both biases read.
     assert rnn_cases.byte_count("gru_cell", 2, 3, 5, 4) == 4 * (2 * 3 + 2 * 2 * 5 + 3 * 5 * 8 + 2 * 15)
     assert rnn_cases.byte_count("lstm_cell", 2, 3, 5, 4) == 4 * (2 * 3 + 4 * 2 * 5 + 4 * 5 * 8 + 2 * 20)
+    # A sequence: each pair's x read and h written, the states once each way.
+    assert rnn_cases.byte_count("lstm", 2, 3, 5, 4, rows=9) == 4 * (9 * 8 + 3 * 2 * 5 + 4 * 5 * 8 + 2 * 20)
     cases = rnn_cases.cases(registry.Context(device="cpu", quick=True))
-    assert {c.params["op"] for c in cases} == {"lstm_cell", "gru_cell"}
+    assert {c.params["op"] for c in cases} == {"lstm_cell", "gru_cell", "lstm", "gru"}
+    assert {c.params.get("pass") for c in cases} == {None, "forward", "forward+backward"}
+    varlen = [c for c in cases if c.params.get("variable_lengths")]
+    assert varlen and all(c.params["rows"] < c.params["seq_len"] * c.params["batch"] for c in varlen)
     for c in cases:
         inputs = c.setup()
         got, want = c.run(inputs), c.expected(inputs)
         got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
+        assert len(got) == len(want)
         for g, w in zip(got, want):
             assert np.abs(w).max() > 0.1  # gates not all saturated to 0
             assert arrays.relative_error(g, w) < 1e-5
+        for lib, reference in c.references.items():
+            assert arrays.relative_error(reference(inputs), c.expected(inputs)) < 1e-4, lib
     ctx = registry.Context(device="cuda", quick=True)
     assert rnn_cases.cases(ctx) == [] and ctx.skipped
 

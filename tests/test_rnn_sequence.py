@@ -445,3 +445,22 @@ def test_backward_bad_arguments(rng):
     ]:
         with pytest.raises(error, match=match):
             dk.lstm_backward(**{**base, **change})
+
+
+# --- the NumPy reference the bench checks against -----------------------------
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_reference_matches_torch(rng, cell):
+    """dlkern.testing.reference's sequences (used by the bench) are torch's."""
+    args = make_sequence(rng, cell, (6, 5, 3, 4), "float64")
+    lengths = [3, 6, 1, 5, 2]
+    got = flat(getattr(ref, cell)(*args, lengths=lengths))
+    grads = [random_array(rng, g.shape, "float64") for g in got]
+    expected, expected_grads = torch_run(cell, *args, lengths, grads)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-13)
+    backward = getattr(ref, f"{cell}_backward")
+    got_grads = flat(backward(*grads, *args, lengths=lengths))
+    for g, e in zip(got_grads, expected_grads):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)

@@ -364,3 +364,86 @@ def gru_cell_backward(grad_h, x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     if unbatched:
         grad_x, grad_h0 = grad_x[0], grad_h0[0]
     return (grad_x, grad_h0, d_in.T @ x, d_hid.T @ h, d_in.sum(axis=0), d_hid.sum(axis=0))
+
+
+def _sequence(cell, x, hx, w_ih, w_hh, b_ih, b_hh, lengths):
+    """The forward of torch.nn.LSTM / GRU (one layer) for (T, B, I) input,
+    step by step on the reference cells: (output, final states, the state
+    each step started from). Entries whose length has passed keep their state
+    and output zeros, as with torch's packed sequences."""
+    x = as64(x)
+    T, B = x.shape[:2]
+    H = as64(w_hh).shape[1]
+    lens = np.full(B, T) if lengths is None else np.asarray(lengths)
+    lstm = cell == "lstm"
+    states = [np.zeros((B, H)) for _ in range(2 if lstm else 1)]
+    if hx is not None:
+        states = [as64(s).reshape(B, H).copy() for s in (hx if lstm else [hx])]
+    out, starts = np.zeros((T, B, H)), []
+    for t in range(T):
+        starts.append([s.copy() for s in states])
+        run = lens > t
+        if lstm:
+            new = lstm_cell(x[t][run], tuple(s[run] for s in states), w_ih, w_hh, b_ih, b_hh)
+        else:
+            new = [gru_cell(x[t][run], states[0][run], w_ih, w_hh, b_ih, b_hh)]
+        for s, n in zip(states, new):
+            s[run] = n
+        out[t][run] = new[0]
+    return out, states, starts
+
+
+def lstm(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None):
+    """torch.nn.LSTM for one layer, (T, B, I) input: (output, (h_n, c_n)); with
+    lengths, torch's pack_padded_sequence -> LSTM -> pad_packed_sequence."""
+    out, (h, c), _ = _sequence("lstm", x, hx, w_ih, w_hh, b_ih, b_hh, lengths)
+    return out, (h, c)
+
+
+def gru(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None):
+    """torch.nn.GRU for one layer, (T, B, I) input: (output, h_n); lengths as for lstm."""
+    out, (h,), _ = _sequence("gru", x, hx, w_ih, w_hh, b_ih, b_hh, lengths)
+    return out, h
+
+
+def _sequence_backward(cell, grad_out, grad_states, x, hx, w_ih, w_hh, b_ih, b_hh, lengths):
+    x = as64(x)
+    T, B = x.shape[:2]
+    lens = np.full(B, T) if lengths is None else np.asarray(lengths)
+    lstm = cell == "lstm"
+    _, finals, starts = _sequence(cell, x, hx, w_ih, w_hh, b_ih, b_hh, lengths)
+    d = [np.zeros_like(s) if g is None else as64(g).reshape(s.shape).copy()
+         for s, g in zip(finals, grad_states)]
+    grad_x = np.zeros_like(x)
+    sums = None
+    for t in reversed(range(T)):
+        run = lens > t
+        gh = d[0][run] + (0 if grad_out is None else as64(grad_out)[t][run])
+        start = [s[run] for s in starts[t]]
+        if lstm:
+            gx, (dh, dc), *w = lstm_cell_backward(gh, d[1][run], x[t][run], tuple(start), w_ih,
+                                                  w_hh, b_ih, b_hh)
+            d[1][run] = dc
+        else:
+            gx, dh, *w = gru_cell_backward(gh, x[t][run], start[0], w_ih, w_hh, b_ih, b_hh)
+        d[0][run] = dh
+        grad_x[t][run] = gx
+        sums = w if sums is None else [a + b for a, b in zip(sums, w)]
+    return grad_x, d, sums
+
+
+def lstm_backward(grad_out, grad_h_n, grad_c_n, x, hx, w_ih, w_hh, b_ih=None, b_hh=None,
+                  lengths=None):
+    """Gradients of lstm, by backward steps of the reference cell: (grad_x,
+    (grad_h0, grad_c0), grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh); an incoming
+    gradient None means zeros."""
+    gx, (gh, gc), w = _sequence_backward("lstm", grad_out, (grad_h_n, grad_c_n), x, hx, w_ih,
+                                         w_hh, b_ih, b_hh, lengths)
+    return (gx, (gh, gc), *w)
+
+
+def gru_backward(grad_out, grad_h_n, x, hx, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None):
+    """Gradients of gru: (grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)."""
+    gx, (gh,), w = _sequence_backward("gru", grad_out, (grad_h_n,), x, hx, w_ih, w_hh, b_ih,
+                                      b_hh, lengths)
+    return (gx, gh, *w)
