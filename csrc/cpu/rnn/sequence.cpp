@@ -17,6 +17,7 @@
 
 #include "common/rnn.h"
 #include "cpu/rnn/common.h"
+#include "cpu/rnn/recurrent.h"
 #include "dlkern/error.h"
 
 namespace dlkern {
@@ -99,30 +100,39 @@ void lstm_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const
              {buf, ld, 1}, false);
   initial_state(s, H, c0, buf, ld, 5 * H);
   initial_state(s, H, h0, buf, ld, 6 * H);
-  for (int64_t t = 0; t < p.seq_len; ++t) {
-    const int64_t n = s.running[t];
-    T* step = buf + s.offset[t] * ld;
-    project<T>(n, G, H, {step + 6 * H, ld, 1}, w_hh, nullptr, {step, ld, 1}, true);
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * H * 8))
-    for (int64_t r = 0; r < n; ++r) {
-      T* row = step + r * ld;
-      T* out = output + (t * B + s.order[r]) * H;
-      T* h_next = next_state(s, buf, ld, 6 * H, h_n, H, t, r);
-      T* c_next = next_state(s, buf, ld, 5 * H, c_n, H, t, r);
+  // B (H x 4H) = w_hh^T: gate g's unit u is w_hh row g * H + u.
+  const PackedWeight<T> w(gemm::kernels<T>(), H, 4, H, w_hh, H * H, H, 1);
+#pragma omp parallel num_threads(gemm::gemm_threads(B, G, H))
+  {
+    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+    for (int64_t t = 0; t < p.seq_len; ++t) {
+      const int64_t n = s.running[t];
+      T* step = buf + s.offset[t] * ld;
+      // Onto the input projection, from h_{t-1} in the same rows.
+      const StepProduct<T> product{w, step + 6 * H, ld, step, ld, H, {true, true, true, true}, {}};
+      product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
+        for (int64_t r = 0; r < n; ++r) {
+          T* row = step + r * ld;
+          T* out = output + (t * B + s.order[r]) * H;
+          T* h_next = next_state(s, buf, ld, 6 * H, h_n, H, t, r);
+          T* c_next = next_state(s, buf, ld, 5 * H, c_n, H, t, r);
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        const auto u = dlkern::rnn::lstm_cell_update(row[j], row[H + j], row[2 * H + j],
-                                                     row[3 * H + j], row[5 * H + j]);
-        row[j] = u.gates.i;
-        row[H + j] = u.gates.f;
-        row[2 * H + j] = u.gates.g;
-        row[3 * H + j] = u.gates.o;
-        row[4 * H + j] = u.tanh_c;
-        out[j] = h_next[j] = u.h;
-        c_next[j] = u.c;
-      }
+          for (int64_t j = u0; j < u1; ++j) {
+            const auto u = dlkern::rnn::lstm_cell_update(row[j], row[H + j], row[2 * H + j],
+                                                         row[3 * H + j], row[5 * H + j]);
+            row[j] = u.gates.i;
+            row[H + j] = u.gates.f;
+            row[2 * H + j] = u.gates.g;
+            row[3 * H + j] = u.gates.o;
+            row[4 * H + j] = u.tanh_c;
+            out[j] = h_next[j] = u.h;
+            c_next[j] = u.c;
+          }
+        }
+      });
+      if (tid == nthreads - 1) zero_ended(s, B, H, t, output);
+#pragma omp barrier
     }
-    zero_ended(s, B, H, t, output);
   }
 }
 
@@ -133,8 +143,8 @@ void gru_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const 
   const Schedule s = dlkern::rnn::schedule(p, lengths);
   const int64_t B = p.batch, I = p.input_size, H = p.hidden_size;
   // Columns [r z | hn | xn, then n | h_{t-1}]: r and z summed over both
-  // projections; hn starts as b_hn so that the step's GEMM over [r z hn]
-  // (w_hh's rows in order) completes all three.
+  // projections, hn the hidden side of the n gate, so that one product per
+  // step over w_hh's rows (r, z, n in order) fills the first three.
   const int64_t ld = gru_saved_width(H);
   std::vector<T> scratch(saved ? 0 : s.rows() * ld), x_copy, bias;
   T* buf = saved ? saved : scratch.data();
@@ -144,33 +154,36 @@ void gru_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const 
   project<T>(s.rows(), H, I, xp, w_ih + 2 * H * I, b_ih ? b_ih + 2 * H : nullptr,
              {buf + 3 * H, ld, 1}, false);
   initial_state(s, H, h0, buf, ld, 4 * H);
-  for (int64_t t = 0; t < p.seq_len; ++t) {
-    const int64_t n = s.running[t];
-    T* step = buf + s.offset[t] * ld;
-    for (int64_t r = 0; r < n; ++r) {
-      T* hn = step + r * ld + 2 * H;
-      if (b_hh)
-        std::copy_n(b_hh + 2 * H, H, hn);
-      else
-        std::fill_n(hn, H, T(0));
-    }
-    project<T>(n, 3 * H, H, {step + 4 * H, ld, 1}, w_hh, nullptr, {step, ld, 1}, true);
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * H * 8))
-    for (int64_t r = 0; r < n; ++r) {
-      T* row = step + r * ld;
-      T* out = output + (t * B + s.order[r]) * H;
-      T* h_next = next_state(s, buf, ld, 4 * H, h_n, H, t, r);
+  const PackedWeight<T> w(gemm::kernels<T>(), H, 3, H, w_hh, H * H, H, 1);
+  const T* b_hn = b_hh ? b_hh + 2 * H : nullptr;
+#pragma omp parallel num_threads(gemm::gemm_threads(B, 3 * H, H))
+  {
+    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+    for (int64_t t = 0; t < p.seq_len; ++t) {
+      const int64_t n = s.running[t];
+      T* step = buf + s.offset[t] * ld;
+      // r and z onto the input projection; hn = W_hn h + b_hn into its own columns.
+      const StepProduct<T> product{w,  step + 4 * H, ld, step, ld, H, {true, true, false, false},
+                                   {nullptr, nullptr, b_hn, nullptr}};
+      product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
+        for (int64_t r = 0; r < n; ++r) {
+          T* row = step + r * ld;
+          T* out = output + (t * B + s.order[r]) * H;
+          T* h_next = next_state(s, buf, ld, 4 * H, h_n, H, t, r);
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        const auto u = dlkern::rnn::gru_cell_update(row[j], row[H + j], row[3 * H + j],
-                                                    row[2 * H + j], row[4 * H + j]);
-        row[j] = u.gates.r;
-        row[H + j] = u.gates.z;
-        row[3 * H + j] = u.gates.n;
-        out[j] = h_next[j] = u.h;
-      }
+          for (int64_t j = u0; j < u1; ++j) {
+            const auto u = dlkern::rnn::gru_cell_update(row[j], row[H + j], row[3 * H + j],
+                                                        row[2 * H + j], row[4 * H + j]);
+            row[j] = u.gates.r;
+            row[H + j] = u.gates.z;
+            row[3 * H + j] = u.gates.n;
+            out[j] = h_next[j] = u.h;
+          }
+        }
+      });
+      if (tid == nthreads - 1) zero_ended(s, B, H, t, output);
+#pragma omp barrier
     }
-    zero_ended(s, B, H, t, output);
   }
 }
 
@@ -235,32 +248,43 @@ void lstm_backward(const RnnParams& p, const int64_t* lengths, const T* grad_out
   std::vector<T> dg(s.rows() * G);  // gradients of the pre-activations, gate by gate
   std::vector<T> dh = final_grad(s, H, grad_h_n), dc = final_grad(s, H, grad_c_n);
   const std::vector<T> zeros(grad_output ? 0 : H, T(0));
-  for (int64_t t = p.seq_len - 1; t >= 0; --t) {
-    const int64_t n = s.running[t];
-    const T* step = saved + s.offset[t] * ld;
-    T* d_step = dg.data() + s.offset[t] * G;
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * H * 8))
-    for (int64_t r = 0; r < n; ++r) {
-      const T* row = step + r * ld;
-      const T* go = output_grad(s, B, H, t, r, grad_output, zeros.data());
-      T* dh_row = dh.data() + r * H;
-      T* dc_row = dc.data() + r * H;
-      T* out = d_step + r * G;
+  // B (4H x H) = w_hh: dh = (gate gradients) @ w_hh.
+  const PackedWeight<T> w(gemm::kernels<T>(), G, 1, H, w_hh, 0, 1, H);
+#pragma omp parallel num_threads(gemm::gemm_threads(B, H, G))
+  {
+    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+    for (int64_t t = p.seq_len - 1; t >= -1; --t) {
+      // The gradient of h_t for the rows that ran step t + 1, from its gate
+      // gradients (the other rows still hold grad_h_n, for the step where
+      // they end); then step t's pointwise pass (t = -1: grad_h0 alone).
+      const bool later = t + 1 < p.seq_len;
+      const StepProduct<T> product{w, later ? dg.data() + s.offset[t + 1] * G : nullptr, G,
+                                   dh.data(), H, 0, {false}, {}};
+      const int64_t n = t >= 0 ? s.running[t] : 0;
+      const T* step = t >= 0 ? saved + s.offset[t] * ld : nullptr;
+      T* d_step = t >= 0 ? dg.data() + s.offset[t] * G : nullptr;
+      product.run(later ? s.running[t + 1] : 0, tid, nthreads, [&](int64_t u0, int64_t u1) {
+        for (int64_t r = 0; r < n; ++r) {
+          const T* row = step + r * ld;
+          const T* go = output_grad(s, B, H, t, r, grad_output, zeros.data());
+          T* dh_row = dh.data() + r * H;
+          T* dc_row = dc.data() + r * H;
+          T* out = d_step + r * G;
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        const LstmGates<T> a{row[j], row[H + j], row[2 * H + j], row[3 * H + j]};
-        const auto g = dlkern::rnn::lstm_cell_derivative(a, row[4 * H + j], row[5 * H + j],
-                                                         dh_row[j] + go[j], dc_row[j]);
-        out[j] = g.pre.i;
-        out[H + j] = g.pre.f;
-        out[2 * H + j] = g.pre.g;
-        out[3 * H + j] = g.pre.o;
-        dc_row[j] = g.c;
-      }
+          for (int64_t j = u0; j < u1; ++j) {
+            const LstmGates<T> a{row[j], row[H + j], row[2 * H + j], row[3 * H + j]};
+            const auto g = dlkern::rnn::lstm_cell_derivative(a, row[4 * H + j], row[5 * H + j],
+                                                             dh_row[j] + go[j], dc_row[j]);
+            out[j] = g.pre.i;
+            out[H + j] = g.pre.f;
+            out[2 * H + j] = g.pre.g;
+            out[3 * H + j] = g.pre.o;
+            dc_row[j] = g.c;
+          }
+        }
+      });
+#pragma omp barrier
     }
-    // The rows that ran this step pass their gradient on to the previous h;
-    // the others still hold grad_h_n, for the step where they end.
-    times_weight<T>(n, H, G, {d_step, G, 1}, w_hh, dh.data(), false);
   }
   unpack_state(s, H, dh, grad_h0);
   unpack_state(s, H, dc, grad_c0);
@@ -284,31 +308,42 @@ void gru_backward(const RnnParams& p, const int64_t* lengths, const T* grad_outp
   std::vector<T> di(s.rows() * G), dhid(s.rows() * G);
   std::vector<T> dh = final_grad(s, H, grad_h_n);
   const std::vector<T> zeros(grad_output ? 0 : H, T(0));
-  for (int64_t t = p.seq_len - 1; t >= 0; --t) {
-    const int64_t n = s.running[t];
-    const T* step = saved + s.offset[t] * ld;
-    T* in_step = di.data() + s.offset[t] * G;
-    T* hid_step = dhid.data() + s.offset[t] * G;
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * H * 8))
-    for (int64_t r = 0; r < n; ++r) {
-      const T* row = step + r * ld;
-      const T* go = output_grad(s, B, H, t, r, grad_output, zeros.data());
-      T* dh_row = dh.data() + r * H;
-      T* in = in_step + r * G;
-      T* hid = hid_step + r * G;
+  const PackedWeight<T> w(gemm::kernels<T>(), G, 1, H, w_hh, 0, 1, H);
+#pragma omp parallel num_threads(gemm::gemm_threads(B, H, G))
+  {
+    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+    for (int64_t t = p.seq_len - 1; t >= -1; --t) {
+      // As for the LSTM, the product adding onto the blend's share of the
+      // gradient, which step t + 1's pointwise pass left in dh.
+      const bool later = t + 1 < p.seq_len;
+      const StepProduct<T> product{w, later ? dhid.data() + s.offset[t + 1] * G : nullptr, G,
+                                   dh.data(), H, 0, {true}, {}};
+      const int64_t n = t >= 0 ? s.running[t] : 0;
+      const T* step = t >= 0 ? saved + s.offset[t] * ld : nullptr;
+      T* in_step = t >= 0 ? di.data() + s.offset[t] * G : nullptr;
+      T* hid_step = t >= 0 ? dhid.data() + s.offset[t] * G : nullptr;
+      product.run(later ? s.running[t + 1] : 0, tid, nthreads, [&](int64_t u0, int64_t u1) {
+        for (int64_t r = 0; r < n; ++r) {
+          const T* row = step + r * ld;
+          const T* go = output_grad(s, B, H, t, r, grad_output, zeros.data());
+          T* dh_row = dh.data() + r * H;
+          T* in = in_step + r * G;
+          T* hid = hid_step + r * G;
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        const GruGates<T> a{row[j], row[H + j], row[3 * H + j]};
-        const auto g = dlkern::rnn::gru_cell_derivative(a, row[2 * H + j], row[4 * H + j],
-                                                        dh_row[j] + go[j]);
-        in[j] = hid[j] = g.r;
-        in[H + j] = hid[H + j] = g.z;
-        in[2 * H + j] = g.xn;
-        hid[2 * H + j] = g.hn;
-        dh_row[j] = g.h;
-      }
+          for (int64_t j = u0; j < u1; ++j) {
+            const GruGates<T> a{row[j], row[H + j], row[3 * H + j]};
+            const auto g = dlkern::rnn::gru_cell_derivative(a, row[2 * H + j], row[4 * H + j],
+                                                            dh_row[j] + go[j]);
+            in[j] = hid[j] = g.r;
+            in[H + j] = hid[H + j] = g.z;
+            in[2 * H + j] = g.xn;
+            hid[2 * H + j] = g.hn;
+            dh_row[j] = g.h;
+          }
+        }
+      });
+#pragma omp barrier
     }
-    times_weight<T>(n, H, G, {hid_step, G, 1}, w_hh, dh.data(), true);  // onto the blend's share
   }
   unpack_state(s, H, dh, grad_h0);
   input_grad(p, s, G, di.data(), w_ih, grad_input);

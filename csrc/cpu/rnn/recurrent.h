@@ -1,0 +1,131 @@
+// The recurrent product of a sequence step, with the step's pointwise pass
+// fused after it, on the GEMM engine's micro-kernels.
+//
+// Every step multiplies by the same weight, so it is packed once per call
+// into the micro-kernels' B layout (csrc/cpu/gemm/driver.h) instead of once
+// per step as matmul_cpu would. Its columns are cut into unit blocks of NR
+// hidden units (the micro-kernel's width); a block holds, for each gate, the
+// panel of that gate's columns for those units. A thread takes whole unit
+// blocks: it computes every gate of its units for all rows, then runs the
+// pointwise pass over them while they are in its cache, and writes the state
+// that the next step reads. Threads meet once per step (the next step's
+// product reads every unit of the state).
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <new>
+
+#include "cpu/gemm/driver.h"
+
+namespace dlkern::cpu::rnn {
+
+// B (k x gates * units) packed by unit block, then kc block, then gate:
+// element (p, g * units + u) from at(p, g, u) given as
+// src[g * gate_offset + u * unit_stride + p * k_stride].
+template <typename T>
+class PackedWeight {
+ public:
+  PackedWeight(const gemm::GemmKernel<T>& kernel, int64_t k, int64_t gates, int64_t units,
+               const T* src, int64_t gate_offset, int64_t unit_stride, int64_t k_stride)
+      : kernel_(kernel), k_(k), gates_(gates), units_(units) {
+    const int64_t nr = kernel.nr;
+    blocks_ = gemm::detail::ceil_div(units, nr);
+    data_ = static_cast<T*>(
+        ::operator new(sizeof(T) * std::max<int64_t>(1, blocks_ * gates * k * nr),
+                       std::align_val_t(64)));
+#pragma omp parallel for schedule(static) num_threads(gemm::gemm_threads(k, gates * units, 1))
+    for (int64_t b = 0; b < blocks_; ++b) {
+      const int64_t u0 = b * nr, width = std::min(nr, units - u0);
+      for (int64_t pc = 0; pc < k; pc += kernel.kc) {
+        const int64_t kc = std::min(kernel.kc, k - pc);
+        for (int64_t g = 0; g < gates; ++g)
+          kernel.pack_b(width, kc, src + g * gate_offset + u0 * unit_stride + pc * k_stride,
+                        unit_stride, k_stride, T(1), panel(b, g, pc));
+      }
+    }
+  }
+  PackedWeight(const PackedWeight&) = delete;
+  PackedWeight& operator=(const PackedWeight&) = delete;
+  ~PackedWeight() { ::operator delete(data_, std::align_val_t(64)); }
+
+  const gemm::GemmKernel<T>& kernel() const { return kernel_; }
+  int64_t k() const { return k_; }
+  int64_t gates() const { return gates_; }
+  int64_t units() const { return units_; }
+  int64_t blocks() const { return blocks_; }
+
+  // The kc x NR panel of gate g, unit block b, depth from pc.
+  T* panel(int64_t b, int64_t g, int64_t pc) const {
+    const int64_t nr = kernel_.nr;
+    return data_ + (b * gates_ * k_ + pc * gates_) * nr + g * std::min(kernel_.kc, k_ - pc) * nr;
+  }
+
+ private:
+  const gemm::GemmKernel<T>& kernel_;
+  int64_t k_, gates_, units_, blocks_;
+  T* data_;
+};
+
+// One step's product C [+]= A @ B (+ bias) over `rows` rows, for the unit
+// blocks of thread `tid` of `nthreads`, each followed by after(u0, u1) on
+// its units [u0, u1). Gate g's column u of C is c[r * ldc + g * gate_stride
+// + u]; per gate, `accumulate` adds onto C and `bias` (nullable, indexed by
+// unit) is added. A (rows x k) has rows lda apart and adjacent columns. Call
+// from every thread of a parallel region; no barrier inside.
+template <typename T>
+struct StepProduct {
+  const PackedWeight<T>& w;
+  const T* a;
+  int64_t lda;
+  T* c;
+  int64_t ldc, gate_stride;
+  bool accumulate[4];
+  const T* bias[4];
+
+  template <typename After>
+  void run(int64_t rows, int tid, int nthreads, After&& after) const {
+    const gemm::GemmKernel<T>& kernel = w.kernel();
+    const int64_t k = w.k(), MR = kernel.mr;
+    int64_t b0, b1;
+    gemm::detail::split(w.blocks(), nthreads, tid, &b0, &b1);
+    if (b0 == b1) return;
+    // All rows of A, packed by kc block: the micro-panels of depth pc start at
+    // a_pack + padded_rows * pc.
+    const int64_t padded = gemm::detail::ceil_div(rows, MR) * MR;
+    T* a_pack = nullptr;
+    if (rows > 0) {
+      a_pack = static_cast<T*>(
+          gemm::workspace(gemm::Workspace::pack_a, sizeof(T) * std::max<int64_t>(1, padded * k)));
+      for (int64_t pc = 0; pc < k; pc += kernel.kc)
+        kernel.pack_a(rows, std::min(kernel.kc, k - pc), a + pc, lda, 1, T(1),
+                      a_pack + padded * pc);
+    }
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t u0 = b * kernel.nr, u1 = std::min(w.units(), u0 + kernel.nr);
+      for (int64_t g = 0; g < w.gates() && rows > 0; ++g) {
+        gemm::TileStore<T> out{};
+        out.rs = ldc;
+        out.cs = 1;
+        out.n = static_cast<int>(u1 - u0);
+        out.bias_stride = 1;
+        for (int64_t pc = 0; pc == 0 || pc < k; pc += kernel.kc) {
+          const int64_t kc = std::max<int64_t>(0, std::min(kernel.kc, k - pc));
+          out.load_c = accumulate[g] || pc > 0;
+          out.col_bias = bias[g] && pc + kc >= k ? bias[g] + u0 : nullptr;
+          const T* panel = w.panel(b, g, pc);
+          for (int64_t ir = 0; ir < rows; ir += MR) {
+            out.m = static_cast<int>(std::min(MR, rows - ir));
+            out.c = c + ir * ldc + g * gate_stride + u0;
+            kernel.micro_kernels[out.m - 1](kc, a_pack + padded * pc + ir * kc, panel, out);
+          }
+        }
+      }
+      after(u0, u1);
+    }
+  }
+};
+
+}  // namespace dlkern::cpu::rnn
