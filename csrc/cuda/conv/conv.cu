@@ -26,28 +26,7 @@ namespace {
 
 using namespace cuda::conv;
 
-// Stream-ordered scratch memory, released in stream order at scope exit
-// (after the kernels queued before it).
-class Scratch {
- public:
-  Scratch(std::size_t bytes, cudaStream_t stream) : stream_(stream) {
-    if (bytes > 0) DLKERN_CUDA_CHECK(cudaMallocAsync(&ptr_, bytes, stream));
-  }
-  ~Scratch() {
-    if (ptr_) cudaFreeAsync(ptr_, stream_);
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-
-  template <typename T>
-  T* get() const {
-    return static_cast<T*>(ptr_);
-  }
-
- private:
-  void* ptr_ = nullptr;
-  cudaStream_t stream_;
-};
+using cuda::Scratch;
 
 // Channels per group are padded to a whole 16-byte chunk on the tensor-core path.
 constexpr int64_t kChannelPad = 8;

@@ -6,15 +6,12 @@
 #include <algorithm>
 
 #include "cuda/conv/common.cuh"
+#include "cuda/launch.cuh"
 #include "cuda/tc_block.cuh"
 
 namespace dlkern::cuda::conv {
 
-// Blocks for a grid-stride kernel over `work` items of `per_block` each:
-// enough to fill a large GPU, the kernel strides over the rest.
-inline unsigned grid_stride_blocks(int64_t work, int64_t per_block) {
-  return static_cast<unsigned>(std::clamp<int64_t>((work + per_block - 1) / per_block, 1, 65536));
-}
+using cuda::grid_stride_blocks;
 
 // Calls launch(z_begin, z_count) over [0, z_total) in pieces that fit
 // grid.z (65535); kernels add z_begin to blockIdx.z.
