@@ -10,6 +10,7 @@
 #include "bindings/cuda_backend.h"
 #include "bindings/matmul.h"
 #include "bindings/pool.h"
+#include "bindings/rnn.h"
 #include "cuda/runtime.cuh"
 
 namespace py = pybind11;
@@ -85,6 +86,7 @@ PYBIND11_MODULE(DLKERN_MODULE_NAME, m) {
   bindings::def_conv<bindings::Cuda>(m);
   bindings::def_pool<bindings::Cuda>(m);
   bindings::def_matmul<bindings::Cuda>(m);
+  bindings::def_rnn<bindings::Cuda>(m);
 
 #if defined(DLKERN_EMU)
   // The emulator's fiber order for launches from the calling thread

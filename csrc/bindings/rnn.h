@@ -1,7 +1,8 @@
 // Recurrent bindings: RnnCellParams, RnnParams and the shape rules that
-// build them (_cpu only), and each kernel once as def_rnn<Backend> (see backend.h). The
-// family has CPU kernels only so far: def_rnn is instantiated for Cpu, and
-// python/dlkern/rnn.py refuses CUDA arrays before reaching a binding.
+// build them (_cpu only), and each kernel once as def_rnn<Backend> (see
+// backend.h). The sequences have CPU kernels only so far: def_rnn_sequences
+// is instantiated for Cpu alone, and python/dlkern/rnn.py refuses CUDA arrays
+// for them before reaching a binding.
 #pragma once
 
 #include <cstdint>
@@ -61,32 +62,43 @@ inline void def_rnn_params(py::module_& m) {
 }
 
 template <class Backend>
+void def_rnn_sequences(py::module_& m);
+
+template <class Backend>
 void def_rnn(py::module_& m) {
-  static_assert(!Backend::cuda, "the recurrent family has no CUDA kernels yet");
   m.def(
       "lstm_cell_forward",
       [](const std::string& dtype, const RnnCellParams& p, const Strided& x, const Strided& h,
          const Strided& c, Address w_ih, Address w_hh, Address b_ih, Address b_hh, Address h_out,
-         Address c_out, Address saved, int device, Address) {
+         Address c_out, Address saved, int device, Address stream) {
         [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        dispatch_float(dtype, "lstm_cell", [&](auto t) {
-          using T = decltype(t);
-          lstm_cell_forward_cpu<T>(p, strided<T>(x), strided<T>(h), strided<T>(c), w_ih, w_hh,
-                                   b_ih, b_hh, h_out, c_out, saved);
-        });
+        if constexpr (Backend::cuda)
+          lstm_cell_forward_cuda(parse_dtype(dtype), p, strided<void>(x), strided<void>(h),
+                                 strided<void>(c), w_ih, w_hh, b_ih, b_hh, h_out, c_out, saved,
+                                 stream);
+        else
+          dispatch_float(dtype, "lstm_cell", [&](auto t) {
+            using T = decltype(t);
+            lstm_cell_forward_cpu<T>(p, strided<T>(x), strided<T>(h), strided<T>(c), w_ih, w_hh,
+                                     b_ih, b_hh, h_out, c_out, saved);
+          });
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "gru_cell_forward",
       [](const std::string& dtype, const RnnCellParams& p, const Strided& x, const Strided& h,
          Address w_ih, Address w_hh, Address b_ih, Address b_hh, Address h_out, Address saved,
-         int device, Address) {
+         int device, Address stream) {
         [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        dispatch_float(dtype, "gru_cell", [&](auto t) {
-          using T = decltype(t);
-          gru_cell_forward_cpu<T>(p, strided<T>(x), strided<T>(h), w_ih, w_hh, b_ih, b_hh,
-                                  h_out, saved);
-        });
+        if constexpr (Backend::cuda)
+          gru_cell_forward_cuda(parse_dtype(dtype), p, strided<void>(x), strided<void>(h), w_ih,
+                                w_hh, b_ih, b_hh, h_out, saved, stream);
+        else
+          dispatch_float(dtype, "gru_cell", [&](auto t) {
+            using T = decltype(t);
+            gru_cell_forward_cpu<T>(p, strided<T>(x), strided<T>(h), w_ih, w_hh, b_ih, b_hh,
+                                    h_out, saved);
+          });
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
@@ -95,14 +107,20 @@ void def_rnn(py::module_& m) {
          Address grad_c_out, const Strided& x, const Strided& h, const Strided& c, Address w_ih,
          Address w_hh, Address saved, Address grad_x, Address grad_h, Address grad_c,
          Address grad_w_ih, Address grad_w_hh, Address grad_b_ih, Address grad_b_hh, int device,
-         Address) {
+         Address stream) {
         [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        dispatch_float(dtype, "lstm_cell_backward", [&](auto t) {
-          using T = decltype(t);
-          lstm_cell_backward_cpu<T>(p, grad_h_out, grad_c_out, strided<T>(x), strided<T>(h),
-                                    strided<T>(c), w_ih, w_hh, saved, grad_x, grad_h, grad_c,
-                                    grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh);
-        });
+        if constexpr (Backend::cuda)
+          lstm_cell_backward_cuda(parse_dtype(dtype), p, grad_h_out, grad_c_out, strided<void>(x),
+                                  strided<void>(h), strided<void>(c), w_ih, w_hh, saved, grad_x,
+                                  grad_h, grad_c, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh,
+                                  stream);
+        else
+          dispatch_float(dtype, "lstm_cell_backward", [&](auto t) {
+            using T = decltype(t);
+            lstm_cell_backward_cpu<T>(p, grad_h_out, grad_c_out, strided<T>(x), strided<T>(h),
+                                      strided<T>(c), w_ih, w_hh, saved, grad_x, grad_h, grad_c,
+                                      grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh);
+          });
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
@@ -110,16 +128,27 @@ void def_rnn(py::module_& m) {
       [](const std::string& dtype, const RnnCellParams& p, Address grad_h_out, const Strided& x,
          const Strided& h, Address w_ih, Address w_hh, Address saved, Address grad_x,
          Address grad_h, Address grad_w_ih, Address grad_w_hh, Address grad_b_ih,
-         Address grad_b_hh, int device, Address) {
+         Address grad_b_hh, int device, Address stream) {
         [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        dispatch_float(dtype, "gru_cell_backward", [&](auto t) {
-          using T = decltype(t);
-          gru_cell_backward_cpu<T>(p, grad_h_out, strided<T>(x), strided<T>(h), w_ih, w_hh,
-                                   saved, grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih,
-                                   grad_b_hh);
-        });
+        if constexpr (Backend::cuda)
+          gru_cell_backward_cuda(parse_dtype(dtype), p, grad_h_out, strided<void>(x),
+                                 strided<void>(h), w_ih, w_hh, saved, grad_x, grad_h, grad_w_ih,
+                                 grad_w_hh, grad_b_ih, grad_b_hh, stream);
+        else
+          dispatch_float(dtype, "gru_cell_backward", [&](auto t) {
+            using T = decltype(t);
+            gru_cell_backward_cpu<T>(p, grad_h_out, strided<T>(x), strided<T>(h), w_ih, w_hh,
+                                     saved, grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih,
+                                     grad_b_hh);
+          });
       },
       py::call_guard<py::gil_scoped_release>());
+  if constexpr (!Backend::cuda) def_rnn_sequences<Backend>(m);
+}
+
+template <class Backend>
+void def_rnn_sequences(py::module_& m) {
+  static_assert(!Backend::cuda, "the recurrent sequences have no CUDA kernels yet");
   m.def(
       "lstm_forward",
       [](const std::string& dtype, const RnnParams& p, Address lengths, const Sequence& x,

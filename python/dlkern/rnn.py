@@ -17,8 +17,14 @@ arguments less the biases. Its layout, per batch row (``(B, width)``, or
 * GRU, width 4H: the activated gates r, z, n, then ``W_hn h + b_hn`` (the
   hidden side of the n gate, before the reset gate multiplies it).
 
-CPU only so far: CUDA arrays raise ``NotImplementedError`` until the CUDA
-kernels arrive. float32 and float64.
+Devices and dtypes of the cells: NumPy arrays run the CPU kernels, CUDA
+arrays (CuPy, or torch CUDA tensors and other DLPack producers) the CUDA
+kernels, on the caller's current stream. float32 and float64 on both; float16
+and bfloat16 on CUDA only, with the gates, the state arithmetic and every sum
+in float32 and h', c' and the gradients in the input dtype. ``saved`` is
+float32 for float16 and bfloat16 inputs (the gates at full float32 precision,
+so the backward does not start from rounded activations), and of the input
+dtype otherwise. The sequences (``lstm``, ``gru``) run on the CPU only so far.
 """
 
 from __future__ import annotations
@@ -27,7 +33,10 @@ import numpy as np
 
 from . import _args, _arrays, _backend, _cpu
 
+# The sequences' dtypes (CPU kernels only so far).
 _DTYPES = ("float32", "float64")
+# The dtype of a cell's ``saved`` for each input dtype that does not save in its own.
+_SAVED_DTYPE = {"float16": "float32", "bfloat16": "float32"}
 
 
 def _matrix(a: _arrays.Array | None):
@@ -81,14 +90,17 @@ class _Cell:
                 self.extra[name] = _arrays.take(value, name, op)
                 named.append((name, self.extra[name]))
         device = _arrays.check_same_device(op, *named)
-        self.dtype = _arrays.check_same_dtype(op, *named)
+        # saved has a dtype of its own (see the module docstring): checked below.
+        self.dtype = _arrays.check_same_dtype(op, *(n for n in named if n[0] != "saved"))
         self.module, cuda_path = _backend.for_device(device)
-        if cuda_path:
-            raise NotImplementedError(
-                f"{op}: the recurrent cells run on the CPU only so far; {op} on CUDA arrives "
-                "with the CUDA kernels (pass CPU arrays)"
+        _arrays.check_supported_dtype(op, "input", x, cuda_path)
+        self.saved_dtype = _SAVED_DTYPE.get(self.dtype, self.dtype)
+        saved = self.extra.get("saved")
+        if saved is not None and saved.dtype != self.saved_dtype:
+            raise TypeError(
+                f"{op}: saved has dtype {saved.dtype}; expected {self.saved_dtype}, the dtype "
+                f"the forward saves in for {self.dtype} input"
             )
-        _arrays.check_supported_dtype(op, "input", x, cuda_path, _DTYPES)
 
         if x.ndim not in (1, 2):
             raise ValueError(f"{op}: expected input to be 1-D (input_size,) or 2-D "
@@ -126,6 +138,10 @@ class _Cell:
     def empty(self, shape):
         return _arrays.empty(shape, self.dtype, self.x)
 
+    def empty_saved(self, width: int):
+        """The forward's ``saved`` array, ``width`` per batch row, in ``saved_dtype``."""
+        return _arrays.empty(self.state_shape(width), self.saved_dtype, self.x)
+
     def take_like(self, name: str, shape, op: str):
         """The backward's array argument ``name`` (taken, and checked for device and
         dtype, with the others) of shape ``shape``, made contiguous; None stays."""
@@ -146,7 +162,7 @@ def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, save_for_backward=
 
     With ``save_for_backward=True`` returns ``(h', c', saved)``: ``saved`` is
     what :func:`lstm_cell_backward` needs (module docstring: activated gates
-    and tanh(c'), ``(B, 5H)``).
+    and tanh(c'), ``(B, 5H)``, float32 for float16 and bfloat16 input).
     """
     op = "lstm_cell"
     a = _Cell(op, op, input, hx, w_ih, w_hh, b_ih, b_hh)
@@ -155,7 +171,7 @@ def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, save_for_backward=
     c_out, c_result = a.empty(a.state_shape(H))
     saved = saved_result = None
     if _args.boolean(save_for_backward, "save_for_backward", op):
-        saved, saved_result = a.empty(a.state_shape(_cpu.lstm_cell_saved_width(H)))
+        saved, saved_result = a.empty_saved(_cpu.lstm_cell_saved_width(H))
     _backend.launch(a.module.lstm_cell_forward, a.x, a.dtype, a.params, _matrix(a.x),
                     _matrix(a.h), _matrix(a.c), a.w_ih.address, a.w_hh.address,
                     _address(a.b_ih), _address(a.b_hh), h_out.address, c_out.address,
@@ -170,7 +186,8 @@ def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, save_for_backward=F
 
     With ``save_for_backward=True`` returns ``(h', saved)``: ``saved`` is what
     :func:`gru_cell_backward` needs (module docstring: activated gates and the
-    hidden side of the n gate, ``(B, 4H)``).
+    hidden side of the n gate, ``(B, 4H)``, float32 for float16 and bfloat16
+    input).
     """
     op = "gru_cell"
     a = _Cell(op, op, input, hx, w_ih, w_hh, b_ih, b_hh)
@@ -178,7 +195,7 @@ def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, save_for_backward=F
     h_out, h_result = a.empty(a.state_shape(H))
     saved = saved_result = None
     if _args.boolean(save_for_backward, "save_for_backward", op):
-        saved, saved_result = a.empty(a.state_shape(_cpu.gru_cell_saved_width(H)))
+        saved, saved_result = a.empty_saved(_cpu.gru_cell_saved_width(H))
     _backend.launch(a.module.gru_cell_forward, a.x, a.dtype, a.params, _matrix(a.x),
                     _matrix(a.h), a.w_ih.address, a.w_hh.address, _address(a.b_ih),
                     _address(a.b_hh), h_out.address, _address(saved))

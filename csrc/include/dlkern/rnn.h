@@ -1,7 +1,7 @@
 // Recurrent cells (lstm_cell, gru_cell) and whole sequences (lstm, gru),
 // forward and backward, with torch.nn.LSTMCell / GRUCell / LSTM / GRU's
-// semantics (gate order i, f, g, o and r, z, n).
-// CPU only so far; the CUDA kernels come in a later step.
+// semantics (gate order i, f, g, o and r, z, n). The cells have CPU and CUDA
+// kernels, the same semantics on both; the sequences run on the CPU only so far.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +41,34 @@ RnnCellParams gru_cell_params(int64_t batch, int64_t input_size, int64_t w_ih_ro
 //             before the reset, W_hn h + b_hn.
 inline int64_t lstm_cell_saved_width(int64_t hidden_size) { return 5 * hidden_size; }
 inline int64_t gru_cell_saved_width(int64_t hidden_size) { return 4 * hidden_size; }
+
+// CUDA: device pointers of `dtype` (float32, float64, float16, bfloat16),
+// queued on `stream`; arguments, layouts and nulls as for the CPU functions
+// below. float16 and bfloat16 compute the gates, the state and every sum in
+// float32 (the projections and the gate gradients go through matmul_cuda and
+// are stored in the input dtype in between, as torch's CUDA cells do); h', c'
+// and the gradients are of the input dtype, and `saved` is float32 for them
+// (float32 and float64 save in their own dtype). Throws dlkern::Error on a
+// CUDA error and TypeError for another dtype.
+void lstm_cell_forward_cuda(DType dtype, const RnnCellParams& p, MatrixView<const void> input,
+                            MatrixView<const void> h, MatrixView<const void> c, const void* w_ih,
+                            const void* w_hh, const void* b_ih, const void* b_hh, void* h_out,
+                            void* c_out, void* saved, cudaStream_t stream);
+void gru_cell_forward_cuda(DType dtype, const RnnCellParams& p, MatrixView<const void> input,
+                           MatrixView<const void> h, const void* w_ih, const void* w_hh,
+                           const void* b_ih, const void* b_hh, void* h_out, void* saved,
+                           cudaStream_t stream);
+void lstm_cell_backward_cuda(DType dtype, const RnnCellParams& p, const void* grad_h_out,
+                             const void* grad_c_out, MatrixView<const void> input,
+                             MatrixView<const void> h, MatrixView<const void> c, const void* w_ih,
+                             const void* w_hh, const void* saved, void* grad_input, void* grad_h,
+                             void* grad_c, void* grad_w_ih, void* grad_w_hh, void* grad_b_ih,
+                             void* grad_b_hh, cudaStream_t stream);
+void gru_cell_backward_cuda(DType dtype, const RnnCellParams& p, const void* grad_h_out,
+                            MatrixView<const void> input, MatrixView<const void> h,
+                            const void* w_ih, const void* w_hh, const void* saved,
+                            void* grad_input, void* grad_h, void* grad_w_ih, void* grad_w_hh,
+                            void* grad_b_ih, void* grad_b_hh, cudaStream_t stream);
 
 // CPU, float and double.
 //
