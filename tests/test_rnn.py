@@ -1,5 +1,6 @@
 """lstm_cell / gru_cell and their backward passes against the float64 reference,
-torch.nn.LSTMCell / GRUCell (and autograd), and finite differences."""
+torch.nn.LSTMCell / GRUCell (and autograd), and finite differences: on the CPU,
+and on the CUDA kernels (a GPU, or the emulator) in the last section."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 import dlkern as dk
 from dlkern.testing import reference as ref
-from checks import ACCUMULATOR, UNIT_ROUNDOFF, finite_difference
+from checks import ACCUMULATOR, UNIT_ROUNDOFF, dtype_name, finite_difference
 from conftest import random_array
 
 torch = pytest.importorskip("torch")
@@ -32,6 +33,14 @@ GATES = {"lstm": 4, "gru": 3}
 # which gives the bounds below; an indexing error is of order 1, far above.
 # The float64 reference rounds too: each check adds the same bound taken in
 # float64 (with_reference_error).
+#
+# float16 and bfloat16 (CUDA only) compute in float32, but the two projections
+# and the gate gradients are stored in the input dtype between matmul_cuda and
+# the pointwise kernels: one more rounding of u_store times their magnitude
+# (ROUNDED below).
+
+# The dtypes whose projections and gate gradients are rounded to storage.
+ROUNDED = ("float16", "bfloat16")
 
 
 def _u(dtype):
@@ -47,10 +56,11 @@ def _gate_error(cell, dtype, x, h, w_ih, w_hh, b_ih, b_hh):
     """E per unit (B, H): the bound on any activated gate of the unit."""
     x, h, w_ih, w_hh, b_ih, b_hh = _operands(x, h, w_ih, w_hh, b_ih, b_hh)
     mag = np.abs(x) @ np.abs(w_ih).T + np.abs(b_ih) + np.abs(h) @ np.abs(w_hh).T + np.abs(b_hh)
-    u_acc, _ = _u(dtype)
+    u_acc, u = _u(dtype)
     terms = x.shape[1] + h.shape[1] + 2
+    rounded = u if dtype in ROUNDED else 0.0  # each projection once: u of mag in all
     per_gate = np.stack(np.split(mag, GATES[cell], axis=1))
-    return terms * u_acc * per_gate.max(axis=0) + 4 * u_acc
+    return (terms * u_acc + rounded) * per_gate.max(axis=0) + 4 * u_acc
 
 
 def _hn(x, h, w_ih, w_hh, b_ih, b_hh):
@@ -122,9 +132,10 @@ def lstm_grad_bounds(dtype, grad_h, grad_c, x, hx, w_ih, w_hh, b_ih, b_hh):
     slack = np.tile(8 * E * S + 8 * UNIT_ROUNDOFF["float64"] * S, 4)  # error of d
     A = np.abs(d) + slack
     u_acc, u = _u(dtype)
+    r = u if dtype in ROUNDED else 0.0  # the gate gradients rounded before the GEMMs
     G, B = A.shape[1], xs.shape[0]
-    k = (G + 2) * u_acc * 4 + u  # a GEMM's rounding, per unit of its sum of |terms|
-    kb = (B + 2) * u_acc * 4 + u
+    k = (G + 2) * u_acc * 4 + u + r  # a GEMM's rounding, per unit of its sum of |terms|
+    kb = (B + 2) * u_acc * 4 + u + r
     bounds = [
         slack @ np.abs(wi) + k * (A @ np.abs(wi)),
         slack @ np.abs(wh) + k * (A @ np.abs(wh)),
@@ -138,28 +149,35 @@ def lstm_grad_bounds(dtype, grad_h, grad_c, x, hx, w_ih, w_hh, b_ih, b_hh):
     return [b + np.finfo(np.float64).tiny for b in bounds]
 
 
+def _rows(x):
+    """x as float64 (batch, input_size), unbatched made a batch of one (empty sizes kept)."""
+    x = ref.as64(x)
+    return x.reshape(1, -1) if x.ndim == 1 else x
+
+
 def _lstm_gate_grads(grad_h, grad_c, x, hx, w_ih, w_hh, b_ih, b_hh):
     """The float64 gate gradients (B, 4H): grad_b of the reference, row by row."""
-    xs = ref.as64(x).reshape(-1, np.shape(x)[-1])
+    xs = _rows(x)
     rows = []
     for b in range(xs.shape[0]):
         sel = (lambda v: None if v is None else ref.as64(v).reshape(xs.shape[0], -1)[b])
         hxb = None if hx is None else (sel(hx[0]), sel(hx[1]))
         rows.append(ref.lstm_cell_backward(sel(grad_h), sel(grad_c), xs[b], hxb, w_ih, w_hh,
                                            b_ih, b_hh)[4])
-    return np.array(rows).reshape(xs.shape[0], -1)
+    return np.array(rows).reshape(xs.shape[0], np.shape(w_ih)[0])
 
 
 def _gru_gate_grads(grad_h, x, h, w_ih, w_hh, b_ih, b_hh):
     """The float64 gate gradients on both sides (B, 3H) each."""
-    xs = ref.as64(x).reshape(-1, np.shape(x)[-1])
+    xs = _rows(x)
     rows_i, rows_h = [], []
     for b in range(xs.shape[0]):
         sel = (lambda v: None if v is None else ref.as64(v).reshape(xs.shape[0], -1)[b])
         g = ref.gru_cell_backward(sel(grad_h), xs[b], sel(h), w_ih, w_hh, b_ih, b_hh)
         rows_i.append(g[4])
         rows_h.append(g[5])
-    return np.array(rows_i).reshape(xs.shape[0], -1), np.array(rows_h).reshape(xs.shape[0], -1)
+    G = np.shape(w_ih)[0]
+    return np.array(rows_i).reshape(xs.shape[0], G), np.array(rows_h).reshape(xs.shape[0], G)
 
 
 def gru_grad_bounds(dtype, grad_h, x, h, w_ih, w_hh, b_ih, b_hh):
@@ -175,12 +193,14 @@ def gru_grad_bounds(dtype, grad_h, x, h, w_ih, w_hh, b_ih, b_hh):
     slack = np.tile(8 * E * S + 8 * UNIT_ROUNDOFF["float64"] * S, 3)  # error of di, dh
     Ai, Ah = np.abs(di) + slack, np.abs(dh) + slack
     u_acc, u = _u(dtype)
+    r = u if dtype in ROUNDED else 0.0
     G, B = Ai.shape[1], xs.shape[0]
-    k = (G + 2) * u_acc * 4 + u
-    kb = (B + 2) * u_acc * 4 + u
+    k = (G + 2) * u_acc * 4 + u + r
+    kb = (B + 2) * u_acc * 4 + u + r
     bounds = [
         slack @ np.abs(wi) + k * (Ai @ np.abs(wi)),
-        slack @ np.abs(wh) + E * gh + k * (Ah @ np.abs(wh) + gh),
+        # grad_h: the GEMM's share and the blend's each rounded once more before their sum
+        slack @ np.abs(wh) + E * gh + (k + r) * (Ah @ np.abs(wh) + gh),
         slack.T @ np.abs(xs) + kb * (Ai.T @ np.abs(xs)),
         slack.T @ np.abs(hs) + kb * (Ah.T @ np.abs(hs)),
         slack.sum(axis=0) + kb * Ai.sum(axis=0),
@@ -624,16 +644,149 @@ def test_backward_bad_arguments(rng):
         dk.gru_cell_backward(None, g["input"], g["hx"], g["w_ih"], g["w_hh"], saved[:, 1:])
 
 
-def test_cuda_arrays_are_refused_until_the_cuda_kernels(rng):
-    """The CUDA path (a GPU, or the emulator standing in for one) says it is not there yet."""
-    try:
-        from dlkern.testing import cuda_emulation
-        import dlkern._cuda_emu  # noqa: F401
-    except ImportError:
-        pytest.skip("the CUDA emulator (_cuda_emu) was not built")
-    a = lstm_args(rng)
-    with cuda_emulation():
-        with pytest.raises(NotImplementedError, match="lstm_cell on CUDA arrives with the CUDA"):
-            dk.lstm_cell(**a)
-        with pytest.raises(NotImplementedError, match="gru_cell on CUDA arrives with the CUDA"):
-            dk.gru_cell(**gru_args(rng))
+# --- CUDA kernels ------------------------------------------------------------
+#
+# On a GPU and on the emulator in every thread order (the cuda fixture), against
+# the float64 reference and torch's cells and autograd. float16 and bfloat16 go
+# against torch in float32 on the same (exactly representable) values: the
+# bound is ours plus float32's. Small shapes: the emulator runs every thread.
+
+CUDA_DTYPES = ["float32", "float64", "float16", "bfloat16"]
+# name: (shape, biases, with_state, unbatched, strided, with grad_c (LSTM))
+CUDA_CASES = {
+    "prime": ((3, 5, 7), "both", True, False, False, True),
+    "no_b_ih-hx_none-grad_c_none": ((3, 5, 7), "no_b_ih", False, False, False, False),
+    "ones-no_bias": ((1, 4, 1), "none", True, False, False, True),
+    "unbatched": ((1, 6, 5), "no_b_hh", True, True, False, True),
+    "strided": ((3, 5, 7), "both", True, False, True, True),
+}
+
+
+def place(cuda, v):
+    """v (an array, a tuple of them, or None) where the kernels read it."""
+    if isinstance(v, tuple):
+        return tuple(place(cuda, e) for e in v)
+    return None if v is None else cuda.array(v)
+
+
+def strided_on(cuda, rng, shape, dtype, kind):
+    """A (rows, cols) non-contiguous view made on the target (a copy to a GPU
+    would be contiguous): every other column, or the transpose of (cols, rows)."""
+    rows, cols = shape
+    if kind == "step":
+        return cuda.array(random_array(rng, (rows, 2 * cols), dtype))[:, ::2]
+    return cuda.array(random_array(rng, (cols, rows), dtype)).T
+
+
+def cuda_problem(cuda, rng, cell, case, dtype):
+    """(on the target, on the host): x, hx, w_ih, w_hh, b_ih, b_hh."""
+    shape, biases, with_state, unbatched, strided, _ = CUDA_CASES[case]
+    host = list(make_cell(rng, cell, shape, dtype, biases, with_state, unbatched))
+    dev = [place(cuda, v) for v in host]
+    if strided:
+        B, I, H = shape
+        dev[0] = strided_on(cuda, rng, (B, I), dtype, "step")
+        h = strided_on(cuda, rng, (B, H), dtype, "transposed")
+        dev[1] = (h, strided_on(cuda, rng, (B, H), dtype, "step")) if cell == "lstm" else h
+        host[0], host[1] = cuda.host(dev[0]), cuda.host(dev[1])
+    return dev, host
+
+
+def torch_cell(cell, dtype, x, hx, w_ih, w_hh, b_ih, b_hh, grad_h, grad_c=None):
+    """torch's cell and autograd in `dtype` on these values: the outputs, and the
+    gradients in LSTM_GRADS / GRU_GRADS order (None where torch has none)."""
+    as_ = (lambda v: None if v is None else ref.as64(v).astype(dtype))
+    module = torch_module(cell, as_(w_ih), as_(w_hh), as_(b_ih), as_(b_hh))
+    tx = t(as_(x)).requires_grad_()
+    states = [] if hx is None else [t(as_(v)).requires_grad_()
+                                    for v in (hx if cell == "lstm" else (hx,))]
+    if cell == "lstm":
+        out = module(tx, tuple(states) if states else None)
+    else:
+        out = (module(tx, states[0] if states else None),)
+    loss = sum((o * t(as_(g))).sum() for o, g in zip(out, (grad_h, grad_c)) if g is not None)
+    loss.backward()
+    state_grads = [s.grad for s in states] or [None] * (2 if cell == "lstm" else 1)
+    biases = [module.bias_ih.grad, module.bias_hh.grad] if module.bias else [None, None]
+    grads = [tx.grad, *state_grads, module.weight_ih.grad, module.weight_hh.grad, *biases]
+    return [o.detach().double().numpy() for o in out], grads
+
+
+def check_cuda_cell(cuda, rng, cell, dtype, dev, host, with_grad_c=True):
+    """The cell forward and backward on the target (arguments `dev`) against the
+    reference and torch on the host copies `host` (x, hx, w_ih, w_hh, b_ih, b_hh);
+    the LSTM's grad_c is None unless with_grad_c."""
+    x, hx, w_ih, w_hh, b_ih, b_hh = host
+    lstm = cell == "lstm"
+    fwd, bwd = (dk.lstm_cell, dk.lstm_cell_backward) if lstm else (dk.gru_cell,
+                                                                    dk.gru_cell_backward)
+    *outs, saved = cuda.run(fwd, *dev, save_for_backward=True)
+    assert all(dtype_name(o) == dtype for o in outs)
+    assert dtype_name(saved) == ("float32" if dtype in ROUNDED else dtype)
+    torch_dtype = "float32" if dtype in ROUNDED else dtype
+
+    # forward
+    bound = with_reference_error(lstm_bounds if lstm else gru_bound)
+    ours = bound(dtype, *host)
+    theirs = bound(torch_dtype, *host)
+    ours, theirs = (ours, theirs) if lstm else ((ours,), (theirs,))
+    expected = ref.lstm_cell(*host) if lstm else (ref.gru_cell(*host),)
+    shape = np.shape(x)[:-1] + (w_hh.shape[1],)
+    grad_h = random_array(rng, shape, dtype)
+    grad_c = random_array(rng, shape, dtype) if lstm and with_grad_c else None
+    torch_out, torch_grads = torch_cell(cell, torch_dtype, *host, grad_h, grad_c)
+    for name, got, exp, tout, e, te in zip(("h'", "c'"), outs, expected, torch_out, ours, theirs):
+        assert_close(got, exp, e, name)
+        assert_close(got, tout, e + te, f"{name} against torch")
+
+    # backward
+    out_grads = (grad_h, grad_c) if lstm else (grad_h,)
+    grads = flatten(cuda.run(bwd, *place(cuda, out_grads), *dev[:4], place(cuda, saved)))
+    if lstm:
+        expected = flatten(ref.lstm_cell_backward(grad_h, grad_c, *host))
+        bounds = with_reference_error(lstm_grad_bounds)
+        ours, theirs = (bounds(d, grad_h, grad_c, *host) for d in (dtype, torch_dtype))
+    else:
+        expected = ref.gru_cell_backward(grad_h, *host)
+        bounds = with_reference_error(gru_grad_bounds)
+        ours, theirs = (bounds(d, grad_h, *host) for d in (dtype, torch_dtype))
+    names = LSTM_GRADS if lstm else GRU_GRADS
+    for name, got, exp, tg, e, te in zip(names, grads, expected, torch_grads, ours, theirs):
+        assert dtype_name(got) == dtype, name
+        exp = ref.as64(exp)
+        assert_close(got, exp, e.reshape(exp.shape), name)
+        if tg is not None:
+            assert_close(got, tg.double().numpy(), (e + te).reshape(exp.shape),
+                         f"{name} against torch")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", CUDA_DTYPES)
+@pytest.mark.parametrize("case", list(CUDA_CASES))
+def test_cuda_cell(cuda, rng, cell, dtype, case):
+    check_cuda_cell(cuda, rng, cell, dtype, *cuda_problem(cuda, rng, cell, case, dtype),
+                    with_grad_c=CUDA_CASES[case][5])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("shape", [(0, 4, 3), (3, 0, 2), (2, 3, 0)])
+def test_cuda_empty_sizes(cuda, rng, cell, dtype, shape):
+    """An empty batch (the weight gradients: sums of nothing, zeros), input_size 0
+    (the gates: biases alone) and hidden_size 0, as torch takes them."""
+    host = make_cell(rng, cell, shape, dtype)
+    check_cuda_cell(cuda, rng, cell, dtype, [place(cuda, v) for v in host], host)
+
+
+@pytest.mark.cuda
+def test_cuda_saved_dtype_is_checked(cuda, rng):
+    """float16 input saves float32; a float16 saved is refused, naming both dtypes."""
+    dev = [place(cuda, v) for v in make_cell(rng, "gru", (2, 3, 4), "float16")]
+    _, saved = cuda.run(dk.gru_cell, *dev, save_for_backward=True)
+    bad = place(cuda, np.asarray(saved).astype(np.float16))
+    gh = place(cuda, random_array(rng, (2, 4), "float16"))
+    with cuda.context(), pytest.raises(TypeError, match="saved has dtype float16; expected "
+                                                        "float32.*for float16 input"):
+        dk.gru_cell_backward(gh, *dev[:4], bad)
