@@ -8,20 +8,19 @@
 // weight gradients, and column sums for the biases.
 #include <vector>
 
-#include "common/rnn.h"
 #include "cpu/rnn/common.h"
+#include "cpu/rnn/pointwise.h"
 #include "dlkern/error.h"
+#include "dlkern/rnn.h"
 
 namespace dlkern {
 namespace cpu::rnn {
-
-using dlkern::rnn::GruGates;
-using dlkern::rnn::LstmGates;
 
 template <typename T>
 void lstm_cell_forward(const RnnCellParams& p, MatrixView<const T> x, MatrixView<const T> h,
                        MatrixView<const T> c, const T* w_ih, const T* w_hh, const T* b_ih,
                        const T* b_hh, T* h_out, T* c_out, T* saved) {
+  const PointwiseKernels<T> pointwise = kernels<T>();
   const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 4 * H;
   // The pre-activations land in saved's first 4H columns, or in scratch.
   // scratch has saved's layout, so that the pointwise pass writes either alike.
@@ -40,18 +39,7 @@ void lstm_cell_forward(const RnnCellParams& p, MatrixView<const T> x, MatrixView
       const T* c_row = row_of(c, b, H, tmp);
       T* h_row = h_out + b * H;
       T* c_next = c_out + b * H;
-#pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        const auto s = dlkern::rnn::lstm_cell_update(row[j], row[H + j], row[2 * H + j],
-                                                     row[3 * H + j], c_row[j]);
-        h_row[j] = s.h;
-        c_next[j] = s.c;
-        row[j] = s.gates.i;
-        row[H + j] = s.gates.f;
-        row[2 * H + j] = s.gates.g;
-        row[3 * H + j] = s.gates.o;
-        row[4 * H + j] = s.tanh_c;
-      }
+      pointwise.lstm_forward(row, c_row, h_row, nullptr, c_next, H, 0, H);
     }
   }
 }
@@ -60,6 +48,7 @@ template <typename T>
 void gru_cell_forward(const RnnCellParams& p, MatrixView<const T> x, MatrixView<const T> h,
                       const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh, T* h_out,
                       T* saved) {
+  const PointwiseKernels<T> pointwise = kernels<T>();
   const int64_t B = p.batch, I = p.input_size, H = p.hidden_size;
   // Columns [r z | xn | hn] of saved (or scratch): r and z summed over both
   // projections, the n gate's two sides kept apart for the reset.
@@ -81,15 +70,7 @@ void gru_cell_forward(const RnnCellParams& p, MatrixView<const T> x, MatrixView<
       T* row = buf + b * ld;
       const T* h_row = row_of(h, b, H, tmp);
       T* out = h_out + b * H;
-#pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        const auto s = dlkern::rnn::gru_cell_update(row[j], row[H + j], row[2 * H + j],
-                                                    row[3 * H + j], h_row[j]);
-        out[j] = s.h;
-        row[j] = s.gates.r;
-        row[H + j] = s.gates.z;
-        row[2 * H + j] = s.gates.n;
-      }
+      pointwise.gru_forward(row, row + 2 * H, row + 3 * H, h_row, out, nullptr, H, 0, H);
     }
   }
 }
@@ -99,11 +80,12 @@ void lstm_cell_backward(const RnnCellParams& p, const T* grad_h_out, const T* gr
                         MatrixView<const T> x, MatrixView<const T> h, MatrixView<const T> c,
                         const T* w_ih, const T* w_hh, const T* saved, T* grad_input, T* grad_h,
                         T* grad_c, T* grad_w_ih, T* grad_w_hh, T* grad_b_ih, T* grad_b_hh) {
+  const PointwiseKernels<T> pointwise = kernels<T>();
   const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 4 * H;
   const int64_t ld = lstm_cell_saved_width(H);
   std::vector<T> d(B * G);  // gradients of the pre-activations, gate by gate
   // Absent incoming gradients read as zeros; an unwanted grad_c goes to a sink.
-  const std::vector<T> zeros(grad_h_out && grad_c_out ? 0 : H, T(0));
+  const std::vector<T> zeros(H, T(0));
 #pragma omp parallel num_threads(threads_for(B * H * 8))
   {
     std::vector<T> tmp, sink(grad_c ? 0 : H);
@@ -115,17 +97,7 @@ void lstm_cell_backward(const RnnCellParams& p, const T* grad_h_out, const T* gr
       const T* gc = grad_c_out ? grad_c_out + b * H : zeros.data();
       T* gc_prev = grad_c ? grad_c + b * H : sink.data();
       T* out = d.data() + b * G;
-#pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        const LstmGates<T> a{row[j], row[H + j], row[2 * H + j], row[3 * H + j]};
-        const auto g =
-            dlkern::rnn::lstm_cell_derivative(a, row[4 * H + j], c_row[j], gh[j], gc[j]);
-        out[j] = g.pre.i;
-        out[H + j] = g.pre.f;
-        out[2 * H + j] = g.pre.g;
-        out[3 * H + j] = g.pre.o;
-        gc_prev[j] = g.c;
-      }
+      pointwise.lstm_backward(row, c_row, gh, zeros.data(), gc, gc_prev, out, H, 0, H);
     }
   }
   const MatrixView<const T> dv{d.data(), G, 1};
@@ -142,11 +114,12 @@ void gru_cell_backward(const RnnCellParams& p, const T* grad_h_out, MatrixView<c
                        MatrixView<const T> h, const T* w_ih, const T* w_hh, const T* saved,
                        T* grad_input, T* grad_h, T* grad_w_ih, T* grad_w_hh, T* grad_b_ih,
                        T* grad_b_hh) {
+  const PointwiseKernels<T> pointwise = kernels<T>();
   const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 3 * H;
   const int64_t ld = gru_cell_saved_width(H);
   // Gradients of the pre-activations on each side: [r z xn] and [r z hn].
   std::vector<T> di(B * G), dh(B * G);
-  const std::vector<T> zeros(grad_h_out ? 0 : H, T(0));
+  const std::vector<T> zeros(H, T(0));
 #pragma omp parallel num_threads(threads_for(B * H * 8))
   {
     std::vector<T> tmp, sink(grad_h ? 0 : H);
@@ -158,16 +131,8 @@ void gru_cell_backward(const RnnCellParams& p, const T* grad_h_out, MatrixView<c
       T* gh_prev = grad_h ? grad_h + b * H : sink.data();
       T* in = di.data() + b * G;
       T* hid = dh.data() + b * G;
-#pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        const GruGates<T> a{row[j], row[H + j], row[2 * H + j]};
-        const auto g = dlkern::rnn::gru_cell_derivative(a, row[3 * H + j], h_row[j], gh[j]);
-        in[j] = hid[j] = g.r;
-        in[H + j] = hid[H + j] = g.z;
-        in[2 * H + j] = g.xn;
-        hid[2 * H + j] = g.hn;
-        gh_prev[j] = g.h;
-      }
+      pointwise.gru_backward(row, row + 2 * H, row + 3 * H, h_row, gh, zeros.data(), gh_prev,
+                             in, hid, H, 0, H);
     }
   }
   const MatrixView<const T> dvi{di.data(), G, 1}, dvh{dh.data(), G, 1};

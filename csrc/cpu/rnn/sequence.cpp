@@ -13,10 +13,12 @@
 // then the input and weight gradients as single GEMMs over all packed rows
 // and the bias gradients as column sums.
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "common/rnn.h"
 #include "cpu/rnn/common.h"
+#include "cpu/rnn/pointwise.h"
 #include "cpu/rnn/recurrent.h"
 #include "dlkern/error.h"
 
@@ -24,29 +26,61 @@ namespace dlkern {
 namespace cpu::rnn {
 namespace {
 
-using dlkern::rnn::GruGates;
-using dlkern::rnn::LstmGates;
 using dlkern::rnn::Schedule;
 
-// The input's rows in packed order as a (rows, I) matrix: the input itself
-// when it is one (every entry runs every step and the steps follow each
-// other in memory), else gathered into `copy`.
+// The input's packed rows of steps [t0, t1) as a (rows, I) matrix: the input
+// itself when it is one (every entry runs every step and the steps follow
+// each other in memory), else gathered into `copy`.
 template <typename T>
-MatrixView<const T> packed_input(const RnnParams& p, const Schedule& s,
-                                 SequenceView<const T> x, std::vector<T>& copy) {
+MatrixView<const T> packed_input(const RnnParams& p, const Schedule& s, SequenceView<const T> x,
+                                 int64_t t0, int64_t t1, std::vector<T>& copy) {
   const int64_t B = p.batch, I = p.input_size;
-  if (s.identity && (p.seq_len == 1 || B == 1 || x.t_stride == B * x.b_stride))
-    return {x.data, B == 1 ? x.t_stride : x.b_stride, x.col_stride};
-  copy.resize(s.rows() * I);
-#pragma omp parallel for schedule(static) num_threads(threads_for(s.rows() * I))
-  for (int64_t t = 0; t < p.seq_len; ++t)
+  if (s.identity && (t1 - t0 == 1 || B == 1 || x.t_stride == B * x.b_stride))
+    return {x.data + t0 * x.t_stride, B == 1 ? x.t_stride : x.b_stride, x.col_stride};
+  const int64_t first = s.offset[t0];
+  copy.resize((s.offset[t1] - first) * I);
+#pragma omp parallel for schedule(static) num_threads(threads_for(copy.size()))
+  for (int64_t t = t0; t < t1; ++t)
     for (int64_t r = 0; r < s.running[t]; ++r) {
       const T* src = x.data + t * x.t_stride + s.order[r] * x.b_stride;
-      T* dst = copy.data() + (s.offset[t] + r) * I;
+      T* dst = copy.data() + (s.offset[t] + r - first) * I;
       for (int64_t j = 0; j < I; ++j) dst[j] = src[j * x.col_stride];
     }
   return {copy.data(), I, 1};
 }
+
+// Where the forward keeps each step's rows (the saved layout): in `saved`
+// when the caller keeps it, else in two chunk buffers used in turn, so that
+// an inference call holds a few steps' rows (in cache) instead of all.
+template <typename T>
+class StepRows {
+ public:
+  // Chunks of about 8 MiB of rows: enough rows for an efficient input
+  // projection, few enough to stay in the last-level cache.
+  StepRows(const Schedule& s, int64_t batch, int64_t ld, T* saved)
+      : s_(s), ld_(ld), saved_(saved) {
+    const int64_t steps = static_cast<int64_t>(s.running.size());
+    const int64_t step_bytes = std::max<int64_t>(1, batch * ld * int64_t(sizeof(T)));
+    chunk_ = std::clamp<int64_t>((int64_t(8) << 20) / step_bytes, 1, std::max<int64_t>(1, steps));
+    if (!saved) ring_.reset(new T[2 * chunk_ * batch * ld]);  // every row is written first
+    ring_rows_ = chunk_ * batch;
+  }
+
+  int64_t chunk() const { return chunk_; }
+
+  // The first row of step t; a step's rows are contiguous, ld apart.
+  T* operator()(int64_t t) const {
+    if (saved_) return saved_ + s_.offset[t] * ld_;
+    const int64_t c = t / chunk_;
+    return ring_.get() + ((c % 2) * ring_rows_ + s_.offset[t] - s_.offset[c * chunk_]) * ld_;
+  }
+
+ private:
+  const Schedule& s_;
+  int64_t ld_, chunk_, ring_rows_ = 0;
+  T* saved_;
+  std::unique_ptr<T[]> ring_;
+};
 
 // a + b over n elements into `sum`, or whichever is given, or null.
 template <typename T>
@@ -78,11 +112,30 @@ void zero_ended(const Schedule& s, int64_t B, int64_t H, int64_t t, T* output) {
 // Where row r's state after step t goes: the next step's row when the entry
 // runs on, else its final state (h_n, c_n).
 template <typename T>
-T* next_state(const Schedule& s, T* buf, int64_t ld, int64_t col, T* final_state, int64_t H,
-              int64_t t, int64_t r) {
+T* next_state(const Schedule& s, const StepRows<T>& rows, int64_t ld, int64_t col,
+              T* final_state, int64_t H, int64_t t, int64_t r) {
   if (t + 1 < static_cast<int64_t>(s.running.size()) && r < s.running[t + 1])
-    return buf + (s.offset[t + 1] + r) * ld + col;
-  return final_state ? final_state + s.order[r] * H : nullptr;
+    return rows(t + 1) + r * ld + col;
+  return final_state + s.order[r] * H;
+}
+
+// The forward's time loop, chunk by chunk: `project(t0, t1)` writes the
+// input projection of steps [t0, t1) into their rows, then one thread region
+// runs their steps, `step(t, tid, nthreads)` each, with a barrier after each.
+template <typename Project, typename Step>
+void time_loop(int64_t seq_len, int64_t chunk, int threads, Project&& project, Step&& step) {
+  for (int64_t t0 = 0; t0 < seq_len; t0 += chunk) {
+    const int64_t t1 = std::min(seq_len, t0 + chunk);
+    project(t0, t1);
+#pragma omp parallel num_threads(threads)
+    {
+      const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+      for (int64_t t = t0; t < t1; ++t) {
+        step(t, tid, nthreads);
+#pragma omp barrier
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -92,48 +145,37 @@ void lstm_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const
                   MatrixView<const T> h0, MatrixView<const T> c0, const T* w_ih, const T* w_hh,
                   const T* b_ih, const T* b_hh, T* output, T* h_n, T* c_n, T* saved) {
   const Schedule s = dlkern::rnn::schedule(p, lengths);
+  const PointwiseKernels<T> pointwise = kernels<T>();
   const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 4 * H;
   const int64_t ld = lstm_saved_width(H);
-  std::vector<T> scratch(saved ? 0 : s.rows() * ld), x_copy, bias;
-  T* buf = saved ? saved : scratch.data();
-  project<T>(s.rows(), G, I, packed_input(p, s, x, x_copy), w_ih, bias_sum(b_ih, b_hh, G, bias),
-             {buf, ld, 1}, false);
-  initial_state(s, H, c0, buf, ld, 5 * H);
-  initial_state(s, H, h0, buf, ld, 6 * H);
+  const StepRows<T> rows(s, B, ld, saved);
+  std::vector<T> x_copy, bias;
+  const T* b = bias_sum(b_ih, b_hh, G, bias);
   // B (H x 4H) = w_hh^T: gate g's unit u is w_hh row g * H + u.
   const PackedWeight<T> w(gemm::kernels<T>(), H, 4, H, w_hh, H * H, H, 1);
-#pragma omp parallel num_threads(gemm::gemm_threads(B, G, H))
-  {
-    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
-    for (int64_t t = 0; t < p.seq_len; ++t) {
-      const int64_t n = s.running[t];
-      T* step = buf + s.offset[t] * ld;
-      // Onto the input projection, from h_{t-1} in the same rows.
-      const StepProduct<T> product{w, step + 6 * H, ld, step, ld, H, {true, true, true, true}, {}};
-      product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
-        for (int64_t r = 0; r < n; ++r) {
-          T* row = step + r * ld;
-          T* out = output + (t * B + s.order[r]) * H;
-          T* h_next = next_state(s, buf, ld, 6 * H, h_n, H, t, r);
-          T* c_next = next_state(s, buf, ld, 5 * H, c_n, H, t, r);
-#pragma omp simd
-          for (int64_t j = u0; j < u1; ++j) {
-            const auto u = dlkern::rnn::lstm_cell_update(row[j], row[H + j], row[2 * H + j],
-                                                         row[3 * H + j], row[5 * H + j]);
-            row[j] = u.gates.i;
-            row[H + j] = u.gates.f;
-            row[2 * H + j] = u.gates.g;
-            row[3 * H + j] = u.gates.o;
-            row[4 * H + j] = u.tanh_c;
-            out[j] = h_next[j] = u.h;
-            c_next[j] = u.c;
-          }
-        }
-      });
-      if (tid == nthreads - 1) zero_ended(s, B, H, t, output);
-#pragma omp barrier
-    }
-  }
+  auto project_input = [&](int64_t t0, int64_t t1) {
+    project<T>(s.offset[t1] - s.offset[t0], G, I, packed_input(p, s, x, t0, t1, x_copy), w_ih, b,
+               {rows(t0), ld, 1}, false);
+    if (t0 > 0) return;
+    initial_state(s, H, c0, rows(0), ld, 5 * H);
+    initial_state(s, H, h0, rows(0), ld, 6 * H);
+  };
+  auto step = [&](int64_t t, int tid, int nthreads) {
+    const int64_t n = s.running[t];
+    T* first = rows(t);
+    // Onto the input projection, from h_{t-1} in the same rows.
+    const StepProduct<T> product{w, first + 6 * H, ld, first, ld, H, {true, true, true, true}, {}};
+    product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
+      for (int64_t r = 0; r < n; ++r) {
+        T* row = first + r * ld;
+        pointwise.lstm_forward(row, row + 5 * H, output + (t * B + s.order[r]) * H,
+                               next_state(s, rows, ld, 6 * H, h_n, H, t, r),
+                               next_state(s, rows, ld, 5 * H, c_n, H, t, r), H, u0, u1);
+      }
+    });
+    if (tid == nthreads - 1) zero_ended(s, B, H, t, output);
+  };
+  time_loop(p.seq_len, rows.chunk(), gemm::gemm_threads(B, G, H), project_input, step);
 }
 
 template <typename T>
@@ -141,50 +183,42 @@ void gru_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const 
                  MatrixView<const T> h0, const T* w_ih, const T* w_hh, const T* b_ih,
                  const T* b_hh, T* output, T* h_n, T* saved) {
   const Schedule s = dlkern::rnn::schedule(p, lengths);
+  const PointwiseKernels<T> pointwise = kernels<T>();
   const int64_t B = p.batch, I = p.input_size, H = p.hidden_size;
   // Columns [r z | hn | xn, then n | h_{t-1}]: r and z summed over both
   // projections, hn the hidden side of the n gate, so that one product per
   // step over w_hh's rows (r, z, n in order) fills the first three.
   const int64_t ld = gru_saved_width(H);
-  std::vector<T> scratch(saved ? 0 : s.rows() * ld), x_copy, bias;
-  T* buf = saved ? saved : scratch.data();
-  const MatrixView<const T> xp = packed_input(p, s, x, x_copy);
-  project<T>(s.rows(), 2 * H, I, xp, w_ih, bias_sum(b_ih, b_hh, 2 * H, bias), {buf, ld, 1},
-             false);
-  project<T>(s.rows(), H, I, xp, w_ih + 2 * H * I, b_ih ? b_ih + 2 * H : nullptr,
-             {buf + 3 * H, ld, 1}, false);
-  initial_state(s, H, h0, buf, ld, 4 * H);
-  const PackedWeight<T> w(gemm::kernels<T>(), H, 3, H, w_hh, H * H, H, 1);
+  const StepRows<T> rows(s, B, ld, saved);
+  std::vector<T> x_copy, bias;
+  const T* b_rz = bias_sum(b_ih, b_hh, 2 * H, bias);
+  const T* b_in = b_ih ? b_ih + 2 * H : nullptr;
   const T* b_hn = b_hh ? b_hh + 2 * H : nullptr;
-#pragma omp parallel num_threads(gemm::gemm_threads(B, 3 * H, H))
-  {
-    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
-    for (int64_t t = 0; t < p.seq_len; ++t) {
-      const int64_t n = s.running[t];
-      T* step = buf + s.offset[t] * ld;
-      // r and z onto the input projection; hn = W_hn h + b_hn into its own columns.
-      const StepProduct<T> product{w,  step + 4 * H, ld, step, ld, H, {true, true, false, false},
-                                   {nullptr, nullptr, b_hn, nullptr}};
-      product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
-        for (int64_t r = 0; r < n; ++r) {
-          T* row = step + r * ld;
-          T* out = output + (t * B + s.order[r]) * H;
-          T* h_next = next_state(s, buf, ld, 4 * H, h_n, H, t, r);
-#pragma omp simd
-          for (int64_t j = u0; j < u1; ++j) {
-            const auto u = dlkern::rnn::gru_cell_update(row[j], row[H + j], row[3 * H + j],
-                                                        row[2 * H + j], row[4 * H + j]);
-            row[j] = u.gates.r;
-            row[H + j] = u.gates.z;
-            row[3 * H + j] = u.gates.n;
-            out[j] = h_next[j] = u.h;
-          }
-        }
-      });
-      if (tid == nthreads - 1) zero_ended(s, B, H, t, output);
-#pragma omp barrier
-    }
-  }
+  const PackedWeight<T> w(gemm::kernels<T>(), H, 3, H, w_hh, H * H, H, 1);
+  auto project_input = [&](int64_t t0, int64_t t1) {
+    const int64_t m = s.offset[t1] - s.offset[t0];
+    const MatrixView<const T> xp = packed_input(p, s, x, t0, t1, x_copy);
+    project<T>(m, 2 * H, I, xp, w_ih, b_rz, {rows(t0), ld, 1}, false);
+    project<T>(m, H, I, xp, w_ih + 2 * H * I, b_in, {rows(t0) + 3 * H, ld, 1}, false);
+    if (t0 == 0) initial_state(s, H, h0, rows(0), ld, 4 * H);
+  };
+  auto step = [&](int64_t t, int tid, int nthreads) {
+    const int64_t n = s.running[t];
+    T* first = rows(t);
+    // r and z onto the input projection; hn = W_hn h + b_hn into its own columns.
+    const StepProduct<T> product{w, first + 4 * H, ld, first, ld, H, {true, true, false, false},
+                                 {nullptr, nullptr, b_hn, nullptr}};
+    product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
+      for (int64_t r = 0; r < n; ++r) {
+        T* row = first + r * ld;
+        pointwise.gru_forward(row, row + 3 * H, row + 2 * H, row + 4 * H,
+                              output + (t * B + s.order[r]) * H,
+                              next_state(s, rows, ld, 4 * H, h_n, H, t, r), H, u0, u1);
+      }
+    });
+    if (tid == nthreads - 1) zero_ended(s, B, H, t, output);
+  };
+  time_loop(p.seq_len, rows.chunk(), gemm::gemm_threads(B, 3 * H, H), project_input, step);
 }
 
 namespace {
@@ -227,12 +261,12 @@ void input_grad(const RnnParams& p, const Schedule& s, int64_t G, const T* dg, c
     times_weight<T>(s.rows(), I, G, dv, w_ih, grad_input, false);
     return;
   }
-  std::vector<T> packed(s.rows() * I);
-  times_weight<T>(s.rows(), I, G, dv, w_ih, packed.data(), false);
+  const std::unique_ptr<T[]> packed(new T[s.rows() * I]);  // written in full first
+  times_weight<T>(s.rows(), I, G, dv, w_ih, packed.get(), false);
   std::fill_n(grad_input, p.seq_len * B * I, T(0));
   for (int64_t t = 0; t < p.seq_len; ++t)
     for (int64_t r = 0; r < s.running[t]; ++r)
-      std::copy_n(packed.data() + (s.offset[t] + r) * I, I, grad_input + (t * B + s.order[r]) * I);
+      std::copy_n(packed.get() + (s.offset[t] + r) * I, I, grad_input + (t * B + s.order[r]) * I);
 }
 
 }  // namespace
@@ -243,9 +277,11 @@ void lstm_backward(const RnnParams& p, const int64_t* lengths, const T* grad_out
                    const T* w_hh, const T* saved, T* grad_input, T* grad_h0, T* grad_c0,
                    T* grad_w_ih, T* grad_w_hh, T* grad_b_ih, T* grad_b_hh) {
   const Schedule s = dlkern::rnn::schedule(p, lengths);
+  const PointwiseKernels<T> pointwise = kernels<T>();
   const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 4 * H;
   const int64_t ld = lstm_saved_width(H);
-  std::vector<T> dg(s.rows() * G);  // gradients of the pre-activations, gate by gate
+  // Gradients of the pre-activations, gate by gate (every row written by its step).
+  const std::unique_ptr<T[]> dg(new T[s.rows() * G]);
   std::vector<T> dh = final_grad(s, H, grad_h_n), dc = final_grad(s, H, grad_c_n);
   const std::vector<T> zeros(grad_output ? 0 : H, T(0));
   // B (4H x H) = w_hh: dh = (gate gradients) @ w_hh.
@@ -258,29 +294,19 @@ void lstm_backward(const RnnParams& p, const int64_t* lengths, const T* grad_out
       // gradients (the other rows still hold grad_h_n, for the step where
       // they end); then step t's pointwise pass (t = -1: grad_h0 alone).
       const bool later = t + 1 < p.seq_len;
-      const StepProduct<T> product{w, later ? dg.data() + s.offset[t + 1] * G : nullptr, G,
+      const StepProduct<T> product{w, later ? dg.get() + s.offset[t + 1] * G : nullptr, G,
                                    dh.data(), H, 0, {false}, {}};
       const int64_t n = t >= 0 ? s.running[t] : 0;
       const T* step = t >= 0 ? saved + s.offset[t] * ld : nullptr;
-      T* d_step = t >= 0 ? dg.data() + s.offset[t] * G : nullptr;
+      T* d_step = t >= 0 ? dg.get() + s.offset[t] * G : nullptr;
       product.run(later ? s.running[t + 1] : 0, tid, nthreads, [&](int64_t u0, int64_t u1) {
         for (int64_t r = 0; r < n; ++r) {
           const T* row = step + r * ld;
-          const T* go = output_grad(s, B, H, t, r, grad_output, zeros.data());
           T* dh_row = dh.data() + r * H;
           T* dc_row = dc.data() + r * H;
-          T* out = d_step + r * G;
-#pragma omp simd
-          for (int64_t j = u0; j < u1; ++j) {
-            const LstmGates<T> a{row[j], row[H + j], row[2 * H + j], row[3 * H + j]};
-            const auto g = dlkern::rnn::lstm_cell_derivative(a, row[4 * H + j], row[5 * H + j],
-                                                             dh_row[j] + go[j], dc_row[j]);
-            out[j] = g.pre.i;
-            out[H + j] = g.pre.f;
-            out[2 * H + j] = g.pre.g;
-            out[3 * H + j] = g.pre.o;
-            dc_row[j] = g.c;
-          }
+          pointwise.lstm_backward(row, row + 5 * H, dh_row,
+                                  output_grad(s, B, H, t, r, grad_output, zeros.data()), dc_row,
+                                  dc_row, d_step + r * G, H, u0, u1);
         }
       });
 #pragma omp barrier
@@ -288,12 +314,12 @@ void lstm_backward(const RnnParams& p, const int64_t* lengths, const T* grad_out
   }
   unpack_state(s, H, dh, grad_h0);
   unpack_state(s, H, dc, grad_c0);
-  input_grad(p, s, G, dg.data(), w_ih, grad_input);
+  input_grad(p, s, G, dg.get(), w_ih, grad_input);
   std::vector<T> x_copy;
-  if (grad_w_ih) weight_grad<T>(s.rows(), G, I, dg.data(), packed_input(p, s, x, x_copy), grad_w_ih);
-  if (grad_w_hh) weight_grad<T>(s.rows(), G, H, dg.data(), {saved + 6 * H, ld, 1}, grad_w_hh);
-  if (grad_b_ih) column_sums<T>(s.rows(), G, dg.data(), G, grad_b_ih);
-  if (grad_b_hh) column_sums<T>(s.rows(), G, dg.data(), G, grad_b_hh);
+  if (grad_w_ih) weight_grad<T>(s.rows(), G, I, dg.get(), packed_input(p, s, x, 0, p.seq_len, x_copy), grad_w_ih);
+  if (grad_w_hh) weight_grad<T>(s.rows(), G, H, dg.get(), {saved + 6 * H, ld, 1}, grad_w_hh);
+  if (grad_b_ih) column_sums<T>(s.rows(), G, dg.get(), G, grad_b_ih);
+  if (grad_b_hh) column_sums<T>(s.rows(), G, dg.get(), G, grad_b_hh);
 }
 
 template <typename T>
@@ -302,10 +328,11 @@ void gru_backward(const RnnParams& p, const int64_t* lengths, const T* grad_outp
                   const T* saved, T* grad_input, T* grad_h0, T* grad_w_ih, T* grad_w_hh,
                   T* grad_b_ih, T* grad_b_hh) {
   const Schedule s = dlkern::rnn::schedule(p, lengths);
+  const PointwiseKernels<T> pointwise = kernels<T>();
   const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 3 * H;
   const int64_t ld = gru_saved_width(H);
   // Gradients of the pre-activations on each side: [r z xn] and [r z hn].
-  std::vector<T> di(s.rows() * G), dhid(s.rows() * G);
+  const std::unique_ptr<T[]> di(new T[s.rows() * G]), dhid(new T[s.rows() * G]);
   std::vector<T> dh = final_grad(s, H, grad_h_n);
   const std::vector<T> zeros(grad_output ? 0 : H, T(0));
   const PackedWeight<T> w(gemm::kernels<T>(), G, 1, H, w_hh, 0, 1, H);
@@ -316,42 +343,31 @@ void gru_backward(const RnnParams& p, const int64_t* lengths, const T* grad_outp
       // As for the LSTM, the product adding onto the blend's share of the
       // gradient, which step t + 1's pointwise pass left in dh.
       const bool later = t + 1 < p.seq_len;
-      const StepProduct<T> product{w, later ? dhid.data() + s.offset[t + 1] * G : nullptr, G,
+      const StepProduct<T> product{w, later ? dhid.get() + s.offset[t + 1] * G : nullptr, G,
                                    dh.data(), H, 0, {true}, {}};
       const int64_t n = t >= 0 ? s.running[t] : 0;
       const T* step = t >= 0 ? saved + s.offset[t] * ld : nullptr;
-      T* in_step = t >= 0 ? di.data() + s.offset[t] * G : nullptr;
-      T* hid_step = t >= 0 ? dhid.data() + s.offset[t] * G : nullptr;
+      T* in_step = t >= 0 ? di.get() + s.offset[t] * G : nullptr;
+      T* hid_step = t >= 0 ? dhid.get() + s.offset[t] * G : nullptr;
       product.run(later ? s.running[t + 1] : 0, tid, nthreads, [&](int64_t u0, int64_t u1) {
         for (int64_t r = 0; r < n; ++r) {
           const T* row = step + r * ld;
-          const T* go = output_grad(s, B, H, t, r, grad_output, zeros.data());
           T* dh_row = dh.data() + r * H;
-          T* in = in_step + r * G;
-          T* hid = hid_step + r * G;
-#pragma omp simd
-          for (int64_t j = u0; j < u1; ++j) {
-            const GruGates<T> a{row[j], row[H + j], row[3 * H + j]};
-            const auto g = dlkern::rnn::gru_cell_derivative(a, row[2 * H + j], row[4 * H + j],
-                                                            dh_row[j] + go[j]);
-            in[j] = hid[j] = g.r;
-            in[H + j] = hid[H + j] = g.z;
-            in[2 * H + j] = g.xn;
-            hid[2 * H + j] = g.hn;
-            dh_row[j] = g.h;
-          }
+          pointwise.gru_backward(row, row + 3 * H, row + 2 * H, row + 4 * H, dh_row,
+                                 output_grad(s, B, H, t, r, grad_output, zeros.data()), dh_row,
+                                 in_step + r * G, hid_step + r * G, H, u0, u1);
         }
       });
 #pragma omp barrier
     }
   }
   unpack_state(s, H, dh, grad_h0);
-  input_grad(p, s, G, di.data(), w_ih, grad_input);
+  input_grad(p, s, G, di.get(), w_ih, grad_input);
   std::vector<T> x_copy;
-  if (grad_w_ih) weight_grad<T>(s.rows(), G, I, di.data(), packed_input(p, s, x, x_copy), grad_w_ih);
-  if (grad_w_hh) weight_grad<T>(s.rows(), G, H, dhid.data(), {saved + 4 * H, ld, 1}, grad_w_hh);
-  if (grad_b_ih) column_sums<T>(s.rows(), G, di.data(), G, grad_b_ih);
-  if (grad_b_hh) column_sums<T>(s.rows(), G, dhid.data(), G, grad_b_hh);
+  if (grad_w_ih) weight_grad<T>(s.rows(), G, I, di.get(), packed_input(p, s, x, 0, p.seq_len, x_copy), grad_w_ih);
+  if (grad_w_hh) weight_grad<T>(s.rows(), G, H, dhid.get(), {saved + 4 * H, ld, 1}, grad_w_hh);
+  if (grad_b_ih) column_sums<T>(s.rows(), G, di.get(), G, grad_b_ih);
+  if (grad_b_hh) column_sums<T>(s.rows(), G, dhid.get(), G, grad_b_hh);
 }
 
 }  // namespace cpu::rnn
