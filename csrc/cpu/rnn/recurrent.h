@@ -22,6 +22,23 @@
 
 namespace dlkern::cpu::rnn {
 
+// n elements of T, 64-byte aligned (the packed layouts' vector loads), not
+// initialised.
+template <typename T>
+class AlignedArray {
+ public:
+  explicit AlignedArray(int64_t n)
+      : data_(static_cast<T*>(::operator new(sizeof(T) * std::max<int64_t>(1, n),
+                                             std::align_val_t(64)))) {}
+  AlignedArray(const AlignedArray&) = delete;
+  AlignedArray& operator=(const AlignedArray&) = delete;
+  ~AlignedArray() { ::operator delete(data_, std::align_val_t(64)); }
+  T* get() const { return data_; }
+
+ private:
+  T* data_;
+};
+
 // B (k x gates * units) packed by unit block, then kc block, then gate:
 // element (p, g * units + u) from at(p, g, u) given as
 // src[g * gate_offset + u * unit_stride + p * k_stride].
@@ -30,12 +47,13 @@ class PackedWeight {
  public:
   PackedWeight(const gemm::GemmKernel<T>& kernel, int64_t k, int64_t gates, int64_t units,
                const T* src, int64_t gate_offset, int64_t unit_stride, int64_t k_stride)
-      : kernel_(kernel), k_(k), gates_(gates), units_(units) {
+      : kernel_(kernel),
+        k_(k),
+        gates_(gates),
+        units_(units),
+        blocks_(gemm::detail::ceil_div(units, kernel.nr)),
+        data_(blocks_ * gates * k * kernel.nr) {
     const int64_t nr = kernel.nr;
-    blocks_ = gemm::detail::ceil_div(units, nr);
-    data_ = static_cast<T*>(
-        ::operator new(sizeof(T) * std::max<int64_t>(1, blocks_ * gates * k * nr),
-                       std::align_val_t(64)));
 #pragma omp parallel for schedule(static) num_threads(gemm::gemm_threads(k, gates * units, 1))
     for (int64_t b = 0; b < blocks_; ++b) {
       const int64_t u0 = b * nr, width = std::min(nr, units - u0);
@@ -47,9 +65,6 @@ class PackedWeight {
       }
     }
   }
-  PackedWeight(const PackedWeight&) = delete;
-  PackedWeight& operator=(const PackedWeight&) = delete;
-  ~PackedWeight() { ::operator delete(data_, std::align_val_t(64)); }
 
   const gemm::GemmKernel<T>& kernel() const { return kernel_; }
   int64_t k() const { return k_; }
@@ -57,27 +72,37 @@ class PackedWeight {
   int64_t units() const { return units_; }
   int64_t blocks() const { return blocks_; }
 
+  // Elements of the buffer StepProduct packs `rows` rows of A into.
+  int64_t a_pack_size(int64_t rows) const {
+    return gemm::detail::ceil_div(rows, kernel_.mr) * kernel_.mr * k_;
+  }
+
   // The kc x NR panel of gate g, unit block b, depth from pc.
   T* panel(int64_t b, int64_t g, int64_t pc) const {
     const int64_t nr = kernel_.nr;
-    return data_ + (b * gates_ * k_ + pc * gates_) * nr + g * std::min(kernel_.kc, k_ - pc) * nr;
+    return data_.get() + (b * gates_ * k_ + pc * gates_) * nr +
+           g * std::min(kernel_.kc, k_ - pc) * nr;
   }
 
  private:
   const gemm::GemmKernel<T>& kernel_;
   int64_t k_, gates_, units_, blocks_;
-  T* data_;
+  AlignedArray<T> data_;
 };
 
 // One step's product C [+]= A @ B (+ bias) over `rows` rows, for the unit
 // blocks of thread `tid` of `nthreads`, each followed by after(u0, u1) on
 // its units [u0, u1). Gate g's column u of C is c[r * ldc + g * gate_stride
 // + u]; per gate, `accumulate` adds onto C and `bias` (nullable, indexed by
-// unit) is added. A (rows x k) has rows lda apart and adjacent columns. Call
-// from every thread of a parallel region; no barrier inside.
+// unit) is added. A (rows x k) has rows lda apart and adjacent columns; the
+// threads pack it together into a_pack (a_pack_size elements, shared), so
+// every thread of the parallel region must call run, which has a barrier
+// between the packing and the product. The caller must not change A or
+// a_pack before every thread has returned.
 template <typename T>
 struct StepProduct {
   const PackedWeight<T>& w;
+  T* a_pack;
   const T* a;
   int64_t lda;
   T* c;
@@ -89,20 +114,19 @@ struct StepProduct {
   void run(int64_t rows, int tid, int nthreads, After&& after) const {
     const gemm::GemmKernel<T>& kernel = w.kernel();
     const int64_t k = w.k(), MR = kernel.mr;
+    // A packed by kc block (the micro-panels of depth pc start at a_pack +
+    // padded * pc), each thread its share of the micro-panels.
+    const int64_t padded = gemm::detail::ceil_div(rows, MR) * MR;
+    int64_t q0, q1;
+    gemm::detail::split(padded / MR, nthreads, tid, &q0, &q1);
+    const int64_t r0 = q0 * MR, r1 = std::min(rows, q1 * MR);
+    for (int64_t pc = 0; pc < k && r0 < r1; pc += kernel.kc) {
+      const int64_t kc = std::min(kernel.kc, k - pc);
+      kernel.pack_a(r1 - r0, kc, a + r0 * lda + pc, lda, 1, T(1), a_pack + padded * pc + r0 * kc);
+    }
+#pragma omp barrier
     int64_t b0, b1;
     gemm::detail::split(w.blocks(), nthreads, tid, &b0, &b1);
-    if (b0 == b1) return;
-    // All rows of A, packed by kc block: the micro-panels of depth pc start at
-    // a_pack + padded_rows * pc.
-    const int64_t padded = gemm::detail::ceil_div(rows, MR) * MR;
-    T* a_pack = nullptr;
-    if (rows > 0) {
-      a_pack = static_cast<T*>(
-          gemm::workspace(gemm::Workspace::pack_a, sizeof(T) * std::max<int64_t>(1, padded * k)));
-      for (int64_t pc = 0; pc < k; pc += kernel.kc)
-        kernel.pack_a(rows, std::min(kernel.kc, k - pc), a + pc, lda, 1, T(1),
-                      a_pack + padded * pc);
-    }
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t u0 = b * kernel.nr, u1 = std::min(w.units(), u0 + kernel.nr);
       for (int64_t g = 0; g < w.gates() && rows > 0; ++g) {

@@ -153,6 +153,7 @@ void lstm_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const
   const T* b = bias_sum(b_ih, b_hh, G, bias);
   // B (H x 4H) = w_hh^T: gate g's unit u is w_hh row g * H + u.
   const PackedWeight<T> w(gemm::kernels<T>(), H, 4, H, w_hh, H * H, H, 1);
+  const AlignedArray<T> a_pack(w.a_pack_size(B));
   auto project_input = [&](int64_t t0, int64_t t1) {
     project<T>(s.offset[t1] - s.offset[t0], G, I, packed_input(p, s, x, t0, t1, x_copy), w_ih, b,
                {rows(t0), ld, 1}, false);
@@ -164,7 +165,8 @@ void lstm_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const
     const int64_t n = s.running[t];
     T* first = rows(t);
     // Onto the input projection, from h_{t-1} in the same rows.
-    const StepProduct<T> product{w, first + 6 * H, ld, first, ld, H, {true, true, true, true}, {}};
+    const StepProduct<T> product{
+        w, a_pack.get(), first + 6 * H, ld, first, ld, H, {true, true, true, true}, {}};
     product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
       for (int64_t r = 0; r < n; ++r) {
         T* row = first + r * ld;
@@ -195,6 +197,7 @@ void gru_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const 
   const T* b_in = b_ih ? b_ih + 2 * H : nullptr;
   const T* b_hn = b_hh ? b_hh + 2 * H : nullptr;
   const PackedWeight<T> w(gemm::kernels<T>(), H, 3, H, w_hh, H * H, H, 1);
+  const AlignedArray<T> a_pack(w.a_pack_size(B));
   auto project_input = [&](int64_t t0, int64_t t1) {
     const int64_t m = s.offset[t1] - s.offset[t0];
     const MatrixView<const T> xp = packed_input(p, s, x, t0, t1, x_copy);
@@ -206,8 +209,8 @@ void gru_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const 
     const int64_t n = s.running[t];
     T* first = rows(t);
     // r and z onto the input projection; hn = W_hn h + b_hn into its own columns.
-    const StepProduct<T> product{w, first + 4 * H, ld, first, ld, H, {true, true, false, false},
-                                 {nullptr, nullptr, b_hn, nullptr}};
+    const StepProduct<T> product{w,     a_pack.get(), first + 4 * H, ld, first, ld, H,
+                                 {true, true, false, false}, {nullptr, nullptr, b_hn, nullptr}};
     product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
       for (int64_t r = 0; r < n; ++r) {
         T* row = first + r * ld;
@@ -269,6 +272,30 @@ void input_grad(const RnnParams& p, const Schedule& s, int64_t G, const T* dg, c
       std::copy_n(packed.get() + (s.offset[t] + r) * I, I, grad_input + (t * B + s.order[r]) * I);
 }
 
+// The backward's time loop, from the last step: for t = T - 1 down to -1,
+// product_of(t) (a StepProduct) turns step t + 1's gate gradients into the
+// gradient of h_t for the rows that ran step t + 1 (the other rows still hold
+// grad_h_n, for the step where they end); then row(t, r) runs step t's
+// pointwise pass on each of its rows (t = -1: the product alone, grad_h0).
+// The pointwise pass is split by whole rows, so that each thread reads its
+// rows of `saved`, long out of cache, front to back.
+template <typename ProductOf, typename Row>
+void reverse_loop(const RnnParams& p, const Schedule& s, int threads, ProductOf&& product_of,
+                  Row&& row) {
+#pragma omp parallel num_threads(threads)
+  {
+    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+    for (int64_t t = p.seq_len - 1; t >= -1; --t) {
+      const int64_t later = t + 1 < p.seq_len ? s.running[t + 1] : 0;
+      product_of(t).run(later, tid, nthreads, [](int64_t, int64_t) {});
+#pragma omp barrier
+      if (t < 0) continue;
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < s.running[t]; ++r) row(t, r);
+    }
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -286,32 +313,17 @@ void lstm_backward(const RnnParams& p, const int64_t* lengths, const T* grad_out
   const std::vector<T> zeros(grad_output ? 0 : H, T(0));
   // B (4H x H) = w_hh: dh = (gate gradients) @ w_hh.
   const PackedWeight<T> w(gemm::kernels<T>(), G, 1, H, w_hh, 0, 1, H);
-#pragma omp parallel num_threads(gemm::gemm_threads(B, H, G))
-  {
-    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
-    for (int64_t t = p.seq_len - 1; t >= -1; --t) {
-      // The gradient of h_t for the rows that ran step t + 1, from its gate
-      // gradients (the other rows still hold grad_h_n, for the step where
-      // they end); then step t's pointwise pass (t = -1: grad_h0 alone).
-      const bool later = t + 1 < p.seq_len;
-      const StepProduct<T> product{w, later ? dg.get() + s.offset[t + 1] * G : nullptr, G,
-                                   dh.data(), H, 0, {false}, {}};
-      const int64_t n = t >= 0 ? s.running[t] : 0;
-      const T* step = t >= 0 ? saved + s.offset[t] * ld : nullptr;
-      T* d_step = t >= 0 ? dg.get() + s.offset[t] * G : nullptr;
-      product.run(later ? s.running[t + 1] : 0, tid, nthreads, [&](int64_t u0, int64_t u1) {
-        for (int64_t r = 0; r < n; ++r) {
-          const T* row = step + r * ld;
-          T* dh_row = dh.data() + r * H;
-          T* dc_row = dc.data() + r * H;
-          pointwise.lstm_backward(row, row + 5 * H, dh_row,
-                                  output_grad(s, B, H, t, r, grad_output, zeros.data()), dc_row,
-                                  dc_row, d_step + r * G, H, u0, u1);
-        }
-      });
-#pragma omp barrier
-    }
-  }
+  const AlignedArray<T> a_pack(w.a_pack_size(B));
+  reverse_loop(p, s, gemm::gemm_threads(B, H, G), [&](int64_t t) {
+    return StepProduct<T>{w, a_pack.get(), dg.get() + s.offset[t + 1] * G, G, dh.data(), H, 0,
+                          {false}, {}};
+  }, [&](int64_t t, int64_t r) {
+    const T* row = saved + (s.offset[t] + r) * ld;
+    T* dc_row = dc.data() + r * H;
+    pointwise.lstm_backward(row, row + 5 * H, dh.data() + r * H,
+                            output_grad(s, B, H, t, r, grad_output, zeros.data()), dc_row, dc_row,
+                            dg.get() + (s.offset[t] + r) * G, H, 0, H);
+  });
   unpack_state(s, H, dh, grad_h0);
   unpack_state(s, H, dc, grad_c0);
   input_grad(p, s, G, dg.get(), w_ih, grad_input);
@@ -336,31 +348,20 @@ void gru_backward(const RnnParams& p, const int64_t* lengths, const T* grad_outp
   std::vector<T> dh = final_grad(s, H, grad_h_n);
   const std::vector<T> zeros(grad_output ? 0 : H, T(0));
   const PackedWeight<T> w(gemm::kernels<T>(), G, 1, H, w_hh, 0, 1, H);
-#pragma omp parallel num_threads(gemm::gemm_threads(B, H, G))
-  {
-    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
-    for (int64_t t = p.seq_len - 1; t >= -1; --t) {
-      // As for the LSTM, the product adding onto the blend's share of the
-      // gradient, which step t + 1's pointwise pass left in dh.
-      const bool later = t + 1 < p.seq_len;
-      const StepProduct<T> product{w, later ? dhid.get() + s.offset[t + 1] * G : nullptr, G,
-                                   dh.data(), H, 0, {true}, {}};
-      const int64_t n = t >= 0 ? s.running[t] : 0;
-      const T* step = t >= 0 ? saved + s.offset[t] * ld : nullptr;
-      T* in_step = t >= 0 ? di.get() + s.offset[t] * G : nullptr;
-      T* hid_step = t >= 0 ? dhid.get() + s.offset[t] * G : nullptr;
-      product.run(later ? s.running[t + 1] : 0, tid, nthreads, [&](int64_t u0, int64_t u1) {
-        for (int64_t r = 0; r < n; ++r) {
-          const T* row = step + r * ld;
-          T* dh_row = dh.data() + r * H;
-          pointwise.gru_backward(row, row + 3 * H, row + 2 * H, row + 4 * H, dh_row,
-                                 output_grad(s, B, H, t, r, grad_output, zeros.data()), dh_row,
-                                 in_step + r * G, hid_step + r * G, H, u0, u1);
-        }
-      });
-#pragma omp barrier
-    }
-  }
+  const AlignedArray<T> a_pack(w.a_pack_size(B));
+  // The product adds onto the blend's share of the gradient, which step
+  // t + 1's pointwise pass left in dh.
+  reverse_loop(p, s, gemm::gemm_threads(B, H, G), [&](int64_t t) {
+    return StepProduct<T>{w, a_pack.get(), dhid.get() + s.offset[t + 1] * G, G, dh.data(), H, 0,
+                          {true}, {}};
+  }, [&](int64_t t, int64_t r) {
+    const T* row = saved + (s.offset[t] + r) * ld;
+    T* dh_row = dh.data() + r * H;
+    const int64_t at = (s.offset[t] + r) * G;
+    pointwise.gru_backward(row, row + 3 * H, row + 2 * H, row + 4 * H, dh_row,
+                           output_grad(s, B, H, t, r, grad_output, zeros.data()), dh_row,
+                           di.get() + at, dhid.get() + at, H, 0, H);
+  });
   unpack_state(s, H, dh, grad_h0);
   input_grad(p, s, G, di.get(), w_ih, grad_input);
   std::vector<T> x_copy;
