@@ -19,6 +19,7 @@
 #include <new>
 
 #include "cpu/gemm/driver.h"
+#include "cpu/rnn/common.h"
 
 namespace dlkern::cpu::rnn {
 
@@ -54,7 +55,7 @@ class PackedWeight {
         blocks_(gemm::detail::ceil_div(units, kernel.nr)),
         data_(blocks_ * gates * k * kernel.nr) {
     const int64_t nr = kernel.nr;
-#pragma omp parallel for schedule(static) num_threads(gemm::gemm_threads(k, gates * units, 1))
+#pragma omp parallel for schedule(static) num_threads(threads_for(k * gates * units))
     for (int64_t b = 0; b < blocks_; ++b) {
       const int64_t u0 = b * nr, width = std::min(nr, units - u0);
       for (int64_t pc = 0; pc < k; pc += kernel.kc) {
@@ -92,9 +93,9 @@ class PackedWeight {
 
 // One step's product C [+]= A @ B (+ bias) over `rows` rows, for the unit
 // blocks of thread `tid` of `nthreads`, each followed by after(u0, u1) on
-// its units [u0, u1). Gate g's column u of C is c[r * ldc + g * gate_stride
-// + u]; per gate, `accumulate` adds onto C and `bias` (nullable, indexed by
-// unit) is added. A (rows x k) has rows lda apart and adjacent columns; the
+// its units [u0, u1). Gate g's column u of C is c[r * ldc + column[g] + u];
+// per gate, `accumulate` adds onto C and `bias` (nullable, indexed by unit)
+// is added. A (rows x k) has rows lda apart and adjacent columns; the
 // threads pack it together into a_pack (a_pack_size elements, shared), so
 // every thread of the parallel region must call run, which has a barrier
 // between the packing and the product. The caller must not change A or
@@ -106,7 +107,8 @@ struct StepProduct {
   const T* a;
   int64_t lda;
   T* c;
-  int64_t ldc, gate_stride;
+  int64_t ldc;
+  int64_t column[4];
   bool accumulate[4];
   const T* bias[4];
 
@@ -142,7 +144,7 @@ struct StepProduct {
           const T* panel = w.panel(b, g, pc);
           for (int64_t ir = 0; ir < rows; ir += MR) {
             out.m = static_cast<int>(std::min(MR, rows - ir));
-            out.c = c + ir * ldc + g * gate_stride + u0;
+            out.c = c + ir * ldc + column[g] + u0;
             kernel.micro_kernels[out.m - 1](kc, a_pack + padded * pc + ir * kc, panel, out);
           }
         }

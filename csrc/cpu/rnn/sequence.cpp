@@ -28,25 +28,48 @@ namespace {
 
 using dlkern::rnn::Schedule;
 
-// The input's packed rows of steps [t0, t1) as a (rows, I) matrix: the input
-// itself when it is one (every entry runs every step and the steps follow
-// each other in memory), else gathered into `copy`.
+// Whether the input's packed rows are its own rows, a (rows, I) matrix with
+// adjacent columns: every entry runs every step and the steps follow each
+// other in memory.
 template <typename T>
-MatrixView<const T> packed_input(const RnnParams& p, const Schedule& s, SequenceView<const T> x,
-                                 int64_t t0, int64_t t1, std::vector<T>& copy) {
-  const int64_t B = p.batch, I = p.input_size;
-  if (s.identity && (t1 - t0 == 1 || B == 1 || x.t_stride == B * x.b_stride))
-    return {x.data + t0 * x.t_stride, B == 1 ? x.t_stride : x.b_stride, x.col_stride};
-  const int64_t first = s.offset[t0];
-  copy.resize((s.offset[t1] - first) * I);
-#pragma omp parallel for schedule(static) num_threads(threads_for(copy.size()))
+bool input_is_matrix(const RnnParams& p, const Schedule& s, SequenceView<const T> x) {
+  return s.identity && x.col_stride == 1 &&
+         (p.seq_len == 1 || p.batch == 1 || x.t_stride == p.batch * x.b_stride);
+}
+
+// The packed rows from step t0 on, when input_is_matrix.
+template <typename T>
+MatrixView<const T> input_matrix(const RnnParams& p, SequenceView<const T> x, int64_t t0) {
+  return {x.data + t0 * x.t_stride, p.batch == 1 ? x.t_stride : x.b_stride, 1};
+}
+
+// Thread tid's share of copying the packed input rows of steps [t0, t1) into
+// dst, a (rows, I) matrix.
+template <typename T>
+void gather_input(const RnnParams& p, const Schedule& s, SequenceView<const T> x, int64_t t0,
+                  int64_t t1, T* dst, int tid, int nthreads) {
+  int64_t r0, r1;  // packed rows, counted from step t0's first
+  gemm::detail::split(s.offset[t1] - s.offset[t0], nthreads, tid, &r0, &r1);
+  const int64_t I = p.input_size;
   for (int64_t t = t0; t < t1; ++t)
     for (int64_t r = 0; r < s.running[t]; ++r) {
+      const int64_t row = s.offset[t] - s.offset[t0] + r;
+      if (row < r0 || row >= r1) continue;
       const T* src = x.data + t * x.t_stride + s.order[r] * x.b_stride;
-      T* dst = copy.data() + (s.offset[t] + r - first) * I;
-      for (int64_t j = 0; j < I; ++j) dst[j] = src[j * x.col_stride];
+      for (int64_t j = 0; j < I; ++j) dst[row * I + j] = src[j * x.col_stride];
     }
-  return {copy.data(), I, 1};
+}
+
+// All the packed input rows, as the weight gradient reads them.
+template <typename T>
+MatrixView<const T> packed_input(const RnnParams& p, const Schedule& s, SequenceView<const T> x,
+                                 std::vector<T>& copy) {
+  if (input_is_matrix(p, s, x)) return input_matrix(p, x, 0);
+  copy.resize(s.rows() * p.input_size);
+  const int threads = threads_for(copy.size());
+#pragma omp parallel num_threads(threads)
+  gather_input(p, s, x, 0, p.seq_len, copy.data(), omp_get_thread_num(), omp_get_num_threads());
+  return {copy.data(), p.input_size, 1};
 }
 
 // Where the forward keeps each step's rows (the saved layout): in `saved`
@@ -62,11 +85,12 @@ class StepRows {
     const int64_t steps = static_cast<int64_t>(s.running.size());
     const int64_t step_bytes = std::max<int64_t>(1, batch * ld * int64_t(sizeof(T)));
     chunk_ = std::clamp<int64_t>((int64_t(8) << 20) / step_bytes, 1, std::max<int64_t>(1, steps));
-    if (!saved) ring_.reset(new T[2 * chunk_ * batch * ld]);  // every row is written first
     ring_rows_ = chunk_ * batch;
+    if (!saved) ring_.reset(new T[2 * ring_rows_ * ld]);  // every row is written first
   }
 
   int64_t chunk() const { return chunk_; }
+  int64_t chunk_rows() const { return ring_rows_; }
 
   // The first row of step t; a step's rows are contiguous, ld apart.
   T* operator()(int64_t t) const {
@@ -77,7 +101,7 @@ class StepRows {
 
  private:
   const Schedule& s_;
-  int64_t ld_, chunk_, ring_rows_ = 0;
+  int64_t ld_, chunk_, ring_rows_;
   T* saved_;
   std::unique_ptr<T[]> ring_;
 };
@@ -89,6 +113,12 @@ const T* bias_sum(const T* a, const T* b, int64_t n, std::vector<T>& sum) {
   sum.resize(n);
   for (int64_t j = 0; j < n; ++j) sum[j] = a[j] + b[j];
   return sum.data();
+}
+
+// Gate g's part of a bias of gates x H, or null.
+template <typename T>
+const T* gate_bias(const T* bias, int64_t g, int64_t H) {
+  return bias ? bias + g * H : nullptr;
 }
 
 // Row r of the state at step 0, for each state v: rows of h0 (and c0) in
@@ -119,23 +149,38 @@ T* next_state(const Schedule& s, const StepRows<T>& rows, int64_t ld, int64_t co
   return final_state + s.order[r] * H;
 }
 
-// The forward's time loop, chunk by chunk: `project(t0, t1)` writes the
-// input projection of steps [t0, t1) into their rows, then one thread region
-// runs their steps, `step(t, tid, nthreads)` each, with a barrier after each.
+// The forward's time loop, in one thread region, chunk by chunk: every
+// thread calls project(t0, t1, tid, nthreads), which writes the input
+// projection of steps [t0, t1) into their rows, then step(t, tid, nthreads)
+// for each of them, with a barrier after each call.
 template <typename Project, typename Step>
 void time_loop(int64_t seq_len, int64_t chunk, int threads, Project&& project, Step&& step) {
-  for (int64_t t0 = 0; t0 < seq_len; t0 += chunk) {
-    const int64_t t1 = std::min(seq_len, t0 + chunk);
-    project(t0, t1);
 #pragma omp parallel num_threads(threads)
-    {
-      const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+  {
+    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+    for (int64_t t0 = 0; t0 < seq_len; t0 += chunk) {
+      const int64_t t1 = std::min(seq_len, t0 + chunk);
+      project(t0, t1, tid, nthreads);
+#pragma omp barrier
       for (int64_t t = t0; t < t1; ++t) {
         step(t, tid, nthreads);
 #pragma omp barrier
       }
     }
   }
+}
+
+// The input rows of steps [t0, t1) for the input projection: the input's own
+// rows, or thread tid's share gathered into `copy` (chunk rows x I, shared)
+// and a barrier, after which every thread sees them all.
+template <typename T>
+MatrixView<const T> chunk_input(const RnnParams& p, const Schedule& s, SequenceView<const T> x,
+                                bool matrix, T* copy, int64_t t0, int64_t t1, int tid,
+                                int nthreads) {
+  if (matrix) return input_matrix(p, x, t0);
+  gather_input(p, s, x, t0, t1, copy, tid, nthreads);
+#pragma omp barrier
+  return {copy, p.input_size, 1};
 }
 
 }  // namespace
@@ -149,15 +194,24 @@ void lstm_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const
   const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 4 * H;
   const int64_t ld = lstm_saved_width(H);
   const StepRows<T> rows(s, B, ld, saved);
-  std::vector<T> x_copy, bias;
+  std::vector<T> bias;
   const T* b = bias_sum(b_ih, b_hh, G, bias);
-  // B (H x 4H) = w_hh^T: gate g's unit u is w_hh row g * H + u.
-  const PackedWeight<T> w(gemm::kernels<T>(), H, 4, H, w_hh, H * H, H, 1);
-  const AlignedArray<T> a_pack(w.a_pack_size(B));
-  auto project_input = [&](int64_t t0, int64_t t1) {
-    project<T>(s.offset[t1] - s.offset[t0], G, I, packed_input(p, s, x, t0, t1, x_copy), w_ih, b,
-               {rows(t0), ld, 1}, false);
-    if (t0 > 0) return;
+  // Both weights packed once: B (I x 4H) = w_ih^T and (H x 4H) = w_hh^T, gate
+  // g's unit u the weight's row g * H + u.
+  const auto& kernel = gemm::kernels<T>();
+  const PackedWeight<T> w_in(kernel, I, 4, H, w_ih, H * I, I, 1), w(kernel, H, 4, H, w_hh, H * H, H, 1);
+  const AlignedArray<T> a_pack_in(w_in.a_pack_size(rows.chunk_rows())), a_pack(w.a_pack_size(B));
+  const bool matrix = input_is_matrix(p, s, x);
+  const std::unique_ptr<T[]> x_copy(matrix ? nullptr : new T[rows.chunk_rows() * I]);
+  auto project_input = [&](int64_t t0, int64_t t1, int tid, int nthreads) {
+    const MatrixView<const T> xp =
+        chunk_input(p, s, x, matrix, x_copy.get(), t0, t1, tid, nthreads);
+    const StepProduct<T> product{w_in, a_pack_in.get(), xp.data, xp.row_stride, rows(t0), ld,
+                                 {0, H, 2 * H, 3 * H}, {false, false, false, false},
+                                 {gate_bias(b, 0, H), gate_bias(b, 1, H), gate_bias(b, 2, H),
+                                  gate_bias(b, 3, H)}};
+    product.run(s.offset[t1] - s.offset[t0], tid, nthreads, [](int64_t, int64_t) {});
+    if (t0 > 0 || tid != 0) return;
     initial_state(s, H, c0, rows(0), ld, 5 * H);
     initial_state(s, H, h0, rows(0), ld, 6 * H);
   };
@@ -165,8 +219,8 @@ void lstm_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const
     const int64_t n = s.running[t];
     T* first = rows(t);
     // Onto the input projection, from h_{t-1} in the same rows.
-    const StepProduct<T> product{
-        w, a_pack.get(), first + 6 * H, ld, first, ld, H, {true, true, true, true}, {}};
+    const StepProduct<T> product{w,  a_pack.get(), first + 6 * H, ld, first, ld, {0, H, 2 * H, 3 * H},
+                                 {true, true, true, true}, {}};
     product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
       for (int64_t r = 0; r < n; ++r) {
         T* row = first + r * ld;
@@ -192,25 +246,31 @@ void gru_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const 
   // step over w_hh's rows (r, z, n in order) fills the first three.
   const int64_t ld = gru_saved_width(H);
   const StepRows<T> rows(s, B, ld, saved);
-  std::vector<T> x_copy, bias;
+  std::vector<T> bias;
   const T* b_rz = bias_sum(b_ih, b_hh, 2 * H, bias);
   const T* b_in = b_ih ? b_ih + 2 * H : nullptr;
   const T* b_hn = b_hh ? b_hh + 2 * H : nullptr;
-  const PackedWeight<T> w(gemm::kernels<T>(), H, 3, H, w_hh, H * H, H, 1);
-  const AlignedArray<T> a_pack(w.a_pack_size(B));
-  auto project_input = [&](int64_t t0, int64_t t1) {
-    const int64_t m = s.offset[t1] - s.offset[t0];
-    const MatrixView<const T> xp = packed_input(p, s, x, t0, t1, x_copy);
-    project<T>(m, 2 * H, I, xp, w_ih, b_rz, {rows(t0), ld, 1}, false);
-    project<T>(m, H, I, xp, w_ih + 2 * H * I, b_in, {rows(t0) + 3 * H, ld, 1}, false);
-    if (t0 == 0) initial_state(s, H, h0, rows(0), ld, 4 * H);
+  const auto& kernel = gemm::kernels<T>();
+  const PackedWeight<T> w_in(kernel, I, 3, H, w_ih, H * I, I, 1), w(kernel, H, 3, H, w_hh, H * H, H, 1);
+  const AlignedArray<T> a_pack_in(w_in.a_pack_size(rows.chunk_rows())), a_pack(w.a_pack_size(B));
+  const bool matrix = input_is_matrix(p, s, x);
+  const std::unique_ptr<T[]> x_copy(matrix ? nullptr : new T[rows.chunk_rows() * I]);
+  auto project_input = [&](int64_t t0, int64_t t1, int tid, int nthreads) {
+    const MatrixView<const T> xp =
+        chunk_input(p, s, x, matrix, x_copy.get(), t0, t1, tid, nthreads);
+    // r and z with both biases; the n gate's input side apart, in column 3H.
+    const StepProduct<T> product{w_in, a_pack_in.get(), xp.data, xp.row_stride, rows(t0), ld,
+                                 {0, H, 3 * H}, {false, false, false},
+                                 {gate_bias(b_rz, 0, H), gate_bias(b_rz, 1, H), b_in}};
+    product.run(s.offset[t1] - s.offset[t0], tid, nthreads, [](int64_t, int64_t) {});
+    if (t0 == 0 && tid == 0) initial_state(s, H, h0, rows(0), ld, 4 * H);
   };
   auto step = [&](int64_t t, int tid, int nthreads) {
     const int64_t n = s.running[t];
     T* first = rows(t);
     // r and z onto the input projection; hn = W_hn h + b_hn into its own columns.
-    const StepProduct<T> product{w,     a_pack.get(), first + 4 * H, ld, first, ld, H,
-                                 {true, true, false, false}, {nullptr, nullptr, b_hn, nullptr}};
+    const StepProduct<T> product{w,  a_pack.get(), first + 4 * H, ld, first, ld, {0, H, 2 * H},
+                                 {true, true, false}, {nullptr, nullptr, b_hn}};
     product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
       for (int64_t r = 0; r < n; ++r) {
         T* row = first + r * ld;
@@ -315,7 +375,7 @@ void lstm_backward(const RnnParams& p, const int64_t* lengths, const T* grad_out
   const PackedWeight<T> w(gemm::kernels<T>(), G, 1, H, w_hh, 0, 1, H);
   const AlignedArray<T> a_pack(w.a_pack_size(B));
   reverse_loop(p, s, gemm::gemm_threads(B, H, G), [&](int64_t t) {
-    return StepProduct<T>{w, a_pack.get(), dg.get() + s.offset[t + 1] * G, G, dh.data(), H, 0,
+    return StepProduct<T>{w, a_pack.get(), dg.get() + s.offset[t + 1] * G, G, dh.data(), H, {0},
                           {false}, {}};
   }, [&](int64_t t, int64_t r) {
     const T* row = saved + (s.offset[t] + r) * ld;
@@ -328,7 +388,7 @@ void lstm_backward(const RnnParams& p, const int64_t* lengths, const T* grad_out
   unpack_state(s, H, dc, grad_c0);
   input_grad(p, s, G, dg.get(), w_ih, grad_input);
   std::vector<T> x_copy;
-  if (grad_w_ih) weight_grad<T>(s.rows(), G, I, dg.get(), packed_input(p, s, x, 0, p.seq_len, x_copy), grad_w_ih);
+  if (grad_w_ih) weight_grad<T>(s.rows(), G, I, dg.get(), packed_input(p, s, x, x_copy), grad_w_ih);
   if (grad_w_hh) weight_grad<T>(s.rows(), G, H, dg.get(), {saved + 6 * H, ld, 1}, grad_w_hh);
   if (grad_b_ih) column_sums<T>(s.rows(), G, dg.get(), G, grad_b_ih);
   if (grad_b_hh) column_sums<T>(s.rows(), G, dg.get(), G, grad_b_hh);
@@ -352,7 +412,7 @@ void gru_backward(const RnnParams& p, const int64_t* lengths, const T* grad_outp
   // The product adds onto the blend's share of the gradient, which step
   // t + 1's pointwise pass left in dh.
   reverse_loop(p, s, gemm::gemm_threads(B, H, G), [&](int64_t t) {
-    return StepProduct<T>{w, a_pack.get(), dhid.get() + s.offset[t + 1] * G, G, dh.data(), H, 0,
+    return StepProduct<T>{w, a_pack.get(), dhid.get() + s.offset[t + 1] * G, G, dh.data(), H, {0},
                           {true}, {}};
   }, [&](int64_t t, int64_t r) {
     const T* row = saved + (s.offset[t] + r) * ld;
@@ -365,7 +425,7 @@ void gru_backward(const RnnParams& p, const int64_t* lengths, const T* grad_outp
   unpack_state(s, H, dh, grad_h0);
   input_grad(p, s, G, di.get(), w_ih, grad_input);
   std::vector<T> x_copy;
-  if (grad_w_ih) weight_grad<T>(s.rows(), G, I, di.get(), packed_input(p, s, x, 0, p.seq_len, x_copy), grad_w_ih);
+  if (grad_w_ih) weight_grad<T>(s.rows(), G, I, di.get(), packed_input(p, s, x, x_copy), grad_w_ih);
   if (grad_w_hh) weight_grad<T>(s.rows(), G, H, dhid.get(), {saved + 4 * H, ld, 1}, grad_w_hh);
   if (grad_b_ih) column_sums<T>(s.rows(), G, di.get(), G, grad_b_ih);
   if (grad_b_hh) column_sums<T>(s.rows(), G, dhid.get(), G, grad_b_hh);
