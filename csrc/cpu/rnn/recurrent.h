@@ -53,13 +53,14 @@ class PackedWeight {
         gates_(gates),
         units_(units),
         blocks_(gemm::detail::ceil_div(units, kernel.nr)),
+        kc_(depth_block(kernel)),
         data_(blocks_ * gates * k * kernel.nr) {
     const int64_t nr = kernel.nr;
 #pragma omp parallel for schedule(static) num_threads(threads_for(k * gates * units))
     for (int64_t b = 0; b < blocks_; ++b) {
       const int64_t u0 = b * nr, width = std::min(nr, units - u0);
-      for (int64_t pc = 0; pc < k; pc += kernel.kc) {
-        const int64_t kc = std::min(kernel.kc, k - pc);
+      for (int64_t pc = 0; pc < k; pc += kc_) {
+        const int64_t kc = std::min(kc_, k - pc);
         for (int64_t g = 0; g < gates; ++g)
           kernel.pack_b(width, kc, src + g * gate_offset + u0 * unit_stride + pc * k_stride,
                         unit_stride, k_stride, T(1), panel(b, g, pc));
@@ -69,6 +70,8 @@ class PackedWeight {
 
   const gemm::GemmKernel<T>& kernel() const { return kernel_; }
   int64_t k() const { return k_; }
+  // The depth of a panel: panels are packed and multiplied kc() deep at a time.
+  int64_t kc() const { return kc_; }
   int64_t gates() const { return gates_; }
   int64_t units() const { return units_; }
   int64_t blocks() const { return blocks_; }
@@ -82,12 +85,20 @@ class PackedWeight {
   T* panel(int64_t b, int64_t g, int64_t pc) const {
     const int64_t nr = kernel_.nr;
     return data_.get() + (b * gates_ * k_ + pc * gates_) * nr +
-           g * std::min(kernel_.kc, k_ - pc) * nr;
+           g * std::min(kc_, k_ - pc) * nr;
   }
 
  private:
   const gemm::GemmKernel<T>& kernel_;
-  int64_t k_, gates_, units_, blocks_;
+  // A panel of 32 KiB at most: with the A micro-panel it streams against, it
+  // stays in a 48 KiB L1, where the GEMM's own kc would spill it to L2 (a
+  // step product reuses each panel over only a few row micro-panels).
+  static int64_t depth_block(const gemm::GemmKernel<T>& kernel) {
+    return std::clamp<int64_t>((int64_t(32) << 10) / (kernel.nr * int64_t(sizeof(T))), 1,
+                               kernel.kc);
+  }
+
+  int64_t k_, gates_, units_, blocks_, kc_;
   AlignedArray<T> data_;
 };
 
@@ -122,8 +133,8 @@ struct StepProduct {
     int64_t q0, q1;
     gemm::detail::split(padded / MR, nthreads, tid, &q0, &q1);
     const int64_t r0 = q0 * MR, r1 = std::min(rows, q1 * MR);
-    for (int64_t pc = 0; pc < k && r0 < r1; pc += kernel.kc) {
-      const int64_t kc = std::min(kernel.kc, k - pc);
+    for (int64_t pc = 0; pc < k && r0 < r1; pc += w.kc()) {
+      const int64_t kc = std::min(w.kc(), k - pc);
       kernel.pack_a(r1 - r0, kc, a + r0 * lda + pc, lda, 1, T(1), a_pack + padded * pc + r0 * kc);
     }
 #pragma omp barrier
@@ -137,8 +148,8 @@ struct StepProduct {
         out.cs = 1;
         out.n = static_cast<int>(u1 - u0);
         out.bias_stride = 1;
-        for (int64_t pc = 0; pc == 0 || pc < k; pc += kernel.kc) {
-          const int64_t kc = std::max<int64_t>(0, std::min(kernel.kc, k - pc));
+        for (int64_t pc = 0; pc == 0 || pc < k; pc += w.kc()) {
+          const int64_t kc = std::max<int64_t>(0, std::min(w.kc(), k - pc));
           out.load_c = accumulate[g] || pc > 0;
           out.col_bias = bias[g] && pc + kc >= k ? bias[g] + u0 : nullptr;
           const T* panel = w.panel(b, g, pc);
