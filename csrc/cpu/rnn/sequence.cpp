@@ -199,7 +199,8 @@ void lstm_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const
   // Both weights packed once: B (I x 4H) = w_ih^T and (H x 4H) = w_hh^T, gate
   // g's unit u the weight's row g * H + u.
   const auto& kernel = gemm::kernels<T>();
-  const PackedWeight<T> w_in(kernel, I, 4, H, w_ih, H * I, I, 1), w(kernel, H, 4, H, w_hh, H * H, H, 1);
+  const PackedWeight<T> w_in(kernel, I, 4, H, w_ih, H * I, I, 1);
+  const PackedWeight<T> w(kernel, H, 4, H, w_hh, H * H, H, 1);
   const AlignedArray<T> a_pack_in(w_in.a_pack_size(rows.chunk_rows())), a_pack(w.a_pack_size(B));
   const bool matrix = input_is_matrix(p, s, x);
   const std::unique_ptr<T[]> x_copy(matrix ? nullptr : new T[rows.chunk_rows() * I]);
@@ -219,8 +220,8 @@ void lstm_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const
     const int64_t n = s.running[t];
     T* first = rows(t);
     // Onto the input projection, from h_{t-1} in the same rows.
-    const StepProduct<T> product{w,  a_pack.get(), first + 6 * H, ld, first, ld, {0, H, 2 * H, 3 * H},
-                                 {true, true, true, true}, {}};
+    const StepProduct<T> product{w, a_pack.get(), first + 6 * H, ld, first, ld,
+                                 {0, H, 2 * H, 3 * H}, {true, true, true, true}, {}};
     product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
       for (int64_t r = 0; r < n; ++r) {
         T* row = first + r * ld;
@@ -251,7 +252,8 @@ void gru_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const 
   const T* b_in = b_ih ? b_ih + 2 * H : nullptr;
   const T* b_hn = b_hh ? b_hh + 2 * H : nullptr;
   const auto& kernel = gemm::kernels<T>();
-  const PackedWeight<T> w_in(kernel, I, 3, H, w_ih, H * I, I, 1), w(kernel, H, 3, H, w_hh, H * H, H, 1);
+  const PackedWeight<T> w_in(kernel, I, 3, H, w_ih, H * I, I, 1);
+  const PackedWeight<T> w(kernel, H, 3, H, w_hh, H * H, H, 1);
   const AlignedArray<T> a_pack_in(w_in.a_pack_size(rows.chunk_rows())), a_pack(w.a_pack_size(B));
   const bool matrix = input_is_matrix(p, s, x);
   const std::unique_ptr<T[]> x_copy(matrix ? nullptr : new T[rows.chunk_rows() * I]);
@@ -269,8 +271,8 @@ void gru_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const 
     const int64_t n = s.running[t];
     T* first = rows(t);
     // r and z onto the input projection; hn = W_hn h + b_hn into its own columns.
-    const StepProduct<T> product{w,  a_pack.get(), first + 4 * H, ld, first, ld, {0, H, 2 * H},
-                                 {true, true, false}, {nullptr, nullptr, b_hn}};
+    const StepProduct<T> product{w, a_pack.get(), first + 4 * H, ld, first, ld,
+                                 {0, H, 2 * H}, {true, true, false}, {nullptr, nullptr, b_hn}};
     product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
       for (int64_t r = 0; r < n; ++r) {
         T* row = first + r * ld;
@@ -332,6 +334,24 @@ void input_grad(const RnnParams& p, const Schedule& s, int64_t G, const T* dg, c
       std::copy_n(packed.get() + (s.offset[t] + r) * I, I, grad_input + (t * B + s.order[r]) * I);
 }
 
+// The gradients that are one product over all packed rows, from the gate
+// gradients on the input side d_in and the hidden side d_hid (rows, G): of
+// the input (d_in @ w_ih), of the weights (d_in^T @ x, d_hid^T @ h_prev,
+// h_prev the h_{t-1} columns of saved) and of the biases (column sums).
+template <typename T>
+void sequence_grads(const RnnParams& p, const Schedule& s, int64_t G, const T* d_in,
+                    const T* d_hid, SequenceView<const T> x, const T* w_ih,
+                    MatrixView<const T> h_prev, T* grad_input, T* grad_w_ih, T* grad_w_hh,
+                    T* grad_b_ih, T* grad_b_hh) {
+  input_grad(p, s, G, d_in, w_ih, grad_input);
+  std::vector<T> x_copy;
+  if (grad_w_ih)
+    weight_grad<T>(s.rows(), G, p.input_size, d_in, packed_input(p, s, x, x_copy), grad_w_ih);
+  if (grad_w_hh) weight_grad<T>(s.rows(), G, p.hidden_size, d_hid, h_prev, grad_w_hh);
+  if (grad_b_ih) column_sums<T>(s.rows(), G, d_in, G, grad_b_ih);
+  if (grad_b_hh) column_sums<T>(s.rows(), G, d_hid, G, grad_b_hh);
+}
+
 // The backward's time loop, from the last step: for t = T - 1 down to -1,
 // product_of(t) (a StepProduct) turns step t + 1's gate gradients into the
 // gradient of h_t for the rows that ran step t + 1 (the other rows still hold
@@ -365,7 +385,7 @@ void lstm_backward(const RnnParams& p, const int64_t* lengths, const T* grad_out
                    T* grad_w_ih, T* grad_w_hh, T* grad_b_ih, T* grad_b_hh) {
   const Schedule s = dlkern::rnn::schedule(p, lengths);
   const PointwiseKernels<T> pointwise = kernels<T>();
-  const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 4 * H;
+  const int64_t B = p.batch, H = p.hidden_size, G = 4 * H;
   const int64_t ld = lstm_saved_width(H);
   // Gradients of the pre-activations, gate by gate (every row written by its step).
   const std::unique_ptr<T[]> dg(new T[s.rows() * G]);
@@ -386,12 +406,8 @@ void lstm_backward(const RnnParams& p, const int64_t* lengths, const T* grad_out
   });
   unpack_state(s, H, dh, grad_h0);
   unpack_state(s, H, dc, grad_c0);
-  input_grad(p, s, G, dg.get(), w_ih, grad_input);
-  std::vector<T> x_copy;
-  if (grad_w_ih) weight_grad<T>(s.rows(), G, I, dg.get(), packed_input(p, s, x, x_copy), grad_w_ih);
-  if (grad_w_hh) weight_grad<T>(s.rows(), G, H, dg.get(), {saved + 6 * H, ld, 1}, grad_w_hh);
-  if (grad_b_ih) column_sums<T>(s.rows(), G, dg.get(), G, grad_b_ih);
-  if (grad_b_hh) column_sums<T>(s.rows(), G, dg.get(), G, grad_b_hh);
+  sequence_grads(p, s, G, dg.get(), dg.get(), x, w_ih, {saved + 6 * H, ld, 1}, grad_input,
+                 grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh);
 }
 
 template <typename T>
@@ -401,7 +417,7 @@ void gru_backward(const RnnParams& p, const int64_t* lengths, const T* grad_outp
                   T* grad_b_ih, T* grad_b_hh) {
   const Schedule s = dlkern::rnn::schedule(p, lengths);
   const PointwiseKernels<T> pointwise = kernels<T>();
-  const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 3 * H;
+  const int64_t B = p.batch, H = p.hidden_size, G = 3 * H;
   const int64_t ld = gru_saved_width(H);
   // Gradients of the pre-activations on each side: [r z xn] and [r z hn].
   const std::unique_ptr<T[]> di(new T[s.rows() * G]), dhid(new T[s.rows() * G]);
@@ -423,12 +439,8 @@ void gru_backward(const RnnParams& p, const int64_t* lengths, const T* grad_outp
                            di.get() + at, dhid.get() + at, H, 0, H);
   });
   unpack_state(s, H, dh, grad_h0);
-  input_grad(p, s, G, di.get(), w_ih, grad_input);
-  std::vector<T> x_copy;
-  if (grad_w_ih) weight_grad<T>(s.rows(), G, I, di.get(), packed_input(p, s, x, x_copy), grad_w_ih);
-  if (grad_w_hh) weight_grad<T>(s.rows(), G, H, dhid.get(), {saved + 4 * H, ld, 1}, grad_w_hh);
-  if (grad_b_ih) column_sums<T>(s.rows(), G, di.get(), G, grad_b_ih);
-  if (grad_b_hh) column_sums<T>(s.rows(), G, dhid.get(), G, grad_b_hh);
+  sequence_grads(p, s, G, di.get(), dhid.get(), x, w_ih, {saved + 4 * H, ld, 1}, grad_input,
+                 grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh);
 }
 
 }  // namespace cpu::rnn

@@ -25,10 +25,11 @@ GATES = {"lstm_cell": 4, "gru_cell": 3, "lstm": 4, "gru": 3}
 CELL_SHAPES = [("lstm_cell", 64, 512, 512), ("gru_cell", 64, 512, 512)]
 CELL_SHAPES_QUICK = [("lstm_cell", 16, 128, 128), ("gru_cell", 16, 128, 128)]
 # (op, pass, seq_len, batch, input_size, hidden_size, variable lengths)
-SEQUENCES = [(op, p, 100, 64, 256, 512, False) for op in ("lstm", "gru")
-             for p in ("forward", "forward+backward")] + [("lstm", "forward", 100, 64, 256, 512, True)]
-SEQUENCES_QUICK = [(op, p, 10, 8, 32, 48, False) for op in ("lstm", "gru")
-                   for p in ("forward", "forward+backward")] + [("lstm", "forward", 10, 8, 32, 48, True)]
+PASSES = ("forward", "forward+backward")
+SEQUENCES = ([(op, p, 100, 64, 256, 512, False) for op in ("lstm", "gru") for p in PASSES]
+             + [("lstm", "forward", 100, 64, 256, 512, True)])
+SEQUENCES_QUICK = ([(op, p, 10, 8, 32, 48, False) for op in ("lstm", "gru") for p in PASSES]
+                   + [("lstm", "forward", 10, 8, 32, 48, True)])
 
 
 def flop_count(op: str, rows: int, input_size: int, hidden: int, backward: bool = False) -> int:
