@@ -484,6 +484,27 @@ def test_invalid_launch_configuration(grid, block):
 
 
 @requires_emulator
+@pytest.mark.parametrize("order,seed", ORDERS, ids=ORDER_IDS)
+def test_cooperative_launch_runs_every_block_at_once(order, seed):
+    # More blocks than the host has cores (os.cpu_count() is 2 in CI): an
+    # ordinary launch would run some blocks only after others finish, and the
+    # grid barrier would wait forever; a cooperative launch runs them all.
+    blocks, threads, rounds = 8, 64, 5
+    sums = fixtures.grid_rounds(blocks, threads, rounds, order, seed)
+    expected = rounds * 1000 * blocks * (blocks - 1) // 2 + blocks * rounds * (rounds + 1) // 2
+    assert sums == [expected] * blocks
+
+
+@requires_emulator
+def test_cooperative_launch_too_large():
+    # 512 threads: 4 blocks per multiprocessor (2048 threads), 2 multiprocessors.
+    assert len(fixtures.grid_rounds(8, 512, 1, "forward", 0)) == 8
+    with pytest.raises(RuntimeError, match="cudaErrorCooperativeLaunchTooLarge.*at most 8 blocks"):
+        fixtures.grid_rounds(9, 512, 1, "forward", 0)
+    assert fixtures.last_error() == "cudaSuccess"
+
+
+@requires_emulator
 def test_every_block_runs_once():
     assert fixtures.count_blocks((5, 3, 2), (4, 4, 2)) == 30
     assert fixtures.count_blocks((1, 1, 1), (1024, 1, 1)) == 1

@@ -37,9 +37,9 @@ namespace dlkern::cuda {
 // `kernel` must be a plain name (take a pointer first for a template:
 // `auto kernel = gemm_kernel<T, 128>;`).
 #if defined(DLKERN_EMU)
-#define DLKERN_LAUNCH(kernel, grid, block, smem_bytes, stream, ...)                      \
-  ::dlkern::emu::launch(#kernel, kernel, dim3(grid), dim3(block), (smem_bytes), (stream), \
-                        ##__VA_ARGS__)
+#define DLKERN_LAUNCH(kernel, grid, block, smem_bytes, stream, ...)                    \
+  ::dlkern::emu::launch(#kernel, false, kernel, dim3(grid), dim3(block), (smem_bytes), \
+                        (stream), ##__VA_ARGS__)
 #else
 #define DLKERN_LAUNCH(kernel, grid, block, smem_bytes, stream, ...)  \
   do {                                                               \
@@ -56,4 +56,36 @@ namespace dlkern::cuda {
 #define DLKERN_DYNAMIC_SMEM(type, name)                 \
   extern __shared__ __align__(16) unsigned char dlkern_dynamic_smem_[]; \
   type* name = reinterpret_cast<type*>(dlkern_dynamic_smem_)
+#endif
+
+// A cooperative launch (cudaLaunchCooperativeKernel): every block is resident
+// at once, so blocks may wait for each other (cuda/grid_barrier.cuh). The
+// launch fails with cudaErrorCooperativeLaunchTooLarge when the grid does not
+// fit on the device at once; the emulator checks the same and runs one
+// worker per block.
+#if defined(DLKERN_EMU)
+#define DLKERN_LAUNCH_COOPERATIVE(kernel, grid, block, smem_bytes, stream, ...)           \
+  ::dlkern::emu::launch(#kernel, true, kernel, dim3(grid), dim3(block), (smem_bytes),    \
+                        (stream), ##__VA_ARGS__)
+#else
+#include <tuple>
+#include <type_traits>
+namespace dlkern::cuda {
+template <typename... Params, typename... Args>
+void launch_cooperative(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes,
+                        cudaStream_t stream, Args&&... args) {
+  std::tuple<std::decay_t<Params>...> params(std::forward<Args>(args)...);
+  std::apply(
+      [&](auto&... p) {
+        void* pointers[] = {static_cast<void*>(&p)...};
+        DLKERN_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel),
+                                                      grid, block, pointers, smem_bytes,
+                                                      stream));
+      },
+      params);
+}
+}  // namespace dlkern::cuda
+#define DLKERN_LAUNCH_COOPERATIVE(kernel, grid, block, smem_bytes, stream, ...)          \
+  ::dlkern::cuda::launch_cooperative(kernel, dim3(grid), dim3(block), (smem_bytes), (stream), \
+                                     __VA_ARGS__)
 #endif

@@ -585,6 +585,20 @@ void check_configuration(const KernelLaunch& L) {
                         kMaxDynamicSmemOptinBytes, ")"));
 }
 
+// Blocks of `threads` threads and the launch's dynamic shared memory that the
+// emulated device holds at once: compute capability 9.0's per-multiprocessor
+// limits on threads, blocks and shared memory (registers and static shared
+// memory are not known here).
+uint64_t co_resident_blocks(const KernelLaunch& L, unsigned threads) {
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  uint64_t per_sm = std::min<uint64_t>(prop.maxBlocksPerMultiProcessor,
+                                       prop.maxThreadsPerMultiProcessor / threads);
+  if (L.dynamic_smem_bytes > 0)
+    per_sm = std::min<uint64_t>(per_sm, prop.sharedMemPerMultiprocessor / L.dynamic_smem_bytes);
+  return per_sm * prop.multiProcessorCount;
+}
+
 std::mutex launch_mutex;
 
 }  // namespace
@@ -600,7 +614,18 @@ void run(const KernelLaunch& launch) {
   job.blocks = static_cast<uint64_t>(launch.grid.x) * launch.grid.y * launch.grid.z;
   job.threads_per_block = launch.block.x * launch.block.y * launch.block.z;
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  const unsigned workers = static_cast<unsigned>(std::min<uint64_t>(job.blocks, cores));
+  unsigned workers = static_cast<unsigned>(std::min<uint64_t>(job.blocks, cores));
+  if (launch.cooperative) {
+    // As CUDA does, refuse a grid that could not be resident all at once; the
+    // rest run one worker per block, since a block may wait for any other.
+    const uint64_t limit = co_resident_blocks(launch, job.threads_per_block);
+    if (job.blocks > limit)
+      launch_error(cudaErrorCooperativeLaunchTooLarge, launch,
+                   concat("a cooperative launch must fit on the device at once: at most ", limit,
+                          " blocks of this size (", kEmulatedMultiprocessors,
+                          " multiprocessors), got ", job.blocks));
+    workers = static_cast<unsigned>(job.blocks);
+  }
   {
     std::lock_guard<std::mutex> lock(launch_mutex);
     Pool::get().run(job, workers);

@@ -101,6 +101,9 @@ struct KernelLaunch {
   size_t dynamic_smem_bytes;
   void (*body)(void* context);  // runs the kernel for the current thread
   void* context;
+  // cudaLaunchCooperativeKernel: every block runs at once (one worker each),
+  // so that blocks may wait for each other (a grid-wide barrier).
+  bool cooperative = false;
 };
 
 // Checks the configuration like the CUDA runtime, runs every block, and
@@ -112,16 +115,17 @@ void run(const KernelLaunch& launch);
 // Under DLKERN_EMU, DLKERN_LAUNCH(kernel, grid, block, smem, stream, args...)
 // lands here. The arguments are converted to the kernel's parameter types
 // once, as CUDA does at launch, and every thread gets its own copy.
+// DLKERN_LAUNCH_COOPERATIVE lands in the same place with `cooperative` set.
 template <typename... Params, typename... Args>
-void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
-            size_t dynamic_smem_bytes, cudaStream_t /*stream: launches are synchronous*/,
-            Args&&... args) {
+void launch(const char* name, bool cooperative, void (*kernel)(Params...), dim3 grid,
+            dim3 block, size_t dynamic_smem_bytes,
+            cudaStream_t /*stream: launches are synchronous*/, Args&&... args) {
   static_assert(sizeof...(Params) == sizeof...(Args),
                 "DLKERN_LAUNCH: wrong number of kernel arguments");
   const std::tuple<std::decay_t<Params>...> params(std::forward<Args>(args)...);
   auto body = [&]() { std::apply(kernel, params); };
   detail::run({name, reinterpret_cast<const void*>(kernel), grid, block, dynamic_smem_bytes,
-               [](void* f) { (*static_cast<decltype(body)*>(f))(); }, &body});
+               [](void* f) { (*static_cast<decltype(body)*>(f))(); }, &body, cooperative});
 }
 
 inline void* dynamic_smem() { return detail::dynamic_smem(); }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 #include <type_traits>
 
 #include "emu/core.h"
@@ -70,6 +71,9 @@ inline void __syncwarp(unsigned mask = 0xffffffffu, DLKERN_EMU_SITE_PARAMS) {
 // Blocks share memory through real threads; fences order their accesses.
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+// A pause in a spin loop: the worker thread gives up its core, so that the
+// block being waited for runs (blocks may outnumber cores).
+inline void __nanosleep(unsigned /*ns*/) { std::this_thread::yield(); }
 
 // ------------------------------------------------------------ warp shuffles --
 template <typename T>

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "cuda/grid_barrier.cuh"
 #include "cuda/mma.cuh"
 #include "cuda/runtime.cuh"
 
@@ -244,6 +245,23 @@ __global__ void misaligned_ldmatrix_kernel(uint32_t* out) {
   uint32_t r[1];
   ldmatrix_x1(r, &tile[(threadIdx.x % 8) * 16 + 4]);
   out[threadIdx.x] = r[0];
+}
+
+// Rounds of a cooperative launch: in round k every block publishes b * 1000 + k
+// (slot parity k % 2), meets the others at the grid barrier, and adds up what
+// every block published; sums[b] is its total over the rounds. Without the
+// barrier a block would read slots not yet written (0xff bytes, -1) or stale.
+__global__ void grid_rounds_kernel(int rounds, unsigned* arrived, int* slots, long long* sums) {
+  const unsigned blocks = gridDim.x, b = blockIdx.x;
+  long long total = 0;
+  for (int k = 1; k <= rounds; ++k) {
+    int* round = slots + (k % 2) * blocks;
+    if (threadIdx.x == 0) round[b] = static_cast<int>(b) * 1000 + k;
+    grid_barrier(arrived, static_cast<unsigned>(k));
+    if (threadIdx.x == blockDim.x - 1)
+      for (unsigned o = 0; o < blocks; ++o) total += round[o];
+  }
+  if (threadIdx.x == blockDim.x - 1) sums[b] = total;
 }
 
 }  // namespace dlkern::fixtures

@@ -3,6 +3,7 @@
 // device's memory); every runner takes the fiber order and seed.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <string>
 #include <tuple>
@@ -200,6 +201,19 @@ unsigned long long count_blocks(const Dims& grid, const Dims& block, size_t smem
   return blocks;
 }
 
+// grid_rounds_kernel as a cooperative launch of `blocks` blocks.
+std::vector<long long> grid_rounds(unsigned blocks, unsigned threads, int rounds,
+                                   const std::string& order, uint64_t seed) {
+  std::vector<int> slots(2 * blocks, -1);
+  std::vector<long long> sums(blocks, -1);
+  unsigned arrived = 0;
+  Emulated emulated(order, seed);
+  auto kernel = fixtures::grid_rounds_kernel;
+  DLKERN_LAUNCH_COOPERATIVE(kernel, blocks, threads, 0, nullptr, rounds, &arrived, slots.data(),
+                            sums.data());
+  return sums;
+}
+
 // Runs a kernel that must fail; the emulator's error becomes RuntimeError.
 void fail(const std::string& kind, const std::string& order, uint64_t seed) {
   std::vector<int> ints(64);
@@ -263,6 +277,8 @@ PYBIND11_MODULE(_emu_fixtures, m) {
   m.def("cp_async_missing_barrier", &cp_async_missing_barrier, py::arg("x"), order, seed);
   m.def("reverse", &reverse, py::arg("x"), py::arg("max_dynamic_smem"));
   m.def("read_uninitialised", &read_uninitialised, py::arg("threads"));
+  m.def("grid_rounds", &grid_rounds, py::arg("blocks"), py::arg("threads"), py::arg("rounds"),
+        order, seed);
   m.def("count_blocks", &count_blocks, py::arg("grid"), py::arg("block"), py::arg("smem_bytes") = 0);
   m.def("fail", &fail, py::arg("kind"), order, seed);
   m.def("last_error", []() { return std::string(cudaGetErrorName(cudaGetLastError())); });
