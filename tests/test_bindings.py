@@ -22,7 +22,8 @@ requires_emulator = pytest.mark.skipif(
 
 OPS = ["conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
        "avg_pool2d_forward", "avg_pool2d_backward", "matmul", "lstm_cell_forward",
-       "gru_cell_forward", "lstm_cell_backward", "gru_cell_backward"]
+       "gru_cell_forward", "lstm_cell_backward", "gru_cell_backward", "lstm_forward",
+       "gru_forward", "lstm_backward", "gru_backward"]
 
 
 def address(x: np.ndarray) -> int:

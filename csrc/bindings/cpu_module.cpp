@@ -35,7 +35,7 @@ PYBIND11_MODULE(_cpu, m) {
   bindings::def_rnn_params(m);
   bindings::def_conv<bindings::Cpu>(m);
   bindings::def_pool<bindings::Cpu>(m);
-  bindings::def_rnn<bindings::Cpu>(m);  // CPU only until the CUDA kernels land
+  bindings::def_rnn<bindings::Cpu>(m);
   bindings::def_matmul<bindings::Cpu>(m);
 
   // A NumPy array's data address and strides in elements, or None where the

@@ -1,8 +1,6 @@
 // Recurrent bindings: RnnCellParams, RnnParams and the shape rules that
 // build them (_cpu only), and each kernel once as def_rnn<Backend> (see
-// backend.h). The sequences have CPU kernels only so far: def_rnn_sequences
-// is instantiated for Cpu alone, and python/dlkern/rnn.py refuses CUDA arrays
-// for them before reaching a binding.
+// backend.h).
 #pragma once
 
 #include <cstdint>
@@ -143,37 +141,45 @@ void def_rnn(py::module_& m) {
           });
       },
       py::call_guard<py::gil_scoped_release>());
-  if constexpr (!Backend::cuda) def_rnn_sequences<Backend>(m);
+  def_rnn_sequences<Backend>(m);
 }
 
 template <class Backend>
 void def_rnn_sequences(py::module_& m) {
-  static_assert(!Backend::cuda, "the recurrent sequences have no CUDA kernels yet");
   m.def(
       "lstm_forward",
       [](const std::string& dtype, const RnnParams& p, Address lengths, const Sequence& x,
          const Strided& h0, const Strided& c0, Address w_ih, Address w_hh, Address b_ih,
          Address b_hh, Address output, Address h_n, Address c_n, Address saved, int device,
-         Address) {
+         Address stream) {
         [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        dispatch_float(dtype, "lstm", [&](auto t) {
-          using T = decltype(t);
-          lstm_forward_cpu<T>(p, lengths, sequence<T>(x), strided<T>(h0), strided<T>(c0), w_ih,
-                              w_hh, b_ih, b_hh, output, h_n, c_n, saved);
-        });
+        if constexpr (Backend::cuda)
+          lstm_forward_cuda(parse_dtype(dtype), p, lengths, sequence<void>(x), strided<void>(h0),
+                            strided<void>(c0), w_ih, w_hh, b_ih, b_hh, output, h_n, c_n, saved,
+                            stream);
+        else
+          dispatch_float(dtype, "lstm", [&](auto t) {
+            using T = decltype(t);
+            lstm_forward_cpu<T>(p, lengths, sequence<T>(x), strided<T>(h0), strided<T>(c0),
+                                w_ih, w_hh, b_ih, b_hh, output, h_n, c_n, saved);
+          });
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "gru_forward",
       [](const std::string& dtype, const RnnParams& p, Address lengths, const Sequence& x,
          const Strided& h0, Address w_ih, Address w_hh, Address b_ih, Address b_hh,
-         Address output, Address h_n, Address saved, int device, Address) {
+         Address output, Address h_n, Address saved, int device, Address stream) {
         [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        dispatch_float(dtype, "gru", [&](auto t) {
-          using T = decltype(t);
-          gru_forward_cpu<T>(p, lengths, sequence<T>(x), strided<T>(h0), w_ih, w_hh, b_ih, b_hh,
-                             output, h_n, saved);
-        });
+        if constexpr (Backend::cuda)
+          gru_forward_cuda(parse_dtype(dtype), p, lengths, sequence<void>(x), strided<void>(h0),
+                           w_ih, w_hh, b_ih, b_hh, output, h_n, saved, stream);
+        else
+          dispatch_float(dtype, "gru", [&](auto t) {
+            using T = decltype(t);
+            gru_forward_cpu<T>(p, lengths, sequence<T>(x), strided<T>(h0), w_ih, w_hh, b_ih,
+                               b_hh, output, h_n, saved);
+          });
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
@@ -181,14 +187,19 @@ void def_rnn_sequences(py::module_& m) {
       [](const std::string& dtype, const RnnParams& p, Address lengths, Address grad_output,
          Address grad_h_n, Address grad_c_n, const Sequence& x, Address w_ih, Address w_hh,
          Address saved, Address grad_x, Address grad_h0, Address grad_c0, Address grad_w_ih,
-         Address grad_w_hh, Address grad_b_ih, Address grad_b_hh, int device, Address) {
+         Address grad_w_hh, Address grad_b_ih, Address grad_b_hh, int device, Address stream) {
         [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        dispatch_float(dtype, "lstm_backward", [&](auto t) {
-          using T = decltype(t);
-          lstm_backward_cpu<T>(p, lengths, grad_output, grad_h_n, grad_c_n, sequence<T>(x),
-                               w_ih, w_hh, saved, grad_x, grad_h0, grad_c0, grad_w_ih,
-                               grad_w_hh, grad_b_ih, grad_b_hh);
-        });
+        if constexpr (Backend::cuda)
+          lstm_backward_cuda(parse_dtype(dtype), p, lengths, grad_output, grad_h_n, grad_c_n,
+                             sequence<void>(x), w_ih, w_hh, saved, grad_x, grad_h0, grad_c0,
+                             grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, stream);
+        else
+          dispatch_float(dtype, "lstm_backward", [&](auto t) {
+            using T = decltype(t);
+            lstm_backward_cpu<T>(p, lengths, grad_output, grad_h_n, grad_c_n, sequence<T>(x),
+                                 w_ih, w_hh, saved, grad_x, grad_h0, grad_c0, grad_w_ih,
+                                 grad_w_hh, grad_b_ih, grad_b_hh);
+          });
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
@@ -196,14 +207,19 @@ void def_rnn_sequences(py::module_& m) {
       [](const std::string& dtype, const RnnParams& p, Address lengths, Address grad_output,
          Address grad_h_n, const Sequence& x, Address w_ih, Address w_hh, Address saved,
          Address grad_x, Address grad_h0, Address grad_w_ih, Address grad_w_hh,
-         Address grad_b_ih, Address grad_b_hh, int device, Address) {
+         Address grad_b_ih, Address grad_b_hh, int device, Address stream) {
         [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        dispatch_float(dtype, "gru_backward", [&](auto t) {
-          using T = decltype(t);
-          gru_backward_cpu<T>(p, lengths, grad_output, grad_h_n, sequence<T>(x), w_ih, w_hh,
-                              saved, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih,
-                              grad_b_hh);
-        });
+        if constexpr (Backend::cuda)
+          gru_backward_cuda(parse_dtype(dtype), p, lengths, grad_output, grad_h_n,
+                            sequence<void>(x), w_ih, w_hh, saved, grad_x, grad_h0, grad_w_ih,
+                            grad_w_hh, grad_b_ih, grad_b_hh, stream);
+        else
+          dispatch_float(dtype, "gru_backward", [&](auto t) {
+            using T = decltype(t);
+            gru_backward_cpu<T>(p, lengths, grad_output, grad_h_n, sequence<T>(x), w_ih, w_hh,
+                                saved, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih,
+                                grad_b_hh);
+          });
       },
       py::call_guard<py::gil_scoped_release>());
 }

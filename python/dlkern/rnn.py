@@ -24,7 +24,8 @@ and bfloat16 on CUDA only, with the gates, the state arithmetic and every sum
 in float32 and h', c' and the gradients in the input dtype. ``saved`` is
 float32 for float16 and bfloat16 inputs (the gates at full float32 precision,
 so the backward does not start from rounded activations), and of the input
-dtype otherwise. The sequences (``lstm``, ``gru``) run on the CPU only so far.
+dtype otherwise. The sequences (``lstm``, ``gru`` and their backward passes)
+run on the same devices, dtypes and ``saved`` dtypes.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ import numpy as np
 
 from . import _args, _arrays, _backend, _cpu
 
-# The sequences' dtypes (CPU kernels only so far).
-_DTYPES = ("float32", "float64")
 # The dtype of a cell's ``saved`` for each input dtype that does not save in its own.
 _SAVED_DTYPE = {"float16": "float32", "bfloat16": "float32"}
 
@@ -46,6 +45,25 @@ def _matrix(a: _arrays.Array | None):
     if len(a.shape) == 1:
         return (a.address, 0, a.strides[0])
     return (a.address, a.strides[0], a.strides[1])
+
+
+def _device_and_dtypes(op, x, named, extra):
+    """The backend module, the dtype of the arrays ``named`` (name, array) and
+    the dtype of ``saved`` for it, checked: one device, one dtype (but for
+    ``saved``, which has a dtype of its own: module docstring), a dtype the
+    backend supports, and a ``saved`` among ``extra`` of the right dtype."""
+    device = _arrays.check_same_device(op, *named)
+    dtype = _arrays.check_same_dtype(op, *(n for n in named if n[0] != "saved"))
+    module, cuda_path = _backend.for_device(device)
+    _arrays.check_supported_dtype(op, "input", x, cuda_path)
+    saved_dtype = _SAVED_DTYPE.get(dtype, dtype)
+    saved = extra.get("saved")
+    if saved is not None and saved.dtype != saved_dtype:
+        raise TypeError(
+            f"{op}: saved has dtype {saved.dtype}; expected {saved_dtype}, the dtype "
+            f"the forward saves in for {dtype} input"
+        )
+    return module, dtype, saved_dtype
 
 
 def _rows_and_size(a: _arrays.Array | None) -> tuple[int, int]:
@@ -89,18 +107,7 @@ class _Cell:
             if value is not None:
                 self.extra[name] = _arrays.take(value, name, op)
                 named.append((name, self.extra[name]))
-        device = _arrays.check_same_device(op, *named)
-        # saved has a dtype of its own (see the module docstring): checked below.
-        self.dtype = _arrays.check_same_dtype(op, *(n for n in named if n[0] != "saved"))
-        self.module, cuda_path = _backend.for_device(device)
-        _arrays.check_supported_dtype(op, "input", x, cuda_path)
-        self.saved_dtype = _SAVED_DTYPE.get(self.dtype, self.dtype)
-        saved = self.extra.get("saved")
-        if saved is not None and saved.dtype != self.saved_dtype:
-            raise TypeError(
-                f"{op}: saved has dtype {saved.dtype}; expected {self.saved_dtype}, the dtype "
-                f"the forward saves in for {self.dtype} input"
-            )
+        self.module, self.dtype, self.saved_dtype = _device_and_dtypes(op, x, named, self.extra)
 
         if x.ndim not in (1, 2):
             raise ValueError(f"{op}: expected input to be 1-D (input_size,) or 2-D "
@@ -330,15 +337,7 @@ class _Sequence:
             if value is not None:
                 self.extra[name] = _arrays.take(value, name, op)
                 named.append((name, self.extra[name]))
-        device = _arrays.check_same_device(op, *named)
-        self.dtype = _arrays.check_same_dtype(op, *named)
-        self.module, cuda_path = _backend.for_device(device)
-        if cuda_path:
-            raise NotImplementedError(
-                f"{op}: whole sequences run on the CPU only so far; {op} on CUDA arrives with "
-                "the CUDA kernels (pass CPU arrays)"
-            )
-        _arrays.check_supported_dtype(op, "input", x, cuda_path, _DTYPES)
+        self.module, self.dtype, self.saved_dtype = _device_and_dtypes(op, x, named, self.extra)
 
         if x.ndim not in (2, 3):
             raise ValueError(f"{op}: expected input to be 2-D (seq_len, input_size) or 3-D "
@@ -400,6 +399,10 @@ class _Sequence:
     def empty(self, shape):
         return _arrays.empty(shape, self.dtype, self.x)
 
+    def empty_saved(self, width: int):
+        """The forward's ``saved``, (packed rows, width), in ``saved_dtype``."""
+        return _arrays.empty((self.rows, width), self.saved_dtype, self.x)
+
     def take_like(self, name: str, shape):
         """The backward's array argument ``name``, of shape ``shape``, contiguous; None stays."""
         a = self.extra.get(name)
@@ -444,7 +447,7 @@ def lstm(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None,
     c_n, c_result = a.empty(a.state_shape())
     saved = saved_result = None
     if _args.boolean(save_for_backward, "save_for_backward", op):
-        saved, saved_result = a.empty((a.rows, _cpu.lstm_saved_width(H)))
+        saved, saved_result = a.empty_saved(_cpu.lstm_saved_width(H))
     _backend.launch(a.module.lstm_forward, a.x, a.dtype, a.params, a.lengths_address, a.sequence,
                     _matrix(a.h0), _matrix(a.c0), a.w_ih.address, a.w_hh.address,
                     _address(a.b_ih), _address(a.b_hh), out.address, h_n.address, c_n.address,
@@ -468,7 +471,7 @@ def gru(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, save_for_b
     h_n, h_result = a.empty(a.state_shape())
     saved = saved_result = None
     if _args.boolean(save_for_backward, "save_for_backward", op):
-        saved, saved_result = a.empty((a.rows, _cpu.gru_saved_width(H)))
+        saved, saved_result = a.empty_saved(_cpu.gru_saved_width(H))
     _backend.launch(a.module.gru_forward, a.x, a.dtype, a.params, a.lengths_address, a.sequence,
                     _matrix(a.h0), a.w_ih.address, a.w_hh.address, _address(a.b_ih),
                     _address(a.b_hh), out.address, h_n.address, _address(saved))

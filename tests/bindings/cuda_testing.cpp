@@ -1,7 +1,7 @@
 // _cuda_testing (and, built against the emulator, _cuda_emu_testing): the
 // self-tests of the instruction wrappers (tests/cuda/selftest.h) for
-// tests/test_emu.py, kept out of _cuda and _cuda_emu (built with
-// DLKERN_TESTS). Device addresses in, results written to device memory.
+// tests/test_emu.py, and the kernel choices tests check, kept out of _cuda
+// and _cuda_emu (built with DLKERN_TESTS). Device addresses in, results written to device memory.
 #include <pybind11/pybind11.h>
 
 #include <string>
@@ -9,6 +9,7 @@
 
 #include "bindings/common.h"
 #include "bindings/cuda_backend.h"
+#include "cuda/rnn/plan.h"
 #include "../cuda/selftest.h"
 
 namespace py = pybind11;
@@ -71,4 +72,10 @@ PYBIND11_MODULE(DLKERN_MODULE_NAME, m) {
       },
       py::call_guard<py::gil_scoped_release>());
   m.attr("cp_async_threads") = selftest::kCpAsyncThreads;
+  // The blocks of the persistent forward of a sequence on the current device
+  // (cuda/rnn/plan.h), 0 where the generic path runs.
+  m.def("rnn_persistent_blocks", [](const std::string& dtype, int64_t batch, int64_t hidden,
+                                    int64_t gates) {
+    return cuda::rnn::persistent_plan(bindings::parse_dtype(dtype), batch, hidden, gates).blocks;
+  });
 }

@@ -7,10 +7,7 @@
 // and the weight gradients, and column sums for the bias gradients.
 #include <cstdint>
 
-#include "common/dispatch.h"
-#include "cuda/launch.cuh"
-#include "cuda/rnn/pointwise.cuh"
-#include "dlkern/matmul.h"
+#include "cuda/rnn/host.h"
 #include "dlkern/rnn.h"
 
 namespace dlkern {
@@ -20,19 +17,6 @@ using namespace cuda::rnn;
 using cuda::Accumulator;
 using cuda::grid_stride_blocks;
 using cuda::Scratch;
-
-using RnnTypes = Types<__half, __nv_bfloat16, float, double>;
-
-template <typename T>
-MatrixView<const T> typed(MatrixView<const void> v) {
-  return {static_cast<const T*>(v.data), v.row_stride, v.col_stride};
-}
-
-template <typename T>
-void gemm(MatmulShape s, MatrixView<const void> a, MatrixView<const void> b, MatrixView<void> c,
-          cudaStream_t stream) {
-  matmul_cuda(DTypeOf<T>::value, s, {}, a, b, c, stream);
-}
 
 // proj (batch, 2 * G) = [x @ w_ih^T | h @ w_hh^T], the second half skipped
 // when there is no state (the kernels then read zeros).
@@ -61,14 +45,6 @@ void gemm_grads(const RnnCellParams& p, const T* d, const T* dh, MatrixView<cons
     else
       DLKERN_CUDA_CHECK(cudaMemsetAsync(grad_w_hh, 0, sizeof(T) * G * H, stream));
   }
-}
-
-template <typename T>
-void column_sums(int64_t batch, int64_t n, const T* g, T* out, cudaStream_t stream) {
-  if (!out) return;
-  auto kernel = column_sums_kernel<T>;
-  DLKERN_LAUNCH(kernel, grid_stride_blocks(n, kThreads), kThreads, 0, stream, batch, n, g, n,
-                out);
 }
 
 void check_gates(const RnnCellParams& p, int64_t gates, const char* op) {

@@ -1,7 +1,7 @@
 // Recurrent cells (lstm_cell, gru_cell) and whole sequences (lstm, gru),
 // forward and backward, with torch.nn.LSTMCell / GRUCell / LSTM / GRU's
 // semantics (gate order i, f, g, o and r, z, n). The cells have CPU and CUDA
-// kernels, the same semantics on both; the sequences run on the CPU only so far.
+// kernels, the same semantics on both; so do the sequences.
 #pragma once
 
 #include <cstdint>
@@ -152,6 +152,36 @@ int64_t rnn_packed_rows(const RnnParams& p, const int64_t* lengths);
 //             activated n, then h_{t-1}.
 inline int64_t lstm_saved_width(int64_t hidden_size) { return 7 * hidden_size; }
 inline int64_t gru_saved_width(int64_t hidden_size) { return 5 * hidden_size; }
+
+// CUDA: device pointers of `dtype` (float32, float64, float16, bfloat16),
+// queued on `stream`; `lengths` stays in host memory. Arguments, layouts and
+// nulls as for the CPU functions below. float16 and bfloat16 compute the
+// gates, the state and every sum in float32 (the projections and the gate
+// gradients pass through matmul_cuda in the input dtype, and h is kept in it
+// between steps; c in float32); outputs and gradients are of the input dtype,
+// and `saved` is float32 for them (float32 and float64 save in their own
+// dtype), with the CPU's layout. Throws dlkern::Error on a CUDA error and
+// TypeError for another dtype.
+void lstm_forward_cuda(DType dtype, const RnnParams& p, const int64_t* lengths,
+                       SequenceView<const void> input, MatrixView<const void> h0,
+                       MatrixView<const void> c0, const void* w_ih, const void* w_hh,
+                       const void* b_ih, const void* b_hh, void* output, void* h_n, void* c_n,
+                       void* saved, cudaStream_t stream);
+void gru_forward_cuda(DType dtype, const RnnParams& p, const int64_t* lengths,
+                      SequenceView<const void> input, MatrixView<const void> h0,
+                      const void* w_ih, const void* w_hh, const void* b_ih, const void* b_hh,
+                      void* output, void* h_n, void* saved, cudaStream_t stream);
+void lstm_backward_cuda(DType dtype, const RnnParams& p, const int64_t* lengths,
+                        const void* grad_output, const void* grad_h_n, const void* grad_c_n,
+                        SequenceView<const void> input, const void* w_ih, const void* w_hh,
+                        const void* saved, void* grad_input, void* grad_h0, void* grad_c0,
+                        void* grad_w_ih, void* grad_w_hh, void* grad_b_ih, void* grad_b_hh,
+                        cudaStream_t stream);
+void gru_backward_cuda(DType dtype, const RnnParams& p, const int64_t* lengths,
+                       const void* grad_output, const void* grad_h_n,
+                       SequenceView<const void> input, const void* w_ih, const void* w_hh,
+                       const void* saved, void* grad_input, void* grad_h0, void* grad_w_ih,
+                       void* grad_w_hh, void* grad_b_ih, void* grad_b_hh, cudaStream_t stream);
 
 // CPU, float and double. input is a strided (seq_len, batch, input_size) view;
 // h0 (and c0) strided (batch, H) views, null meaning zeros; weights and biases
