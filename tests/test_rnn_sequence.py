@@ -4,14 +4,17 @@ reference step by step, and finite differences."""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
 import dlkern as dk
-from checks import UNIT_ROUNDOFF, finite_difference
+from checks import ACCUMULATOR, UNIT_ROUNDOFF, dtype_name, finite_difference
 from conftest import random_array
 from dlkern.testing import reference as ref
-from test_rnn import GATES, assert_close, gru_bound, lstm_bounds, with_reference_error
+from test_rnn import (GATES, ROUNDED, assert_close, gru_bound, lstm_bounds, place,
+                      with_reference_error)
 
 torch = pytest.importorskip("torch")
 
@@ -481,3 +484,125 @@ def test_reference_matches_torch(rng, cell):
     got_grads = flat(backward(*grads, *args, lengths=lengths))
     for g, e in zip(got_grads, expected_grads):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+
+
+# --- CUDA kernels ------------------------------------------------------------
+#
+# On a GPU and on the emulator in every thread order (the cuda fixture):
+# forward and backward against torch in float64 (packed for lengths), and
+# saved against the CPU kernels' on the same values (the layouts are one).
+# Both forward paths: the persistent kernel (small batches here) and the
+# per-step GEMM (batches above kPersistentMaxBatch = 16); the test module
+# says which one a shape takes, and each case states the one it means.
+
+
+def cuda_seq_bound(dtype, shape, expected):
+    """seq_bound in the precision the kernels compute in, plus for float16 and
+    bfloat16 their roundings to the storage dtype: each step passes five
+    values through it (forward: the two projections, which matmul_cuda
+    stores, and h, kept in the input dtype between steps; backward: the gate
+    gradients and the product for dh), each a relative rounding of u of a
+    value within the result's scale (1 + max|expected|), added at most T-fold
+    by seq_bound's argument; and the result's own rounding, u |expected|.
+    A weight or bias gradient sums one rounded gate gradient per packed row:
+    those roundings have random signs here and stay within the same scale
+    (at most 1 u (1 + max|expected|) measured, against the 5 T u allowed)."""
+    bound = seq_bound(ACCUMULATOR[dtype], shape, expected)
+    if dtype in ROUNDED:
+        u = UNIT_ROUNDOFF[dtype]
+        bound = bound + u * np.abs(expected) + 5 * shape[0] * u * (1 + np.abs(expected).max(initial=0))
+    return bound
+
+
+CUDA_DTYPES = ["float32", "float64", "float16", "bfloat16"]
+# name: ((T, B, I, H), biases, with_state, unbatched, batch_first, lengths, persistent)
+CUDA_SEQ_CASES = {
+    "persistent-unsorted": ((5, 4, 5, 7), "both", True, False, False, [3, 5, 1, 4], True),
+    "persistent-all-equal-hx_none": ((4, 3, 6, 5), "no_b_ih", False, False, False, [4, 4, 4],
+                                     True),
+    "persistent-unbatched": ((5, 1, 4, 3), "no_b_hh", True, True, False, None, True),
+    "persistent-batch-first": ((4, 3, 5, 6), "both", True, False, True, [2, 4, 4], True),
+    "generic-unsorted": ((4, 17, 3, 5), "both", True, False, False,
+                         [1 + 5 * i % 4 for i in range(17)], False),
+    "generic-no_bias-hx_none": ((3, 18, 4, 3), "none", False, False, False, None, False),
+    "generic-batch-first": ((3, 17, 2, 4), "both", True, False, True, [3, 1] + [2] * 15, False),
+}
+
+
+def persistent_blocks(cuda, dtype, batch, hidden, cell):
+    """The blocks of the persistent forward on this target, 0 for the generic path."""
+    testing = importlib.import_module("dlkern._cuda_emu_testing" if cuda.emulated
+                                      else "dlkern._cuda_testing")
+    return testing.rnn_persistent_blocks(dtype, batch, hidden, GATES[cell])
+
+
+def as64(v):
+    """v (an array, a tuple of them, or None) in float64 on the host."""
+    if isinstance(v, tuple):
+        return tuple(as64(e) for e in v)
+    return None if v is None else ref.as64(v)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", CUDA_DTYPES)
+@pytest.mark.parametrize("case", list(CUDA_SEQ_CASES))
+def test_cuda_sequence(cuda, rng, cell, dtype, case):
+    shape, biases, with_state, unbatched, batch_first, lengths, persistent = CUDA_SEQ_CASES[case]
+    T, B, I, H = shape
+    assert (persistent_blocks(cuda, dtype, B, H, cell) > 0) == persistent
+    host = list(make_sequence(rng, cell, shape, dtype, biases, with_state, unbatched))
+    dev = [place(cuda, v) for v in host]
+    if batch_first:  # a (B, T, I) array made on the target, seen as (T, B, I)
+        v = cuda.array(random_array(rng, (B, T, I), dtype))
+        dev[0] = v.permute(1, 0, 2) if hasattr(v, "permute") else v.transpose(1, 0, 2)
+        host[0] = cuda.host(dev[0])
+    lstm = cell == "lstm"
+    fwd, bwd = (dk.lstm, dk.lstm_backward) if lstm else (dk.gru, dk.gru_backward)
+
+    *outs, saved = flat(cuda.run(fwd, *dev, lengths=lengths, save_for_backward=True))
+    assert dtype_name(saved) == ("float32" if dtype in ROUNDED else dtype)
+    grads = [random_array(rng, tuple(o.shape), dtype) for o in outs]
+    expected, expected_grads = torch_run(cell, *host, lengths, [ref.as64(g) for g in grads])
+    for name, got, e in zip(("output", "h_n", "c_n"), outs, expected):
+        assert dtype_name(got) == dtype, name
+        assert_close(got, e, cuda_seq_bound(dtype, shape, e), name)
+    cpu_saved = run(cell, *(as64(v) for v in host), lengths, save=True)[-1]
+    assert_close(saved, cpu_saved, cuda_seq_bound(dtype, shape, cpu_saved), "saved")
+
+    got = flat(cuda.run(bwd, *place(cuda, tuple(grads)), dev[0], dev[2], dev[3],
+                        place(cuda, saved), lengths=lengths))
+    names = ["input", "h0"] + (["c0"] if lstm else []) + ["w_ih", "w_hh", "b_ih", "b_hh"]
+    for name, g, e in zip(names, got, expected_grads):
+        assert dtype_name(g) == dtype, name
+        assert_close(g, e, cuda_seq_bound(dtype, shape, e), f"grad of {name}")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("shape", [(3, 0, 4, 2), (3, 2, 4, 0), (3, 2, 0, 4)])
+def test_cuda_sequence_empty_sizes(cuda, rng, cell, shape):
+    """An empty batch, no hidden units, input_size 0: what the CPU kernels give."""
+    args = make_sequence(rng, cell, shape, "float64")
+    fwd, bwd = (dk.lstm, dk.lstm_backward) if cell == "lstm" else (dk.gru, dk.gru_backward)
+    expected = flat(fwd(*args, save_for_backward=True))
+    got = flat(cuda.run(fwd, *[place(cuda, v) for v in args], save_for_backward=True))
+    grads = [random_array(rng, o.shape, "float64") for o in expected[:-1]]
+    expected += flat(bwd(*grads, args[0], args[2], args[3], expected[-1]))
+    got += flat(cuda.run(bwd, *[place(cuda, v) for v in (*grads, args[0], args[2], args[3],
+                                                         got[-1])]))
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.cuda
+def test_cuda_sequence_saved_dtype_is_checked(cuda, rng):
+    """float16 input saves float32; a float16 saved is refused, naming both dtypes."""
+    x, hx, w_ih, w_hh, *_ = [place(cuda, v) for v in make_sequence(rng, "gru", (3, 2, 4, 5),
+                                                                    "float16")]
+    out, _, saved = cuda.run(dk.gru, x, hx, w_ih, w_hh, save_for_backward=True)
+    bad = place(cuda, np.asarray(saved).astype(np.float16))
+    with cuda.context(), pytest.raises(TypeError, match="saved has dtype float16; expected "
+                                                        "float32.*for float16 input"):
+        dk.gru_backward(place(cuda, out), None, x, w_ih, w_hh, bad)
