@@ -39,15 +39,19 @@ __global__ void __launch_bounds__(kThreads)
     const StepArgs s{t, offset[t], running[t], t + 1 < seq_len ? running[t + 1] : 0};
     const T* h_in = h + (t % 2) * B * H;
     T* h_out = h + ((t + 1) % 2) * B * H;
-    for (int64_t i = threadIdx.x; i < s.running * H; i += blockDim.x) h_s[i] = convert<Acc>(h_in[i]);
+    for (int64_t i = threadIdx.x; i < s.running * H; i += blockDim.x)
+      h_s[i] = convert<Acc>(h_in[i]);
     __syncthreads();
-    for (int64_t i = threadIdx.x; i < s.running * width; i += blockDim.x) {
+    // A warp per (row, gate column): its lanes read consecutive elements of
+    // the weight row and of h (no bank conflicts), then sum across the warp.
+    for (int64_t i = threadIdx.x / 32; i < s.running * width; i += blockDim.x / 32) {
       const int64_t r = i / width, q = i - r * width;
       const T* w = w_s + q * H;
       const Acc* x = h_s + r * H;
       Acc sum = 0;
-      for (int64_t col = 0; col < H; ++col) sum += convert<Acc>(w[col]) * x[col];
-      sums[i] = sum;
+      for (int64_t col = threadIdx.x % 32; col < H; col += 32) sum += convert<Acc>(w[col]) * x[col];
+      for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+      if (threadIdx.x % 32 == 0) sums[i] = sum;
     }
     __syncthreads();
     for (int64_t i = threadIdx.x; i < B * U; i += blockDim.x) {
