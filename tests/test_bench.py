@@ -20,6 +20,7 @@ from dlkern.bench import arrays, blasenv, registry, threads, timing
 from dlkern.bench.cases.conv import cpu as conv_cpu_cases
 from dlkern.bench.cases.conv import cuda as conv_cases
 from dlkern.bench.cases import matmul as matmul_cases
+from dlkern.bench.cases._factory import array_libraries
 from dlkern.bench.cases import rnn as rnn_cases
 from dlkern.bench.peak import Peaks
 from dlkern.bench.stats import summarize
@@ -256,8 +257,17 @@ def test_rnn_cases_formulas_and_results():
             assert arrays.relative_error(g, w) < 1e-5
         for lib, reference in c.references.items():
             assert arrays.relative_error(reference(inputs), c.expected(inputs)) < 1e-4, lib
-    ctx = registry.Context(device="cuda", quick=True)
-    assert rnn_cases.cases(ctx) == [] and ctx.skipped
+    # On CUDA: the same cases in float16, and a batch-8 forward for the
+    # persistent kernel; skipped, with the reason, where no library holds
+    # CUDA float16 arrays (no GPU).
+    ctx = registry.Context(device="cuda", quick=False)
+    cuda_cases = rnn_cases.cases(ctx)
+    if array_libraries(ctx, "float16"):
+        assert {c.dtype for c in cuda_cases} == {"float16"}
+        assert {c.params["op"] for c in cuda_cases} == {"lstm_cell", "gru_cell", "lstm", "gru"}
+        assert any(c.params.get("batch") == 8 for c in cuda_cases if "seq_len" in c.params)
+    else:
+        assert cuda_cases == [] and ctx.skipped == [("rnn", "needs CuPy or torch with CUDA")]
 
 
 def test_conv_cases_without_gpu_skip_cleanly():

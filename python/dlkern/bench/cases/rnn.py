@@ -1,13 +1,13 @@
-"""The recurrent family against torch (CPU, float32): ``dk.lstm_cell`` /
-``dk.gru_cell`` one step, and ``dk.lstm`` / ``dk.gru`` over whole sequences,
-forward and forward+backward, and the LSTM with variable lengths against
-torch's packed sequence.
+"""The recurrent family against torch (CPU: float32; CUDA: float16, torch
+on the GPU): ``dk.lstm_cell`` / ``dk.gru_cell`` one step, and ``dk.lstm`` /
+``dk.gru`` over whole sequences, forward and forward+backward, and the LSTM
+with variable lengths against torch's packed sequence; on CUDA also a batch
+of 8, whose forward takes the persistent kernel (docs/rnn-cuda.md).
 
 FLOPs are the GEMMs' multiply-adds (the pointwise gate math is not counted):
 a step's two projections are 2 * B * gates * H * (I + H); a sequence runs one
 per (step, entry) pair that runs; its backward does twice the forward's (the
-gradients of the input and state, and of both weights). The kernels are
-CPU-only so far, so CUDA runs skip this family.
+gradients of the input and state, and of both weights).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ... import rnn as dk_rnn
 from ...testing import reference
 from .. import arrays, libraries
 from ..registry import Case, Context
-from ._factory import array_libraries, case
+from ._factory import array_libraries, case, kind_for
 
 GATES = {"lstm_cell": 4, "gru_cell": 3, "lstm": 4, "gru": 3}
 # (op, batch, input_size, hidden_size)
@@ -80,15 +80,15 @@ def _flat(results) -> tuple:
     return tuple(out)
 
 
-def _cell_case(ctx: Context, op: str, batch: int, input_size: int, hidden: int, refs) -> Case:
-    dtype = "float32"
+def _cell_case(ctx: Context, op: str, batch: int, input_size: int, hidden: int, refs,
+               dtype: str = "float32", kind: str = "numpy") -> Case:
     dk_op = getattr(dk_rnn, op)
     torch = libraries.get("torch")
     inputs = {"x": (batch, input_size), "h": (batch, hidden)}
     if op == "lstm_cell":
         inputs["c"] = (batch, hidden)
     return case(
-        ctx, "rnn", f"{op} {batch}x{input_size} h{hidden}", dtype=dtype, kind="numpy",
+        ctx, "rnn", f"{op} {batch}x{input_size} h{hidden}", dtype=dtype, kind=kind,
         params={"op": op, "batch": batch, "input_size": input_size, "hidden_size": hidden},
         flops=flop_count(op, batch, input_size, hidden),
         bytes=byte_count(op, batch, input_size, hidden, arrays.ITEMSIZE[dtype]),
@@ -113,7 +113,8 @@ class _TorchSequence:
         lstm = self.op == "lstm"
         if self.module is None:
             I, H = v["w_ih"].shape[1], v["w_hh"].shape[1]
-            self.module = (torch.nn.LSTM if lstm else torch.nn.GRU)(I, H)
+            self.module = (torch.nn.LSTM if lstm else torch.nn.GRU)(I, H).to(v["x"].device,
+                                                                              v["x"].dtype)
             with torch.no_grad():
                 for p, w in zip(self.module.parameters(), _weights(v)):
                     p.copy_(w)
@@ -140,8 +141,8 @@ class _TorchSequence:
 
 
 def _sequence_case(ctx: Context, op: str, which: str, T: int, batch: int, input_size: int,
-                   hidden: int, variable: bool, refs) -> Case:
-    dtype = "float32"
+                   hidden: int, variable: bool, refs, dtype: str = "float32",
+                   kind: str = "numpy") -> Case:
     backward = which == "forward+backward"
     lstm = op == "lstm"
     lengths = None
@@ -177,7 +178,7 @@ def _sequence_case(ctx: Context, op: str, which: str, T: int, batch: int, input_
     torch_lengths = None if lengths is None or torch is None else torch.from_numpy(lengths)
     name = f"{op} T{T} {batch}x{input_size} h{hidden}" + (" varlen" if variable else "")
     return case(
-        ctx, "rnn", f"{name} {which}", dtype=dtype, kind="numpy",
+        ctx, "rnn", f"{name} {which}", dtype=dtype, kind=kind,
         params={"op": op, "pass": which, "seq_len": T, "batch": batch, "input_size": input_size,
                 "hidden_size": hidden, "rows": rows, "variable_lengths": variable},
         flops=flop_count(op, rows, input_size, hidden, backward),
@@ -189,10 +190,26 @@ def _sequence_case(ctx: Context, op: str, which: str, T: int, batch: int, input_
     )
 
 
+# CUDA: the persistent forward (batch <= 16, docs/rnn-cuda.md) at batch 8.
+PERSISTENT = [("lstm", "forward", 100, 8, 256, 512, False)]
+
+
+def _cuda_cases(ctx: Context) -> list[Case]:
+    """The CPU's cases in float16, on torch CUDA tensors (CuPy without torch),
+    against torch's cuDNN sequences and cells, plus a persistent forward."""
+    kind = kind_for(ctx, "float16", "rnn")
+    if kind is None:
+        return []
+    refs = ["torch"] if "torch" in array_libraries(ctx, "float16") else []
+    cells = CELL_SHAPES_QUICK if ctx.quick else CELL_SHAPES
+    sequences = SEQUENCES_QUICK if ctx.quick else SEQUENCES + PERSISTENT
+    return ([_cell_case(ctx, *shape, refs, "float16", kind) for shape in cells]
+            + [_sequence_case(ctx, *shape, refs, "float16", kind) for shape in sequences])
+
+
 def cases(ctx: Context) -> list[Case]:
     if ctx.device == "cuda":
-        ctx.skip("rnn", "the recurrent kernels are CPU-only so far")
-        return []
+        return _cuda_cases(ctx)
     refs = [lib for lib in array_libraries(ctx, "float32") if lib == "torch"]
     cells = CELL_SHAPES_QUICK if ctx.quick else CELL_SHAPES
     sequences = SEQUENCES_QUICK if ctx.quick else SEQUENCES
