@@ -1,11 +1,12 @@
 // The emulator's execution core: fibers, the per-block scheduler, deadlock
 // detection, warp collectives, cp.async queues and the worker pool.
 //
-// A launch hands its blocks to min(blocks, cores) worker threads. A worker
+// A launch hands its blocks to min(blocks, cores) worker threads (a cooperative
+// launch: one per block, since its blocks may wait for each other). A worker
 // runs one block at a time: each CUDA thread of the block is a ucontext fiber
-// with its own stack (stacks are kept and reused for later blocks). Fibers
-// run cooperatively in "rounds": every runnable fiber, in the schedule's
-// order, runs until it reaches a synchronisation point (__syncthreads, a warp
+// with its own stack (stacks are kept and reused for later blocks). Fibers run
+// cooperatively in "rounds": every runnable fiber, in the schedule's order,
+// runs until it reaches a synchronisation point (__syncthreads, a warp
 // collective) or exits, and switches straight to the next one. Between rounds
 // the scheduler completes the warp collectives whose lanes have all arrived,
 // then releases __syncthreads once every thread waits there. When nothing can
