@@ -72,31 +72,37 @@ def _rows_and_size(a: _arrays.Array | None) -> tuple[int, int]:
     return (1, a.shape[0]) if len(a.shape) == 1 else a.shape
 
 
-class _Cell:
-    """The checked arguments of one cell call."""
+def _take_states(op, lstm, hx, names):
+    """The state arrays in ``hx`` (None: none), taken as ``names``."""
+    if hx is None:
+        return []
+    if lstm:
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(
+                f"{op}: hx must be None or a tuple ({names[0]}, {names[1]}) of two arrays, got "
+                f"{type(hx).__name__}"
+                + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
+            )
+        return [_arrays.take(hx[0], names[0], op), _arrays.take(hx[1], names[1], op)]
+    if isinstance(hx, (tuple, list)):
+        raise TypeError(f"{op}: hx must be None or one array {names[0]}, got a "
+                        f"{type(hx).__name__}")
+    return [_arrays.take(hx, names[0], op)]
 
-    def __init__(self, op, cell, input, hx, w_ih, w_hh, b_ih=None, b_hh=None, extra=()):
-        lstm = cell == "lstm_cell"
+
+class _Operands:
+    """What a cell and a sequence call take alike: the input, the states in
+    ``hx`` (named ``names``), the weights, the biases and a backward's
+    ``extra`` arrays, taken and checked for device and dtype; the weights and
+    biases checked for rank and made contiguous."""
+
+    def __init__(self, op, lstm, names, input, hx, w_ih, w_hh, b_ih, b_hh, extra):
+        self.op = op
         self.x = x = _arrays.take(input, "input", op)
-        if hx is None:
-            states = []
-        elif lstm:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(
-                    f"{op}: hx must be None or a tuple (h, c) of two arrays, got "
-                    f"{type(hx).__name__}"
-                    + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
-                )
-            states = [_arrays.take(hx[0], "h", op), _arrays.take(hx[1], "c", op)]
-        else:
-            if isinstance(hx, (tuple, list)):
-                raise TypeError(f"{op}: hx must be None or one array h, got a {type(hx).__name__}")
-            states = [_arrays.take(hx, "h", op)]
-        self.h = states[0] if states else None
-        self.c = states[1] if len(states) > 1 else None
+        self.states = _take_states(op, lstm, hx, names)
         w1 = _arrays.take(w_ih, "w_ih", op)
         w2 = _arrays.take(w_hh, "w_hh", op)
-        named = [("input", x)] + list(zip(("h", "c"), states)) + [("w_ih", w1), ("w_hh", w2)]
+        named = [("input", x)] + list(zip(names, self.states)) + [("w_ih", w1), ("w_hh", w2)]
         biases = {}
         for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
             if b is not None:
@@ -108,12 +114,46 @@ class _Cell:
                 self.extra[name] = _arrays.take(value, name, op)
                 named.append((name, self.extra[name]))
         self.module, self.dtype, self.saved_dtype = _device_and_dtypes(op, x, named, self.extra)
+        for name, w in (("w_ih", w1), ("w_hh", w2)):
+            if w.ndim != 2:
+                raise ValueError(f"{op}: {name} must be 2-D, got shape {w.shape}")
+        for name, b in biases.items():
+            if b.ndim != 1:
+                raise ValueError(f"{op}: {name} must be 1-D, got shape {b.shape}")
+        # The sizes the C++ shape rules take: -1 for an absent bias.
+        self.weight_sizes = (*w1.shape, *w2.shape)
+        self.bias_sizes = [biases[n].shape[0] if n in biases else -1 for n in ("b_ih", "b_hh")]
+        self.w_ih = _arrays.contiguous(w1, "w_ih", op)
+        self.w_hh = _arrays.contiguous(w2, "w_hh", op)
+        self.b_ih = _arrays.contiguous(biases["b_ih"], "b_ih", op) if "b_ih" in biases else None
+        self.b_hh = _arrays.contiguous(biases["b_hh"], "b_hh", op) if "b_hh" in biases else None
 
+    def empty(self, shape):
+        return _arrays.empty(shape, self.dtype, self.x)
+
+    def take_like(self, name: str, shape):
+        """The backward's array argument ``name`` (taken, and checked for device and
+        dtype, with the others) of shape ``shape``, made contiguous; None stays."""
+        a = self.extra.get(name)
+        if a is None:
+            return None
+        if a.shape != shape:
+            raise ValueError(f"{self.op}: {name} must have shape {shape}, got {a.shape}")
+        return _arrays.contiguous(a, name, self.op)
+
+
+class _Cell(_Operands):
+    """The checked arguments of one cell call."""
+
+    def __init__(self, op, cell, input, hx, w_ih, w_hh, b_ih=None, b_hh=None, extra=()):
+        lstm = cell == "lstm_cell"
+        super().__init__(op, lstm, ("h", "c"), input, hx, w_ih, w_hh, b_ih, b_hh, extra)
+        x = self.x
         if x.ndim not in (1, 2):
             raise ValueError(f"{op}: expected input to be 1-D (input_size,) or 2-D "
                              f"(batch, input_size), got shape {x.shape}")
         self.batched = x.ndim == 2
-        for name, s in zip(("h", "c"), states):
+        for name, s in zip(("h", "c"), self.states):
             if s.ndim != x.ndim:
                 want = "2-D (batch, hidden_size)" if self.batched else "1-D (hidden_size,)"
                 raise ValueError(
@@ -121,43 +161,20 @@ class _Cell:
                     f"{'batched' if self.batched else 'unbatched'} input of shape {x.shape}, "
                     f"got shape {s.shape}"
                 )
-        for name, w in (("w_ih", w1), ("w_hh", w2)):
-            if w.ndim != 2:
-                raise ValueError(f"{op}: {name} must be 2-D, got shape {w.shape}")
-        for name, b in biases.items():
-            if b.ndim != 1:
-                raise ValueError(f"{op}: {name} must be 1-D, got shape {b.shape}")
-        batch, size = _rows_and_size(x)
+        self.h = self.states[0] if self.states else None
+        self.c = self.states[1] if len(self.states) > 1 else None
         sizes = [*_rows_and_size(self.h)]
         if lstm:
             sizes += _rows_and_size(self.c)
-        bias_sizes = [biases[n].shape[0] if n in biases else -1 for n in ("b_ih", "b_hh")]
         rule = _cpu.lstm_cell_params if lstm else _cpu.gru_cell_params
-        self.params = rule(batch, size, *w1.shape, *w2.shape, *sizes, *bias_sizes)
-        self.w_ih = _arrays.contiguous(w1, "w_ih", op)
-        self.w_hh = _arrays.contiguous(w2, "w_hh", op)
-        self.b_ih = _arrays.contiguous(biases["b_ih"], "b_ih", op) if "b_ih" in biases else None
-        self.b_hh = _arrays.contiguous(biases["b_hh"], "b_hh", op) if "b_hh" in biases else None
+        self.params = rule(*_rows_and_size(x), *self.weight_sizes, *sizes, *self.bias_sizes)
 
     def state_shape(self, width: int) -> tuple:
         return (self.params.batch, width) if self.batched else (width,)
 
-    def empty(self, shape):
-        return _arrays.empty(shape, self.dtype, self.x)
-
     def empty_saved(self, width: int):
         """The forward's ``saved`` array, ``width`` per batch row, in ``saved_dtype``."""
         return _arrays.empty(self.state_shape(width), self.saved_dtype, self.x)
-
-    def take_like(self, name: str, shape, op: str):
-        """The backward's array argument ``name`` (taken, and checked for device and
-        dtype, with the others) of shape ``shape``, made contiguous; None stays."""
-        a = self.extra.get(name)
-        if a is None:
-            return None
-        if a.shape != shape:
-            raise ValueError(f"{op}: {name} must have shape {shape}, got {a.shape}")
-        return _arrays.contiguous(a, name, op)
 
 
 def _address(a) -> int:
@@ -230,9 +247,9 @@ def lstm_cell_backward(grad_h, grad_c, input, hx, w_ih, w_hh, saved):
               extra=(("grad_h", grad_h), ("grad_c", grad_c), ("saved", saved)))
     H = a.params.hidden_size
     shape = a.state_shape(H)
-    gh = a.take_like("grad_h", shape, op)
-    gc = a.take_like("grad_c", shape, op)
-    s = a.take_like("saved", a.state_shape(_cpu.lstm_cell_saved_width(H)), op)
+    gh = a.take_like("grad_h", shape)
+    gc = a.take_like("grad_c", shape)
+    s = a.take_like("saved", a.state_shape(_cpu.lstm_cell_saved_width(H)))
     if s is None:
         raise TypeError(f"{op}: saved must be the array lstm_cell(..., save_for_backward=True) "
                         "returned last, got None")
@@ -259,8 +276,8 @@ def gru_cell_backward(grad_h, input, hx, w_ih, w_hh, saved):
               extra=(("grad_h", grad_h), ("saved", saved)))
     H = a.params.hidden_size
     shape = a.state_shape(H)
-    gh = a.take_like("grad_h", shape, op)
-    s = a.take_like("saved", a.state_shape(_cpu.gru_cell_saved_width(H)), op)
+    gh = a.take_like("grad_h", shape)
+    s = a.take_like("saved", a.state_shape(_cpu.gru_cell_saved_width(H)))
     if s is None:
         raise TypeError(f"{op}: saved must be the array gru_cell(..., save_for_backward=True) "
                         "returned last, got None")
@@ -301,44 +318,14 @@ def _lengths(lengths, batch: int, op: str):
     return np.ascontiguousarray(values, dtype=np.int64)
 
 
-class _Sequence:
+class _Sequence(_Operands):
     """The checked arguments of one sequence call (forward or backward)."""
 
     def __init__(self, op, lstm, input, hx, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None,
                  extra=()):
-        self.op = op
-        self.x = x = _arrays.take(input, "input", op)
-        names = ("h0", "c0") if lstm else ("h0",)
-        if hx is None:
-            states = []
-        elif lstm:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(
-                    f"{op}: hx must be None or a tuple (h0, c0) of two arrays, got "
-                    f"{type(hx).__name__}"
-                    + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
-                )
-            states = [_arrays.take(hx[0], "h0", op), _arrays.take(hx[1], "c0", op)]
-        else:
-            if isinstance(hx, (tuple, list)):
-                raise TypeError(f"{op}: hx must be None or one array h0, got a "
-                                f"{type(hx).__name__}")
-            states = [_arrays.take(hx, "h0", op)]
-        w1 = _arrays.take(w_ih, "w_ih", op)
-        w2 = _arrays.take(w_hh, "w_hh", op)
-        named = [("input", x)] + list(zip(names, states)) + [("w_ih", w1), ("w_hh", w2)]
-        biases = {}
-        for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
-            if b is not None:
-                biases[name] = _arrays.take(b, name, op)
-                named.append((name, biases[name]))
-        self.extra = {}
-        for name, value in extra:
-            if value is not None:
-                self.extra[name] = _arrays.take(value, name, op)
-                named.append((name, self.extra[name]))
-        self.module, self.dtype, self.saved_dtype = _device_and_dtypes(op, x, named, self.extra)
-
+        names = ("h0", "c0")
+        super().__init__(op, lstm, names, input, hx, w_ih, w_hh, b_ih, b_hh, extra)
+        x = self.x
         if x.ndim not in (2, 3):
             raise ValueError(f"{op}: expected input to be 2-D (seq_len, input_size) or 3-D "
                              f"(seq_len, batch, input_size), got shape {x.shape}")
@@ -351,7 +338,7 @@ class _Sequence:
             self.sequence = (x.address, x.strides[0], 0, x.strides[1])
         # torch's (num_layers = 1, ...) form of the state is accepted and kept.
         self.state_lead = ()
-        for name, s in zip(names, states):
+        for name, s in zip(names, self.states):
             if s.ndim == x.ndim and s.shape[0] == 1:
                 self.state_lead = (1,)
             elif s.ndim != x.ndim - 1:
@@ -359,28 +346,17 @@ class _Sequence:
                 raise ValueError(f"{op}: {name} must have shape {want} (or with a leading "
                                  f"num_layers dimension of 1) for input of shape {x.shape}, "
                                  f"got shape {s.shape}")
-        states = [self._squeeze(s) for s in states]
+        states = [self._squeeze(s) for s in self.states]
         self.h0 = states[0] if states else None
         self.c0 = states[1] if len(states) > 1 else None
-        for name, w in (("w_ih", w1), ("w_hh", w2)):
-            if w.ndim != 2:
-                raise ValueError(f"{op}: {name} must be 2-D, got shape {w.shape}")
-        for name, b in biases.items():
-            if b.ndim != 1:
-                raise ValueError(f"{op}: {name} must be 1-D, got shape {b.shape}")
         sizes = [*_rows_and_size(self.h0)]
         if lstm:
             sizes += _rows_and_size(self.c0)
-        bias_sizes = [biases[n].shape[0] if n in biases else -1 for n in ("b_ih", "b_hh")]
         rule = _cpu.lstm_params if lstm else _cpu.gru_params
-        self.params = rule(seq_len, batch, size, *w1.shape, *w2.shape, *sizes, *bias_sizes)
+        self.params = rule(seq_len, batch, size, *self.weight_sizes, *sizes, *self.bias_sizes)
         self.lengths = _lengths(lengths, batch, op)
         self.lengths_address = 0 if self.lengths is None else self.lengths.ctypes.data
         self.rows = _cpu.rnn_packed_rows(self.params, self.lengths_address)
-        self.w_ih = _arrays.contiguous(w1, "w_ih", op)
-        self.w_hh = _arrays.contiguous(w2, "w_hh", op)
-        self.b_ih = _arrays.contiguous(biases["b_ih"], "b_ih", op) if "b_ih" in biases else None
-        self.b_hh = _arrays.contiguous(biases["b_hh"], "b_hh", op) if "b_hh" in biases else None
 
     def _squeeze(self, s):
         """A state without torch's leading num_layers dimension of 1."""
@@ -396,23 +372,16 @@ class _Sequence:
         p = self.params
         return self.state_lead + ((p.batch, p.hidden_size) if self.batched else (p.hidden_size,))
 
-    def empty(self, shape):
-        return _arrays.empty(shape, self.dtype, self.x)
-
     def empty_saved(self, width: int):
         """The forward's ``saved``, (packed rows, width), in ``saved_dtype``."""
         return _arrays.empty((self.rows, width), self.saved_dtype, self.x)
 
     def take_like(self, name: str, shape):
-        """The backward's array argument ``name``, of shape ``shape``, contiguous; None stays."""
+        """As for the cells, a state gradient also in torch's (1, B, H) form."""
         a = self.extra.get(name)
-        if a is None:
-            return None
-        if a.shape == (1,) + shape and len(shape) == len(self.x.shape) - 1:
-            a = self._squeeze(a)  # a state gradient in torch's (1, B, H) form
-        if a.shape != shape:
-            raise ValueError(f"{self.op}: {name} must have shape {shape}, got {a.shape}")
-        return _arrays.contiguous(a, name, self.op)
+        if a is not None and a.shape == (1,) + shape and len(shape) == len(self.x.shape) - 1:
+            self.extra[name] = self._squeeze(a)
+        return super().take_like(name, shape)
 
     def saved(self, width: int):
         """The backward's ``saved``: (packed rows, width), as the forward made it."""
