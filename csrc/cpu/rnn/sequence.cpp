@@ -183,6 +183,40 @@ MatrixView<const T> chunk_input(const RnnParams& p, const Schedule& s, SequenceV
   return {copy, p.input_size, 1};
 }
 
+// What a forward call packs once: both weights in the step products'
+// layout (B = the weight transposed: gate g's unit u is the weight's row
+// g * H + u), the buffers the threads pack A into, and, when the input's
+// rows are not a matrix, the buffer a chunk's input rows are gathered into.
+template <typename T>
+struct ForwardOperands {
+  ForwardOperands(const RnnParams& p, const Schedule& s, const StepRows<T>& rows,
+                  SequenceView<const T> x, const T* w_ih, const T* w_hh)
+      : p(p),
+        s(s),
+        x(x),
+        w_in(gemm::kernels<T>(), p.input_size, p.gates, p.hidden_size, w_ih,
+             p.hidden_size * p.input_size, p.input_size, 1),
+        w(gemm::kernels<T>(), p.hidden_size, p.gates, p.hidden_size, w_hh,
+          p.hidden_size * p.hidden_size, p.hidden_size, 1),
+        a_pack_in(w_in.a_pack_size(rows.chunk_rows())),
+        a_pack(w.a_pack_size(p.batch)),
+        matrix(input_is_matrix(p, s, x)),
+        x_copy(matrix ? nullptr : new T[rows.chunk_rows() * p.input_size]) {}
+
+  // The input rows of steps [t0, t1) (see chunk_input).
+  MatrixView<const T> input(int64_t t0, int64_t t1, int tid, int nthreads) const {
+    return chunk_input(p, s, x, matrix, x_copy.get(), t0, t1, tid, nthreads);
+  }
+
+  const RnnParams& p;
+  const Schedule& s;
+  SequenceView<const T> x;
+  const PackedWeight<T> w_in, w;
+  const AlignedArray<T> a_pack_in, a_pack;
+  const bool matrix;
+  const std::unique_ptr<T[]> x_copy;
+};
+
 }  // namespace
 
 template <typename T>
@@ -191,23 +225,15 @@ void lstm_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const
                   const T* b_ih, const T* b_hh, T* output, T* h_n, T* c_n, T* saved) {
   const Schedule s = dlkern::rnn::schedule(p, lengths);
   const PointwiseKernels<T> pointwise = kernels<T>();
-  const int64_t B = p.batch, I = p.input_size, H = p.hidden_size, G = 4 * H;
+  const int64_t B = p.batch, H = p.hidden_size, G = 4 * H;
   const int64_t ld = lstm_saved_width(H);
   const StepRows<T> rows(s, B, ld, saved);
   std::vector<T> bias;
   const T* b = bias_sum(b_ih, b_hh, G, bias);
-  // Both weights packed once: B (I x 4H) = w_ih^T and (H x 4H) = w_hh^T, gate
-  // g's unit u the weight's row g * H + u.
-  const auto& kernel = gemm::kernels<T>();
-  const PackedWeight<T> w_in(kernel, I, 4, H, w_ih, H * I, I, 1);
-  const PackedWeight<T> w(kernel, H, 4, H, w_hh, H * H, H, 1);
-  const AlignedArray<T> a_pack_in(w_in.a_pack_size(rows.chunk_rows())), a_pack(w.a_pack_size(B));
-  const bool matrix = input_is_matrix(p, s, x);
-  const std::unique_ptr<T[]> x_copy(matrix ? nullptr : new T[rows.chunk_rows() * I]);
+  const ForwardOperands<T> f(p, s, rows, x, w_ih, w_hh);
   auto project_input = [&](int64_t t0, int64_t t1, int tid, int nthreads) {
-    const MatrixView<const T> xp =
-        chunk_input(p, s, x, matrix, x_copy.get(), t0, t1, tid, nthreads);
-    const StepProduct<T> product{w_in, a_pack_in.get(), xp.data, xp.row_stride, rows(t0), ld,
+    const MatrixView<const T> xp = f.input(t0, t1, tid, nthreads);
+    const StepProduct<T> product{f.w_in, f.a_pack_in.get(), xp.data, xp.row_stride, rows(t0), ld,
                                  {0, H, 2 * H, 3 * H}, {false, false, false, false},
                                  {gate_bias(b, 0, H), gate_bias(b, 1, H), gate_bias(b, 2, H),
                                   gate_bias(b, 3, H)}};
@@ -220,7 +246,7 @@ void lstm_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const
     const int64_t n = s.running[t];
     T* first = rows(t);
     // Onto the input projection, from h_{t-1} in the same rows.
-    const StepProduct<T> product{w, a_pack.get(), first + 6 * H, ld, first, ld,
+    const StepProduct<T> product{f.w, f.a_pack.get(), first + 6 * H, ld, first, ld,
                                  {0, H, 2 * H, 3 * H}, {true, true, true, true}, {}};
     product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
       for (int64_t r = 0; r < n; ++r) {
@@ -241,7 +267,7 @@ void gru_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const 
                  const T* b_hh, T* output, T* h_n, T* saved) {
   const Schedule s = dlkern::rnn::schedule(p, lengths);
   const PointwiseKernels<T> pointwise = kernels<T>();
-  const int64_t B = p.batch, I = p.input_size, H = p.hidden_size;
+  const int64_t B = p.batch, H = p.hidden_size;
   // Columns [r z | hn | xn, then n | h_{t-1}]: r and z summed over both
   // projections, hn the hidden side of the n gate, so that one product per
   // step over w_hh's rows (r, z, n in order) fills the first three.
@@ -251,17 +277,11 @@ void gru_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const 
   const T* b_rz = bias_sum(b_ih, b_hh, 2 * H, bias);
   const T* b_in = b_ih ? b_ih + 2 * H : nullptr;
   const T* b_hn = b_hh ? b_hh + 2 * H : nullptr;
-  const auto& kernel = gemm::kernels<T>();
-  const PackedWeight<T> w_in(kernel, I, 3, H, w_ih, H * I, I, 1);
-  const PackedWeight<T> w(kernel, H, 3, H, w_hh, H * H, H, 1);
-  const AlignedArray<T> a_pack_in(w_in.a_pack_size(rows.chunk_rows())), a_pack(w.a_pack_size(B));
-  const bool matrix = input_is_matrix(p, s, x);
-  const std::unique_ptr<T[]> x_copy(matrix ? nullptr : new T[rows.chunk_rows() * I]);
+  const ForwardOperands<T> f(p, s, rows, x, w_ih, w_hh);
   auto project_input = [&](int64_t t0, int64_t t1, int tid, int nthreads) {
-    const MatrixView<const T> xp =
-        chunk_input(p, s, x, matrix, x_copy.get(), t0, t1, tid, nthreads);
+    const MatrixView<const T> xp = f.input(t0, t1, tid, nthreads);
     // r and z with both biases; the n gate's input side apart, in column 3H.
-    const StepProduct<T> product{w_in, a_pack_in.get(), xp.data, xp.row_stride, rows(t0), ld,
+    const StepProduct<T> product{f.w_in, f.a_pack_in.get(), xp.data, xp.row_stride, rows(t0), ld,
                                  {0, H, 3 * H}, {false, false, false},
                                  {gate_bias(b_rz, 0, H), gate_bias(b_rz, 1, H), b_in}};
     product.run(s.offset[t1] - s.offset[t0], tid, nthreads, [](int64_t, int64_t) {});
@@ -271,7 +291,7 @@ void gru_forward(const RnnParams& p, const int64_t* lengths, SequenceView<const 
     const int64_t n = s.running[t];
     T* first = rows(t);
     // r and z onto the input projection; hn = W_hn h + b_hn into its own columns.
-    const StepProduct<T> product{w, a_pack.get(), first + 4 * H, ld, first, ld,
+    const StepProduct<T> product{f.w, f.a_pack.get(), first + 4 * H, ld, first, ld,
                                  {0, H, 2 * H}, {true, true, false}, {nullptr, nullptr, b_hn}};
     product.run(n, tid, nthreads, [&](int64_t u0, int64_t u1) {
       for (int64_t r = 0; r < n; ++r) {
