@@ -40,8 +40,9 @@ class AlignedArray {
   T* data_;
 };
 
-// B (k x gates * units) packed by unit block, then kc block, then gate:
-// element (p, g * units + u) from at(p, g, u) given as
+// B (k x gates * units) packed by unit block, then gate, then kc block (the
+// order StepProduct reads them in, so that a thread streams its share of the
+// weight front to back): element (p, g * units + u) is
 // src[g * gate_offset + u * unit_stride + p * k_stride].
 template <typename T>
 class PackedWeight {
@@ -84,8 +85,7 @@ class PackedWeight {
   // The kc x NR panel of gate g, unit block b, depth from pc.
   T* panel(int64_t b, int64_t g, int64_t pc) const {
     const int64_t nr = kernel_.nr;
-    return data_.get() + (b * gates_ * k_ + pc * gates_) * nr +
-           g * std::min(kc_, k_ - pc) * nr;
+    return data_.get() + ((b * gates_ + g) * k_ + pc) * nr;
   }
 
  private:
