@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "bindings/attention.h"
 #include "bindings/backend.h"
 #include "bindings/common.h"
 #include "bindings/conv.h"
@@ -33,10 +34,12 @@ PYBIND11_MODULE(_cpu, m) {
   bindings::def_conv_params(m);
   bindings::def_pool_params(m);
   bindings::def_rnn_params(m);
+  bindings::def_attention_params(m);
   bindings::def_conv<bindings::Cpu>(m);
   bindings::def_pool<bindings::Cpu>(m);
   bindings::def_rnn<bindings::Cpu>(m);
   bindings::def_matmul<bindings::Cpu>(m);
+  bindings::def_attention<bindings::Cpu>(m);
 
   // A NumPy array's data address and strides in elements, or None where the
   // address or a stride is not a multiple of the item size: what the array

@@ -1,5 +1,5 @@
 """dlkern: hand-written CUDA and C++ kernels for deep learning: conv2d, max/avg pooling, matmul,
-LSTM and GRU cells (CPU so far).
+LSTM and GRU cells and sequences, scaled-dot-product attention (CPU so far).
 
 ``import dlkern as dk``; every function takes NumPy, CuPy or DLPack arrays
 (torch, JAX) and returns the caller's kind on the caller's device.
@@ -13,6 +13,7 @@ from ._config import (
     set_num_threads,
     show_config,
 )
+from .attention import attention, attention_backward
 from .conv import conv2d, conv2d_backward
 from .matmul import matmul
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
@@ -29,6 +30,8 @@ from .rnn import (
 
 __all__ = [
     "__version__",
+    "attention",
+    "attention_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
     "conv2d",

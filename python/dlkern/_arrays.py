@@ -37,7 +37,7 @@ CUDA_DTYPES = FLOAT_DTYPES
 # writes show up instead of passing as leftover memory.
 POISON_OUTPUTS = False
 
-_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int64": 8}
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int64": 8, "bool": 1}
 
 # DLPack device types (dlpack.h): kDLCPU, kDLCUDA, kDLCUDAHost, kDLCUDAManaged.
 _DLPACK_CPU = (1, 3)
@@ -56,7 +56,7 @@ class Array(NamedTuple):
     address: int
     shape: tuple
     strides: tuple  # in elements, possibly zero or negative
-    dtype: str  # one of FLOAT_DTYPES
+    dtype: str  # one of FLOAT_DTYPES, or "bool" where an argument may be a mask
     device: tuple  # ("cpu", 0) or ("cuda", ordinal)
 
     @property
@@ -98,7 +98,9 @@ def _check_dtype_name(name: str, dtype: str, op: str, allowed) -> str:
 
 
 # Native-order dtypes by name; a dict lookup, since ``dtype.name`` is slow.
-_NUMPY_DTYPE_NAMES = {np.dtype(n): n for n in ("float16", "float32", "float64", "int64")}
+_NUMPY_DTYPE_NAMES = {
+    np.dtype(n): n for n in ("float16", "float32", "float64", "int64", "bool")
+}
 
 
 def _layout(x, kind: str):

@@ -1,6 +1,7 @@
 // Everything in dlkern's C++ API.
 #pragma once
 
+#include "dlkern/attention.h"
 #include "dlkern/config.h"
 #include "dlkern/conv.h"
 #include "dlkern/error.h"

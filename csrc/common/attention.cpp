@@ -1,0 +1,109 @@
+// Validation of attention arguments as torch's SDPA validates them, in words
+// that name the argument, what was expected and what was given.
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "common/attention.h"
+#include "dlkern/attention.h"
+#include "dlkern/error.h"
+
+namespace dlkern {
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + (s.size() == 1 ? ",)" : ")");
+}
+
+// Leading dimension d (counted from the right, 0 = the one next to the
+// matrix) of a shape, 1 where it has none.
+int64_t lead_dim(const std::vector<int64_t>& s, int d) {
+  const int n = static_cast<int>(s.size()) - 2;
+  return d < n ? s[n - 1 - d] : 1;
+}
+
+}  // namespace
+
+AttentionParams attention_params(const std::vector<int64_t>& q,
+                                 const std::vector<int64_t>& k,
+                                 const std::vector<int64_t>& v,
+                                 const std::vector<int64_t>& mask_shape, AttentionMask mask,
+                                 bool is_causal, double scale, bool enable_gqa,
+                                 int64_t window_left, int64_t window_right) {
+  const char* op = "attention";
+  const std::vector<int64_t>* operands[] = {&q, &k, &v};
+  const char* names[] = {"query", "key", "value"};
+  for (int a = 0; a < 3; ++a) {
+    const auto& s = *operands[a];
+    DLKERN_CHECK(s.size() >= 2, op, ": ", names[a], " must have at least 2 dimensions (..., ",
+                 a == 0 ? "L, E" : a == 1 ? "S, E" : "S, Ev", "), got shape ", shape_str(s));
+    DLKERN_CHECK(s.size() <= 2 + kAttentionLeadDims, op, ": ", names[a], " has ", s.size(),
+                 " dimensions; at most ", 2 + kAttentionLeadDims, " are supported");
+  }
+  const int64_t L = q[q.size() - 2], E = q.back(), S = k[k.size() - 2], Ev = v.back();
+  DLKERN_CHECK(k.back() == E, op, ": key's last dimension must equal query's (E = ", E,
+               "), got key shape ", shape_str(k), " and query shape ", shape_str(q));
+  DLKERN_CHECK(v[v.size() - 2] == S, op, ": value must have as many rows as key (S = ", S,
+               "), got value shape ", shape_str(v), " and key shape ", shape_str(k));
+
+  AttentionParams p{};
+  p.L = L;
+  p.S = S;
+  p.E = E;
+  p.Ev = Ev;
+  p.group = 1;
+  p.lead_ndim = static_cast<int>(std::max({q.size(), k.size(), v.size()})) - 2;
+  for (int d = 0; d < kAttentionLeadDims; ++d) {
+    const int64_t qd = lead_dim(q, d), kd = lead_dim(k, d), vd = lead_dim(v, d);
+    DLKERN_CHECK(kd == vd, op, ": key and value must have the same leading dimensions, got key ",
+                 shape_str(k), " and value ", shape_str(v));
+    if (d == 0 && enable_gqa && kd != qd && kd > 0 && qd % kd == 0 && q.size() >= 3 &&
+        k.size() >= 3) {
+      p.group = qd / kd;
+      p.lead[kAttentionLeadDims - 1] = qd;
+      continue;
+    }
+    DLKERN_CHECK(qd == kd || qd == 1 || kd == 1, op, ": the leading dimensions of query ",
+                 shape_str(q), " and key ", shape_str(k),
+                 enable_gqa && d == 0
+                     ? " do not broadcast, and key's heads (dimension -3) do not divide "
+                       "query's (enable_gqa)"
+                     : " do not broadcast",
+                 d == 0 && !enable_gqa ? " (pass enable_gqa=True for grouped-query attention)"
+                                       : "");
+    p.lead[kAttentionLeadDims - 1 - d] = qd == 1 ? kd : qd;
+  }
+
+  p.mask = mask;
+  if (mask != AttentionMask::none) {
+    const std::vector<int64_t>& m = mask_shape;
+    bool ok = m.size() <= static_cast<size_t>(p.lead_ndim) + 2;
+    for (size_t d = 0; ok && d < m.size(); ++d) {
+      const size_t from_right = m.size() - 1 - d;
+      const int64_t want = from_right == 0   ? S
+                           : from_right == 1 ? L
+                                             : p.lead[kAttentionLeadDims - 1 - (from_right - 2)];
+      ok = m[d] == want || m[d] == 1;
+    }
+    std::vector<int64_t> out_shape;
+    for (int d = kAttentionLeadDims - p.lead_ndim; d < kAttentionLeadDims; ++d)
+      out_shape.push_back(p.lead[d]);
+    out_shape.push_back(L);
+    out_shape.push_back(S);
+    DLKERN_CHECK(ok, op, ": attn_mask of shape ", shape_str(m),
+                 " does not broadcast to the scores' shape ", shape_str(out_shape));
+    DLKERN_CHECK(!is_causal, op, ": attn_mask and is_causal=True cannot be given together "
+                 "(pass one: is_causal builds the causal mask)");
+  }
+  DLKERN_CHECK(window_left >= -1 && window_right >= -1, op,
+               ": window sides must be -1 (unbounded) or non-negative, got (", window_left, ", ",
+               window_right, ")");
+  p.window_left = window_left;
+  p.window_right = is_causal ? 0 : window_right;  // causal: no key after the query
+  p.scale = std::isnan(scale) ? 1.0 / std::sqrt(static_cast<double>(E)) : scale;
+  return p;
+}
+
+}  // namespace dlkern

@@ -1,0 +1,94 @@
+// Attention math shared by the CPU and CUDA kernels: which keys a query row
+// sees under a window, and the online softmax (a running max and sum over
+// blocks of scores, the accumulator rescaled as the max grows). The shape
+// rules are in attention.cpp.
+//
+// For a row with scores s_j (already scaled and masked, -inf where a key
+// does not take part), after every block: max m = max_j s_j, sum
+// l = sum_j exp(s_j - m), accumulator a = sum_j exp(s_j - m) v_j; the output
+// is a / l and the row's log-sum-exp m + log l. A row with no key taking part
+// keeps m = -inf, l = 0 and gives output 0 and log-sum-exp -inf.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "common/host_device.h"
+
+namespace dlkern::attention {
+
+template <typename T>
+DLKERN_HOST_DEVICE constexpr T neg_inf() {
+  return -std::numeric_limits<T>::infinity();
+}
+
+// Keys [begin, end) that query row i sees: i - left <= j <= i + right,
+// a side of -1 unbounded, clipped to [0, S). Empty when begin >= end.
+struct KeyRange {
+  int64_t begin, end;
+};
+
+DLKERN_HOST_DEVICE KeyRange key_range(int64_t i, int64_t S, int64_t left, int64_t right) {
+  int64_t begin = left < 0 ? 0 : i - left;
+  int64_t end = right < 0 ? S : i + right + 1;
+  begin = begin < 0 ? 0 : begin;
+  end = end > S ? S : end;
+  return {begin, end};
+}
+
+// One row's running max and sum.
+template <typename T>
+struct RowState {
+  T max = neg_inf<T>();
+  T sum = T(0);
+};
+
+// Folds in a block whose largest score is block_max: returns the new max, and
+// in `rescale` the factor exp(old max - new max) by which the sum and the
+// accumulator must be multiplied (0 when there was nothing yet, 1 while the
+// row has seen no key). The block's probabilities are exp(s_j - new max),
+// taken as 0 while the new max is -inf.
+template <typename T>
+DLKERN_HOST_DEVICE T update_max(RowState<T>& row, T block_max, T& rescale) {
+  using std::exp;
+  const T m = row.max > block_max ? row.max : block_max;
+  rescale = m == neg_inf<T>() ? T(1) : exp(row.max - m);
+  row.max = m;
+  row.sum *= rescale;
+  return m;
+}
+
+// 1 / sum, the factor that turns the accumulator into the output; 0 for a
+// row with no key taking part.
+template <typename T>
+DLKERN_HOST_DEVICE T output_factor(const RowState<T>& row) {
+  return row.sum > T(0) ? T(1) / row.sum : T(0);
+}
+
+template <typename T>
+DLKERN_HOST_DEVICE T log_sum_exp(const RowState<T>& row) {
+  using std::log;
+  return row.sum > T(0) ? row.max + log(row.sum) : neg_inf<T>();
+}
+
+// The log-sum-exp of two partial results over disjoint keys (split-KV's
+// combine), and in weight_a / weight_b the factors exp(lse_x - lse) that
+// scale each partial output into the combined one.
+template <typename T>
+DLKERN_HOST_DEVICE T combine_lse(T lse_a, T lse_b, T& weight_a, T& weight_b) {
+  using std::exp;
+  using std::log;
+  const T m = lse_a > lse_b ? lse_a : lse_b;
+  if (m == neg_inf<T>()) {
+    weight_a = weight_b = T(0);
+    return m;
+  }
+  const T ea = exp(lse_a - m), eb = exp(lse_b - m);
+  const T lse = m + log(ea + eb);
+  weight_a = exp(lse_a - lse);
+  weight_b = exp(lse_b - lse);
+  return lse;
+}
+
+}  // namespace dlkern::attention

@@ -1,0 +1,326 @@
+// Attention on the CPU, flash-style: a block of query rows against blocks of
+// keys, the score block kept in cache and never an L x S matrix, the online
+// softmax of common/attention.h, products on the GEMM engine (matmul_cpu,
+// single-threaded inside the thread region here). Threads take (batch and
+// head, query block) items; key blocks wholly outside a row's window are
+// never visited.
+//
+// The backward recomputes the scores from q, k and the saved lse in two
+// passes, each of which owns what it writes, so that no two threads add into
+// one element and the result does not depend on the schedule: one per
+// (key/value head, key block) for dK and dV, looping over the query heads of
+// its GQA group and the query blocks that see the keys; one per (head, query
+// block) for dQ. That recomputes the scores and dP twice (seven block
+// products where a racing backward needs five), the price of determinism
+// without atomics.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "common/attention.h"
+#include "cpu/attention/softmax.h"
+#include "dlkern/attention.h"
+#include "dlkern/config.h"
+#include "dlkern/matmul.h"
+
+namespace dlkern {
+namespace cpu::attention {
+namespace {
+
+using dlkern::attention::key_range;
+using dlkern::attention::KeyRange;
+using dlkern::attention::neg_inf;
+using dlkern::attention::RowState;
+
+// Rows and keys per block: a 64 x 64 score block (16 or 32 KiB) stays in L1
+// and L2 beside the operand panels the products pack.
+constexpr int64_t kBlockQ = 64, kBlockK = 64;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The leading indices of flat index n over the extents lead[].
+void unflatten(const int64_t* lead, int64_t n, int64_t* idx) {
+  for (int d = kAttentionLeadDims - 1; d >= 0; --d) {
+    idx[d] = n % lead[d];
+    n /= lead[d];
+  }
+}
+
+// Where an operand's slice at leading index idx starts; key and value heads
+// are the query head / group.
+template <typename T>
+const T* base(const AttentionOperand<const T>& a, const int64_t* idx, int64_t group) {
+  int64_t off = 0;
+  for (int d = 0; d < kAttentionLeadDims; ++d)
+    off += a.lead_stride[d] * (d == kAttentionLeadDims - 1 ? idx[d] / group : idx[d]);
+  return a.data + off;
+}
+
+// The keys any of rows [i0, i0 + rows) sees (windows move right with i).
+KeyRange keys_of(const AttentionParams& p, int64_t i0, int64_t rows) {
+  return {key_range(i0, p.S, p.window_left, p.window_right).begin,
+          key_range(i0 + rows - 1, p.S, p.window_left, p.window_right).end};
+}
+
+// The query rows that see any of keys [j0, j0 + cols): i - left <= j <= i + right.
+KeyRange queries_of(const AttentionParams& p, int64_t j0, int64_t cols) {
+  return {p.window_right < 0 ? 0 : std::max<int64_t>(j0 - p.window_right, 0),
+          p.window_left < 0 ? p.L : std::min(p.L, j0 + cols + p.window_left)};
+}
+
+// One (batch and head) slice of the problem: the operands at its leading
+// index, and the block steps every pass shares.
+template <typename T>
+struct Slice {
+  const AttentionParams& p;
+  SoftmaxKernels<T> k;
+  const T *q, *kk, *v;
+  const void* mask;
+  int64_t q_rs, q_cs, k_rs, k_cs, v_rs, v_cs, m_rs, m_cs;
+
+  Slice(const AttentionParams& params, SoftmaxKernels<T> kernels,
+        const AttentionOperand<const T>& query, const AttentionOperand<const T>& key,
+        const AttentionOperand<const T>& value, const AttentionOperand<const void>& mask_op,
+        const int64_t* idx)
+      : p(params), k(kernels) {
+    q = base(query, idx, 1);
+    kk = base(key, idx, p.group);
+    v = base(value, idx, p.group);
+    q_rs = query.row_stride, q_cs = query.col_stride;
+    k_rs = key.row_stride, k_cs = key.col_stride;
+    v_rs = value.row_stride, v_cs = value.col_stride;
+    mask = nullptr;
+    m_rs = mask_op.row_stride, m_cs = mask_op.col_stride;
+    if (p.mask != AttentionMask::none) {
+      int64_t off = 0;
+      for (int d = 0; d < kAttentionLeadDims; ++d) off += mask_op.lead_stride[d] * idx[d];
+      const int64_t size = p.mask == AttentionMask::boolean ? 1 : sizeof(T);
+      mask = static_cast<const char*>(mask_op.data) + off * size;
+    }
+  }
+
+  // Scaled scores of query rows [i0, i0 + rows) against keys [j0, j0 + cols)
+  // into s (row stride kBlockK), -inf where a key does not take part.
+  void scores(int64_t i0, int64_t rows, int64_t j0, int64_t cols, T* s) const {
+    MatmulEpilogue<T> ep;
+    ep.alpha = static_cast<T>(p.scale);
+    matmul_cpu<T>({rows, cols, p.E}, {q + i0 * q_rs, q_rs, q_cs}, {kk + j0 * k_rs, k_cs, k_rs},
+                  {s, kBlockK, 1}, ep);
+    for (int64_t r = 0; r < rows; ++r) {
+      T* row = s + r * kBlockK;
+      const int64_t i = i0 + r;
+      const auto range = key_range(i, p.S, p.window_left, p.window_right);
+      for (int64_t c = 0; c < cols && j0 + c < range.begin; ++c) row[c] = neg_inf<T>();
+      for (int64_t c = std::max<int64_t>(range.end - j0, 0); c < cols; ++c)
+        row[c] = neg_inf<T>();
+      if (p.mask == AttentionMask::boolean) {
+        const auto* m = static_cast<const uint8_t*>(mask) + i * m_rs + j0 * m_cs;
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c) row[c] = m[c * m_cs] ? row[c] : neg_inf<T>();
+      } else if (p.mask == AttentionMask::additive) {
+        const T* m = static_cast<const T*>(mask) + i * m_rs + j0 * m_cs;
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c) row[c] += m[c * m_cs];
+      }
+    }
+  }
+
+  // Scores into probabilities exp(s - lse) in place (0 for a row whose lse is
+  // -inf: no key takes part).
+  void probabilities(T* s, int64_t rows, int64_t cols, const T* lse) const {
+    for (int64_t r = 0; r < rows; ++r) {
+      T* row = s + r * kBlockK;
+      if (lse[r] == neg_inf<T>())
+        std::fill(row, row + cols, T(0));
+      else
+        k.exp_shifted(row, cols, lse[r]);
+    }
+  }
+
+  // dS = P * (dO V^T - D) into dp (row stride kBlockK), from P in s, the rows'
+  // dO (contiguous, Ev wide) and D = rowsum(dO * O).
+  void score_grads(const T* s, const T* dout, const T* delta, int64_t rows, int64_t j0,
+                   int64_t cols, T* dp) const {
+    matmul_cpu<T>({rows, cols, p.Ev}, {dout, p.Ev, 1}, {v + j0 * v_rs, v_cs, v_rs},
+                  {dp, kBlockK, 1});
+    for (int64_t r = 0; r < rows; ++r) {
+      T* d = dp + r * kBlockK;
+      const T* pr = s + r * kBlockK;
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) d[c] = pr[c] * (d[c] - delta[r]);
+    }
+  }
+};
+
+int64_t lead_count(const AttentionParams& p) {
+  int64_t n = 1;
+  for (int d = 0; d < kAttentionLeadDims; ++d) n *= p.lead[d];
+  return n;
+}
+
+}  // namespace
+}  // namespace cpu::attention
+
+template <typename T>
+void attention_forward_cpu(const AttentionParams& p, AttentionOperand<const T> query,
+                           AttentionOperand<const T> key, AttentionOperand<const T> value,
+                           AttentionOperand<const void> mask, T* out, T* lse) {
+  using namespace cpu::attention;
+  const int64_t heads = lead_count(p), q_blocks = ceil_div(p.L, kBlockQ);
+  const auto kernels = cpu::attention::kernels<T>();
+#pragma omp parallel num_threads(get_num_threads())
+  {
+    std::vector<T> s(kBlockQ * kBlockK), acc(kBlockQ * p.Ev);
+    std::vector<RowState<T>> state(kBlockQ);
+#pragma omp for schedule(dynamic)
+    for (int64_t item = 0; item < heads * q_blocks; ++item) {
+      const int64_t n = item / q_blocks, i0 = (item % q_blocks) * kBlockQ;
+      const int64_t rows = std::min(kBlockQ, p.L - i0);
+      int64_t idx[kAttentionLeadDims];
+      unflatten(p.lead, n, idx);
+      const Slice<T> slice(p, kernels, query, key, value, mask, idx);
+      std::fill(acc.begin(), acc.end(), T(0));
+      std::fill(state.begin(), state.end(), RowState<T>{});
+      const auto keys = keys_of(p, i0, rows);
+      for (int64_t j0 = keys.begin; j0 < keys.end; j0 += kBlockK) {
+        const int64_t cols = std::min(kBlockK, keys.end - j0);
+        slice.scores(i0, rows, j0, cols, s.data());
+        bool live = false;  // a block no row sees adds nothing to the accumulator
+        for (int64_t r = 0; r < rows; ++r) {
+          T* row = s.data() + r * kBlockK;
+          T block_max = neg_inf<T>();
+#pragma omp simd reduction(max : block_max)
+          for (int64_t c = 0; c < cols; ++c) block_max = std::max(block_max, row[c]);
+          T rescale;
+          const T m = dlkern::attention::update_max(state[r], block_max, rescale);
+          if (m == neg_inf<T>()) {
+            std::fill(row, row + cols, T(0));
+            continue;
+          }
+          live = live || block_max != neg_inf<T>();
+          state[r].sum += kernels.exp_shifted(row, cols, m);
+          if (rescale != T(1)) {
+            T* a = acc.data() + r * p.Ev;
+#pragma omp simd
+            for (int64_t e = 0; e < p.Ev; ++e) a[e] *= rescale;
+          }
+        }
+        if (!live) continue;
+        MatmulEpilogue<T> ep;
+        ep.accumulate = true;
+        matmul_cpu<T>({rows, p.Ev, cols}, {s.data(), kBlockK, 1},
+                      {slice.v + j0 * slice.v_rs, slice.v_rs, slice.v_cs},
+                      {acc.data(), p.Ev, 1}, ep);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const T f = dlkern::attention::output_factor(state[r]);
+        T* o = out + (n * p.L + i0 + r) * p.Ev;
+        const T* a = acc.data() + r * p.Ev;
+#pragma omp simd
+        for (int64_t e = 0; e < p.Ev; ++e) o[e] = a[e] * f;
+        lse[n * p.L + i0 + r] = dlkern::attention::log_sum_exp(state[r]);
+      }
+    }
+  }
+}
+
+template <typename T>
+void attention_backward_cpu(const AttentionParams& p, const T* grad_out,
+                            AttentionOperand<const T> query, AttentionOperand<const T> key,
+                            AttentionOperand<const T> value, AttentionOperand<const void> mask,
+                            const T* out, const T* lse, T* grad_query, T* grad_key,
+                            T* grad_value) {
+  using namespace cpu::attention;
+  const int64_t heads = lead_count(p), kv_heads = heads / p.group;
+  const int64_t q_blocks = ceil_div(p.L, kBlockQ), k_blocks = ceil_div(p.S, kBlockK);
+  const auto kernels = cpu::attention::kernels<T>();
+  // D = rowsum(dO * O): O(L) per head, read by both passes.
+  std::vector<T> delta(heads * p.L);
+  const int threads = get_num_threads();
+#pragma omp parallel num_threads(threads)
+  {
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < heads * p.L; ++row) {
+      const T* g = grad_out + row * p.Ev;
+      const T* o = out + row * p.Ev;
+      T d = T(0);
+#pragma omp simd reduction(+ : d)
+      for (int64_t e = 0; e < p.Ev; ++e) d += g[e] * o[e];
+      delta[row] = d;
+    }
+
+    std::vector<T> s(kBlockQ * kBlockK), dp(kBlockQ * kBlockK);
+    MatmulEpilogue<T> acc;
+    acc.accumulate = true;
+    MatmulEpilogue<T> acc_scaled = acc;
+    acc_scaled.alpha = static_cast<T>(p.scale);
+
+    // dK and dV: each (key/value head, key block) by one thread.
+#pragma omp for schedule(dynamic)
+    for (int64_t item = 0; item < kv_heads * k_blocks; ++item) {
+      const int64_t nk = item / k_blocks, j0 = (item % k_blocks) * kBlockK;
+      const int64_t cols = std::min(kBlockK, p.S - j0);
+      T* dk = grad_key + (nk * p.S + j0) * p.E;
+      T* dv = grad_value + (nk * p.S + j0) * p.Ev;
+      std::fill(dk, dk + cols * p.E, T(0));
+      std::fill(dv, dv + cols * p.Ev, T(0));
+      const auto rows_in = queries_of(p, j0, cols);
+      for (int64_t g = 0; g < p.group; ++g) {
+        const int64_t n = nk * p.group + g;
+        int64_t idx[kAttentionLeadDims];
+        unflatten(p.lead, n, idx);
+        const Slice<T> slice(p, kernels, query, key, value, mask, idx);
+        for (int64_t i0 = rows_in.begin / kBlockQ * kBlockQ; i0 < rows_in.end; i0 += kBlockQ) {
+          const int64_t rows = std::min(kBlockQ, p.L - i0);
+          const T* dout = grad_out + (n * p.L + i0) * p.Ev;
+          slice.scores(i0, rows, j0, cols, s.data());
+          slice.probabilities(s.data(), rows, cols, lse + n * p.L + i0);
+          matmul_cpu<T>({cols, p.Ev, rows}, {s.data(), 1, kBlockK}, {dout, p.Ev, 1},
+                        {dv, p.Ev, 1}, acc);
+          slice.score_grads(s.data(), dout, delta.data() + n * p.L + i0, rows, j0, cols,
+                            dp.data());
+          matmul_cpu<T>({cols, p.E, rows}, {dp.data(), 1, kBlockK},
+                        {slice.q + i0 * slice.q_rs, slice.q_rs, slice.q_cs}, {dk, p.E, 1},
+                        acc_scaled);
+        }
+      }
+    }
+
+    // dQ: each (head, query block) by one thread.
+#pragma omp for schedule(dynamic)
+    for (int64_t item = 0; item < heads * q_blocks; ++item) {
+      const int64_t n = item / q_blocks, i0 = (item % q_blocks) * kBlockQ;
+      const int64_t rows = std::min(kBlockQ, p.L - i0);
+      int64_t idx[kAttentionLeadDims];
+      unflatten(p.lead, n, idx);
+      const Slice<T> slice(p, kernels, query, key, value, mask, idx);
+      T* dq = grad_query + (n * p.L + i0) * p.E;
+      std::fill(dq, dq + rows * p.E, T(0));
+      const T* dout = grad_out + (n * p.L + i0) * p.Ev;
+      const auto keys = keys_of(p, i0, rows);
+      for (int64_t j0 = keys.begin; j0 < keys.end; j0 += kBlockK) {
+        const int64_t cols = std::min(kBlockK, keys.end - j0);
+        slice.scores(i0, rows, j0, cols, s.data());
+        slice.probabilities(s.data(), rows, cols, lse + n * p.L + i0);
+        slice.score_grads(s.data(), dout, delta.data() + n * p.L + i0, rows, j0, cols,
+                          dp.data());
+        matmul_cpu<T>({rows, p.E, cols}, {dp.data(), kBlockK, 1},
+                      {slice.kk + j0 * slice.k_rs, slice.k_rs, slice.k_cs}, {dq, p.E, 1},
+                      acc_scaled);
+      }
+    }
+  }
+}
+
+#define DLKERN_INSTANTIATE(T)                                                                  \
+  template void attention_forward_cpu<T>(const AttentionParams&, AttentionOperand<const T>,    \
+                                         AttentionOperand<const T>, AttentionOperand<const T>, \
+                                         AttentionOperand<const void>, T*, T*);                \
+  template void attention_backward_cpu<T>(                                                     \
+      const AttentionParams&, const T*, AttentionOperand<const T>, AttentionOperand<const T>,  \
+      AttentionOperand<const T>, AttentionOperand<const void>, const T*, const T*, T*, T*, T*);
+DLKERN_INSTANTIATE(float)
+DLKERN_INSTANTIATE(double)
+#undef DLKERN_INSTANTIATE
+
+}  // namespace dlkern

@@ -1,0 +1,29 @@
+// The exponentials of attention's softmax, one row of a score block per
+// call, built once per instruction set (softmax_<isa>.cpp, from
+// softmax_impl.h) so that common/fast_math.h's exp runs in the widest
+// vectors the CPU has.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/isa.h"
+
+namespace dlkern::cpu::attention {
+
+template <typename T>
+struct SoftmaxKernels {
+  // x[j] = exp(x[j] - shift) for j < n, in place (exactly 0 where x[j] is
+  // -inf); returns the sum of the new values. shift is finite.
+  T (*exp_shifted)(T* x, int64_t n, T shift);
+};
+
+template <typename T> SoftmaxKernels<T> kernels_generic();
+template <typename T> SoftmaxKernels<T> kernels_avx2();
+template <typename T> SoftmaxKernels<T> kernels_avx512();
+
+template <typename T>
+SoftmaxKernels<T> kernels() {
+  return by_isa(&kernels_avx512<T>, &kernels_avx2<T>, &kernels_generic<T>);
+}
+
+}  // namespace dlkern::cpu::attention
