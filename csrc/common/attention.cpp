@@ -57,28 +57,31 @@ AttentionParams attention_params(const std::vector<int64_t>& q,
   p.lead_ndim = static_cast<int>(std::max({q.size(), k.size(), v.size()})) - 2;
   for (int d = 0; d < kAttentionLeadDims; ++d) {
     const int64_t qd = lead_dim(q, d), kd = lead_dim(k, d), vd = lead_dim(v, d);
-    DLKERN_CHECK(kd == vd, op, ": key and value must have the same leading dimensions, got key ",
-                 shape_str(k), " and value ", shape_str(v));
-    if (d == 0 && enable_gqa && kd != qd && kd > 0 && qd % kd == 0 && q.size() >= 3 &&
-        k.size() >= 3) {
+    if (d == 0 && enable_gqa && q.size() >= 3 && k.size() >= 3 && kd != qd) {
+      // torch repeats key and value heads: they must agree and divide query's.
+      DLKERN_CHECK(kd == vd && kd > 0 && qd % kd == 0, op, ": with enable_gqa, key and value "
+                   "must have the same number of heads (dimension -3), dividing query's; got "
+                   "query ", shape_str(q), ", key ", shape_str(k), " and value ", shape_str(v));
       p.group = qd / kd;
       p.lead[kAttentionLeadDims - 1] = qd;
       continue;
     }
-    DLKERN_CHECK(qd == kd || qd == 1 || kd == 1, op, ": the leading dimensions of query ",
-                 shape_str(q), " and key ", shape_str(k),
-                 enable_gqa && d == 0
-                     ? " do not broadcast, and key's heads (dimension -3) do not divide "
-                       "query's (enable_gqa)"
-                     : " do not broadcast",
-                 d == 0 && !enable_gqa ? " (pass enable_gqa=True for grouped-query attention)"
-                                       : "");
-    p.lead[kAttentionLeadDims - 1 - d] = qd == 1 ? kd : qd;
+    const int64_t n = std::max({qd, kd, vd});
+    DLKERN_CHECK((qd == n || qd == 1) && (kd == n || kd == 1) && (vd == n || vd == 1), op,
+                 ": the leading dimensions of query ", shape_str(q), ", key ", shape_str(k),
+                 " and value ", shape_str(v), " do not broadcast",
+                 d == 0 && !enable_gqa
+                     ? " (pass enable_gqa=True for grouped-query attention)"
+                     : "");
+    p.lead[kAttentionLeadDims - 1 - d] = n;
   }
 
   p.mask = mask;
   if (mask != AttentionMask::none) {
     const std::vector<int64_t>& m = mask_shape;
+    // torch indexes the mask's last two dimensions: one alone is rejected.
+    DLKERN_CHECK(m.size() >= 2, op, ": attn_mask must have at least 2 dimensions (..., L, S), "
+                 "got shape ", shape_str(m));
     bool ok = m.size() <= static_cast<size_t>(p.lead_ndim) + 2;
     for (size_t d = 0; ok && d < m.size(); ++d) {
       const size_t from_right = m.size() - 1 - d;

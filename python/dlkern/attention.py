@@ -32,19 +32,15 @@ def _window(window, op: str) -> tuple[int, int]:
     return tuple(-1 if w is None else _args.integer(w, "window", op) for w in window)
 
 
-def _lead_strides(a: _arrays.Array, matrix_dims: int = 2) -> tuple:
-    """The strides of ``a``'s leading dimensions, right-aligned to the kernels'
-    four, 0 where a dimension is missing or of size 1 (broadcast)."""
-    n = a.ndim - matrix_dims
-    strides = [0] * (_LEAD - n)
-    strides += [s if d != 1 else 0 for d, s in zip(a.shape[:n], a.strides[:n])]
-    return tuple(strides)
-
-
 def _operand(a: _arrays.Array | None) -> tuple:
+    """(address, strides of the kernels' four leading dimensions, row stride,
+    column stride): ``a`` right-aligned to (lead..., rows, columns), a missing
+    dimension or one of size 1 (broadcast) given stride 0."""
     if a is None:
         return (0, (0,) * _LEAD, 0, 0)
-    return (a.address, _lead_strides(a), a.strides[-2], a.strides[-1])
+    pad = _LEAD + 2 - a.ndim
+    strides = [0] * pad + [s if d != 1 else 0 for d, s in zip(a.shape, a.strides)]
+    return (a.address, tuple(strides[:_LEAD]), strides[-2], strides[-1])
 
 
 class _Problem:

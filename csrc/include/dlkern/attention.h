@@ -34,9 +34,11 @@ struct AttentionParams {
 
 // Validates as torch's SDPA does: query (..., L, E), key (..., S, E), value
 // (..., S, Ev) of at least 2 dimensions each, leading dimensions broadcasting
-// (the head dimension -3 also by enable_gqa: key heads dividing query heads),
+// (the head dimension -3 also by enable_gqa: key and value heads equal and
+// dividing query heads),
 // at most kAttentionLeadDims of them; mask_shape (empty when there is no
-// mask) broadcastable to (..., L, S) without growing the output; attn_mask
+// mask) of at least 2 dimensions, broadcastable to (..., L, S) without
+// growing the output; attn_mask
 // with is_causal rejected; window sides of -1 or more; scale NaN meaning
 // 1/sqrt(E). Throws ValueError naming the argument.
 AttentionParams attention_params(const std::vector<int64_t>& query_shape,

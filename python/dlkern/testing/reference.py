@@ -447,3 +447,113 @@ def gru_backward(grad_out, grad_h_n, x, hx, w_ih, w_hh, b_ih=None, b_hh=None, le
     gx, (gh,), w = _sequence_backward("gru", grad_out, (grad_h_n,), x, hx, w_ih, w_hh, b_ih,
                                       b_hh, lengths)
     return (gx, gh, *w)
+
+
+# Query rows per step of the attention references: a (rows, S) block of
+# scores at a time, so that the benchmark's L = S = 4096 fits in memory.
+_ATTENTION_ROWS = 256
+
+
+def _attention_operands(q, k, v, attn_mask, is_causal, scale, enable_gqa, window):
+    """Float64 q, k, v broadcast to the output's leading dimensions (key/value
+    heads repeated for GQA), the additive mask (None or broadcastable to
+    (..., L, S), -inf where a boolean mask is False), the (L, S) boolean of
+    keys each query sees under is_causal and window, and the scale."""
+    q, k, v = as64(q), as64(k), as64(v)
+    if enable_gqa and k.ndim >= 3 and q.ndim >= 3 and k.shape[-3] != q.shape[-3]:
+        group = q.shape[-3] // k.shape[-3]
+        k, v = np.repeat(k, group, axis=-3), np.repeat(v, group, axis=-3)
+    lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    q = np.broadcast_to(q, lead + q.shape[-2:])
+    k = np.broadcast_to(k, lead + k.shape[-2:])
+    v = np.broadcast_to(v, lead + v.shape[-2:])
+    add = None
+    if attn_mask is not None:
+        if str(attn_mask.dtype).removeprefix("torch.") == "bool":
+            keep_mask = np.asarray(attn_mask.cpu() if hasattr(attn_mask, "cpu") else attn_mask)
+            add = np.where(keep_mask, 0.0, -np.inf)
+        else:
+            add = as64(attn_mask)
+        add = np.broadcast_to(add, lead + add.shape[-2:])
+    L, S = q.shape[-2], k.shape[-2]
+    i, j = np.arange(L)[:, None], np.arange(S)[None, :]
+    left, right = (None, None) if window is None else window
+    keep = np.ones((L, S), dtype=bool)
+    if left is not None and left >= 0:
+        keep &= j >= i - left
+    if right is not None and right >= 0:
+        keep &= j <= i + right
+    if is_causal:
+        keep &= j <= i
+    scale = 1 / np.sqrt(q.shape[-1]) if scale is None else scale
+    return q, k, v, add, keep, scale, lead
+
+
+def _attention_scores(q, k, add, keep, scale, idx, r0, r1):
+    s = q[idx][r0:r1] @ k[idx].T * scale
+    if add is not None:
+        s = s + add[idx][r0:r1]
+    return np.where(keep[r0:r1], s, -np.inf)
+
+
+def attention(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False,
+              window=None):
+    """torch's scaled_dot_product_attention without dropout, and the row
+    log-sum-exp of the scaled, masked scores: (out, lse). window=(left, right)
+    keeps keys i - left .. i + right (None or -1: unbounded). A row with no key
+    taking part gives 0 and lse -inf."""
+    q, k, v, add, keep, scale, lead = _attention_operands(q, k, v, attn_mask, is_causal, scale,
+                                                          enable_gqa, window)
+    L = q.shape[-2]
+    out = np.zeros(lead + (L, v.shape[-1]))
+    lse = np.full(lead + (L,), -np.inf)
+    for idx in np.ndindex(*lead):
+        for r0 in range(0, L, _ATTENTION_ROWS):
+            r1 = min(r0 + _ATTENTION_ROWS, L)
+            s = _attention_scores(q, k, add, keep, scale, idx, r0, r1)
+            m = s.max(axis=-1, initial=-np.inf, keepdims=True)
+            live = np.isfinite(m[:, 0])
+            p = np.exp(s[live] - m[live])
+            total = p.sum(axis=-1, keepdims=True)
+            out[idx][r0:r1][live] = p @ v[idx] / total
+            lse[idx][r0:r1][live] = (m[live] + np.log(total))[:, 0]
+    return out, lse
+
+
+def _sum_to_shape(g, shape, group_axis_heads=None):
+    """g summed to ``shape`` over broadcast dimensions; group_axis_heads (key
+    heads) folds GQA's repeated heads (dimension -3) back first."""
+    if group_axis_heads is not None and g.shape[-3] != group_axis_heads:
+        g = g.reshape(g.shape[:-3] + (group_axis_heads, -1) + g.shape[-2:]).sum(axis=-3)
+    extra = g.ndim - len(shape)
+    g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(d for d, n in enumerate(shape) if n == 1 and g.shape[d] != 1)
+    return g.sum(axis=axes, keepdims=True)
+
+
+def attention_backward(grad_out, q, k, v, attn_mask=None, is_causal=False, scale=None,
+                       enable_gqa=False, window=None):
+    """Gradients (grad_q, grad_k, grad_v) of attention's output, of the
+    shapes of q, k and v."""
+    shapes = [np.shape(as64(x)) for x in (q, k, v)]
+    q, k, v, add, keep, scale, lead = _attention_operands(q, k, v, attn_mask, is_causal, scale,
+                                                          enable_gqa, window)
+    go = np.broadcast_to(as64(grad_out), lead + (q.shape[-2], v.shape[-1]))
+    gq, gk, gv = np.zeros(q.shape), np.zeros(k.shape), np.zeros(v.shape)
+    L = q.shape[-2]
+    for idx in np.ndindex(*lead):
+        for r0 in range(0, L, _ATTENTION_ROWS):
+            r1 = min(r0 + _ATTENTION_ROWS, L)
+            s = _attention_scores(q, k, add, keep, scale, idx, r0, r1)
+            m = s.max(axis=-1, initial=-np.inf, keepdims=True)
+            live = np.isfinite(m)
+            p = np.where(live, np.exp(s - np.where(live, m, 0.0)), 0.0)
+            p /= np.where(live, p.sum(axis=-1, keepdims=True), 1.0)
+            dp = go[idx][r0:r1] @ v[idx].T
+            ds = p * (dp - (p * dp).sum(axis=-1, keepdims=True))
+            gv[idx] += p.T @ go[idx][r0:r1]
+            gq[idx][r0:r1] = scale * ds @ k[idx]
+            gk[idx] += scale * ds.T @ q[idx][r0:r1]
+    heads = shapes[1][-3] if enable_gqa and len(shapes[1]) >= 3 else None
+    return (_sum_to_shape(gq, shapes[0]), _sum_to_shape(gk, shapes[1], heads),
+            _sum_to_shape(gv, shapes[2], heads))
