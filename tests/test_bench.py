@@ -21,6 +21,7 @@ from dlkern.bench.cases.conv import cpu as conv_cpu_cases
 from dlkern.bench.cases.conv import cuda as conv_cases
 from dlkern.bench.cases import matmul as matmul_cases
 from dlkern.bench.cases._factory import array_libraries
+from dlkern.bench.cases import attention as attention_cases
 from dlkern.bench.cases import rnn as rnn_cases
 from dlkern.bench.peak import Peaks
 from dlkern.bench.stats import summarize
@@ -268,6 +269,42 @@ def test_rnn_cases_formulas_and_results():
         assert any(c.params.get("batch") == 8 for c in cuda_cases if "seq_len" in c.params)
     else:
         assert cuda_cases == [] and ctx.skipped == [("rnn", "needs CuPy or torch with CUDA")]
+
+
+def test_attention_cases_formulas_and_results():
+    # Pairs that take part: all, causal (top-left: j <= i), a window, and L != S.
+    assert attention_cases.visible_pairs(4, 6) == 24
+    assert attention_cases.visible_pairs(4, 4, is_causal=True) == 10
+    assert attention_cases.visible_pairs(5, 5, window=(1, 1)) == 13
+    assert attention_cases.visible_pairs(3, 5, is_causal=True, window=(1, None)) == 5
+    # Q K^T and P V: 2 * pairs * (E + Ev) per head, the 4 B H L S E
+    # unmasked; the backward 2.5 times the forward on top.
+    assert attention_cases.flop_count(2, 3, 4, 6, 8, 8) == 4 * 2 * 3 * 4 * 6 * 8
+    assert attention_cases.flop_count(1, 1, 4, 4, 2, 3, True) == 2 * 10 * 5
+    assert attention_cases.flop_count(1, 1, 4, 4, 2, 2, backward=True) == 3.5 * 2 * 16 * 4
+    # q, k, v read and out written; a backward doubles that.
+    assert attention_cases.byte_count(2, 4, 2, 3, 5, 8, 6, 4) == 4 * (2 * 4 * 3 * 8
+                                                                       + 2 * 2 * 5 * 14
+                                                                       + 2 * 4 * 3 * 6)
+    cases = attention_cases.cases(registry.Context(device="cpu", quick=True))
+    assert {c.params["pass"] for c in cases} == {"forward", "forward+backward"}
+    assert any(c.params["is_causal"] for c in cases) and any(c.params["window"] for c in cases)
+    assert any(c.params["kv_heads"] < c.params["heads"] for c in cases)
+    for c in cases:
+        inputs = c.setup()
+        got, want = c.run(inputs), c.expected(inputs)
+        got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
+        for g, w in zip(got, want):
+            assert arrays.relative_error(g, w) < 1e-5
+        for lib, reference in c.references.items():
+            ref_got = reference(inputs)
+            ref_got = ref_got if isinstance(ref_got, tuple) else (ref_got,)
+            for r, w in zip(ref_got, want):
+                assert arrays.relative_error(r, w) < 1e-4, lib
+    # No CUDA kernels yet: CUDA runs skip the family, saying why.
+    ctx = registry.Context(device="cuda", quick=True)
+    assert attention_cases.cases(ctx) == [] and ctx.skipped == [
+        ("attention", "the attention family has CPU kernels only so far")]
 
 
 def test_conv_cases_without_gpu_skip_cleanly():

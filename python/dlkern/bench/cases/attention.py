@@ -1,0 +1,148 @@
+"""``dk.attention`` (and its backward) against torch's SDPA on the CPU, float32:
+B=4 H=8 L=S=1024 E=64 non-causal and causal, B=1 H=16 L=S=4096 E=128 causal,
+a window of 256 on the latter's shape, and decoding (L=1 against S=8192,
+H=32 query heads over 8 key/value heads, E=128); each forward and
+forward+backward except decoding (forward). torch gets the window as an
+explicit boolean mask and GQA through ``enable_gqa``. The attention family has
+CPU kernels only so far: CUDA runs skip it.
+
+FLOPs: the two products (Q K^T and P V) over the (query, key) pairs that take
+part, 2 * B * H * pairs * (E + Ev), which is the issue's 4 * B * H * L * S * E
+unmasked; a backward counts 2.5 times the forward.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...attention import attention, attention_backward
+from ...testing import reference
+from .. import arrays, libraries
+from ..registry import Case, Context
+from ._factory import array_libraries, case
+
+# (batch, query heads, key/value heads, L, S, E, is_causal, window, passes)
+BOTH = ("forward", "forward+backward")
+SHAPES = [
+    (4, 8, 8, 1024, 1024, 64, False, None, BOTH),
+    (4, 8, 8, 1024, 1024, 64, True, None, BOTH),
+    (1, 16, 16, 4096, 4096, 128, True, None, BOTH),
+    (1, 16, 16, 4096, 4096, 128, False, (256, 256), BOTH),
+    (1, 32, 8, 1, 8192, 128, False, None, ("forward",)),
+]
+SHAPES_QUICK = [
+    (2, 2, 2, 128, 128, 32, False, None, BOTH),
+    (2, 2, 2, 128, 128, 32, True, None, BOTH),
+    (1, 2, 2, 256, 256, 32, False, (32, 32), BOTH),
+    (1, 8, 2, 1, 512, 32, False, None, ("forward",)),
+]
+
+
+def visible_pairs(L: int, S: int, is_causal: bool = False, window=None) -> int:
+    """The (query, key) pairs that take part: query i sees keys i - left ..
+    i + right (None or -1 unbounded), and none after i when causal."""
+    left, right = (-1, -1) if window is None else (-1 if w is None else w for w in window)
+    if is_causal:
+        right = 0
+    i = np.arange(L)
+    begin = np.zeros(L, dtype=np.int64) if left < 0 else np.clip(i - left, 0, S)
+    end = np.full(L, S, dtype=np.int64) if right < 0 else np.clip(i + right + 1, 0, S)
+    return int(np.maximum(end - begin, 0).sum())
+
+
+def flop_count(batch: int, heads: int, L: int, S: int, E: int, Ev: int, is_causal=False,
+               window=None, backward: bool = False) -> int:
+    """A multiply and an add per term of Q K^T and of P V, over the pairs that
+    take part; the backward 2.5 times that (five block products for two)."""
+    forward = 2 * batch * heads * visible_pairs(L, S, is_causal, window) * (E + Ev)
+    return forward + int(2.5 * forward) if backward else forward
+
+
+def byte_count(batch: int, heads: int, kv_heads: int, L: int, S: int, E: int, Ev: int,
+               itemsize: int, backward: bool = False) -> int:
+    """The least traffic: q, k, v read and the output written once; a backward
+    also reads the output's gradient and writes the three gradients."""
+    q, o = batch * heads * L * E, batch * heads * L * Ev
+    kv = batch * kv_heads * S * (E + Ev)
+    once = q + kv + o
+    return itemsize * (2 * once if backward else once)
+
+
+def _window_mask(L: int, S: int, window):
+    left, right = window
+    i, j = np.arange(L)[:, None], np.arange(S)[None, :]
+    return (j >= i - left) & (j <= i + right)
+
+
+class _TorchSdpa:
+    """torch's SDPA as the case times it: no_grad forward, or forward and
+    torch.autograd.grad of q, k and v; a window as an explicit boolean mask,
+    built on first use."""
+
+    def __init__(self, is_causal: bool, window, gqa: bool, backward: bool):
+        self.is_causal, self.window, self.gqa, self.backward = is_causal, window, gqa, backward
+        self.mask = None
+
+    def __call__(self, v):
+        torch = libraries.get("torch")
+        if self.window is not None and self.mask is None:
+            self.mask = torch.from_numpy(_window_mask(v["q"].shape[-2], v["k"].shape[-2],
+                                                      self.window))
+        q, k, val = v["q"], v["k"], v["v"]
+        if self.backward:
+            q, k, val = (x.detach().requires_grad_() for x in (q, k, val))
+        with torch.set_grad_enabled(self.backward):
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q, k, val, attn_mask=self.mask, is_causal=self.is_causal, enable_gqa=self.gqa)
+            if not self.backward:
+                return out
+            return torch.autograd.grad(out, (q, k, val), v["grad_output"])
+
+
+def _case(ctx: Context, batch, heads, kv_heads, L, S, E, is_causal, window, which,
+          refs) -> Case:
+    backward = which == "forward+backward"
+    gqa = kv_heads != heads
+    kw = dict(is_causal=is_causal, enable_gqa=gqa, window=window)
+    inputs = {"q": (batch, heads, L, E), "k": (batch, kv_heads, S, E),
+              "v": (batch, kv_heads, S, E)}
+    if backward:
+        inputs["grad_output"] = (batch, heads, L, E)
+
+    def run(v):
+        if not backward:
+            return attention(v["q"], v["k"], v["v"], **kw)
+        out, lse = attention(v["q"], v["k"], v["v"], return_lse=True, **kw)
+        return attention_backward(v["grad_output"], v["q"], v["k"], v["v"], out,
+                                               lse, **kw)
+
+    def expected(v):
+        if not backward:
+            return reference.attention(v["q"], v["k"], v["v"], **kw)[0]
+        return reference.attention_backward(v["grad_output"], v["q"], v["k"], v["v"], **kw)
+
+    name = f"B{batch} H{heads}" + (f"/{kv_heads}" if gqa else "") + f" L{L} S{S} E{E}"
+    name += " causal" if is_causal else ""
+    name += f" window{window}" if window is not None else ""
+    return case(
+        ctx, "attention", f"{name} {which}", dtype="float32", kind="numpy",
+        seed_name=name,
+        params={"batch": batch, "heads": heads, "kv_heads": kv_heads, "L": L, "S": S, "E": E,
+                "is_causal": is_causal, "window": window, "pass": which},
+        flops=flop_count(batch, heads, L, S, E, E, is_causal, window, backward),
+        bytes=byte_count(batch, heads, kv_heads, L, S, E, E, arrays.ITEMSIZE["float32"],
+                         backward),
+        inputs=inputs,
+        run=run,
+        expected=expected,
+        references={lib: _TorchSdpa(is_causal, window, gqa, backward) for lib in refs},
+    )
+
+
+def cases(ctx: Context) -> list[Case]:
+    if ctx.device == "cuda":
+        ctx.skip("attention", "the attention family has CPU kernels only so far")
+        return []
+    refs = [lib for lib in array_libraries(ctx, "float32") if lib == "torch"]
+    return [_case(ctx, *shape, which, refs)
+            for *shape, passes in (SHAPES_QUICK if ctx.quick else SHAPES) for which in passes]
