@@ -66,6 +66,21 @@ def test_rnn_cell_params_fields_by_name():
     assert (g.batch, g.input_size, g.hidden_size, g.gates) == (2, 7, 3, 3)
 
 
+def test_attention_params_fields_by_name():
+    # query, key, value and mask shapes, mask kind (1 boolean), is_causal, scale (NaN:
+    # 1/sqrt(E)), enable_gqa, window sides
+    p = _cpu.attention_params([2, 6, 5, 8], [6, 7, 8], [1, 6, 7, 3], [5, 7], 1, False,
+                              float("nan"), False, 2, -1)
+    assert (p.lead, p.L, p.S, p.E, p.Ev, p.group) == ([2, 6], 5, 7, 8, 3, 1)
+    assert (p.window_left, p.window_right, p.scale) == (2, -1, 1 / np.sqrt(8))
+    g = _cpu.attention_params([6, 5, 8], [2, 7, 8], [2, 7, 8], [], 0, True, 0.5, True, -1, 3)
+    assert (g.lead, g.group, g.scale, g.window_right) == ([6], 3, 0.5, 0)  # causal: right 0
+    with pytest.raises(AttributeError):
+        g.group = 1
+    with pytest.raises(TypeError):
+        _cpu.AttentionParams()
+
+
 def test_params_are_read_only_and_not_sequences():
     p = _cpu.max_pool2d_params(1, 1, 8, 8, 2, 2, 2, 2, 0, 0, 1, 1, False)
     c = _cpu.conv2d_params(1, 1, 5, 5, 1, 1, 3, 3, 1, 1, 0, 0, 0, 1, 1, 1)

@@ -113,8 +113,7 @@ def _case(ctx: Context, batch, heads, kv_heads, L, S, E, is_causal, window, whic
         if not backward:
             return attention(v["q"], v["k"], v["v"], **kw)
         out, lse = attention(v["q"], v["k"], v["v"], return_lse=True, **kw)
-        return attention_backward(v["grad_output"], v["q"], v["k"], v["v"], out,
-                                               lse, **kw)
+        return attention_backward(v["grad_output"], v["q"], v["k"], v["v"], out, lse, **kw)
 
     def expected(v):
         if not backward:
