@@ -17,7 +17,8 @@ F = torch.nn.functional
 
 DTYPES = ["float32", "float64"]
 # (query shape, key shape, value shape): 3-D, 4-D, 5-D; L != S both ways;
-# Ev != E; L or S of 1; odd sizes and more than one block of 64 each way.
+# Ev != E; L or S of 1; odd sizes and more than one block each way (blocks
+# of 128 queries and 256 keys).
 SHAPES = [
     ((3, 17, 8), (3, 23, 8), (3, 23, 5)),
     ((2, 3, 70, 16), (2, 3, 131, 16), (2, 3, 131, 24)),
@@ -25,6 +26,7 @@ SHAPES = [
     ((1, 2, 1, 8), (1, 2, 67, 8), (1, 2, 67, 8)),
     ((1, 2, 66, 8), (1, 2, 1, 8), (1, 2, 1, 4)),
     ((2, 1, 129, 5), (2, 1, 65, 5), (2, 1, 65, 11)),
+    ((1, 2, 260, 8), (1, 2, 523, 8), (1, 2, 523, 6)),
 ]
 
 
@@ -145,12 +147,12 @@ def test_large_scores_are_stable(rng, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["bool", "additive"])
-@pytest.mark.parametrize("mask_shape", [(70, 131), (1, 131), (70, 1), (3, 70, 131),
-                                        (2, 1, 70, 131), (2, 3, 70, 131)], ids=str)
+@pytest.mark.parametrize("mask_shape", [(150, 301), (1, 301), (150, 1), (3, 150, 301),
+                                        (2, 1, 150, 301), (2, 3, 150, 301)], ids=str)
 def test_masks(rng, dtype, kind, mask_shape):
-    q = random_array(rng, (2, 3, 70, 16), dtype)
-    k = random_array(rng, (2, 3, 131, 16), dtype)
-    v = random_array(rng, (2, 3, 131, 8), dtype)
+    q = random_array(rng, (2, 3, 150, 16), dtype)
+    k = random_array(rng, (2, 3, 301, 16), dtype)
+    v = random_array(rng, (2, 3, 301, 8), dtype)
     if kind == "bool":
         mask = rng.random(mask_shape) < 0.7
     else:
@@ -171,6 +173,15 @@ def test_fully_masked_rows_give_zero(rng):
     for m in (mask, additive):
         out, lse = check_forward(q, k, v, m)
         assert (out[:, 1] == 0).all() and np.isneginf(lse[:, 1]).all()
+    # A whole block of keys masked for a whole block of rows (the block is
+    # skipped), a later block live.
+    q2 = random_array(rng, (2, 130, 8), "float64")
+    k2 = random_array(rng, (2, 300, 8), "float64")
+    v2 = random_array(rng, (2, 300, 3), "float64")
+    blocked = rng.random((130, 300)) < 0.5
+    blocked[:128, :256] = False
+    check_forward(q2, k2, v2, blocked)
+    check_backward(rng, q2, k2, v2, blocked)
     # A window that leaves the later rows no key: L > S with left bounded.
     check_forward(random_array(rng, (2, 9, 8), "float64"), k, v, window=(1, 0))
 
@@ -192,7 +203,7 @@ WINDOWS = [(0, 0), (3, None), (None, 2), (5, 5), (-1, -1), (70, 1), (0, 200), (1
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("window", WINDOWS, ids=str)
 @pytest.mark.parametrize("is_causal", [False, True])
-@pytest.mark.parametrize("LS", [(150, 150), (150, 97), (60, 200)], ids=str)
+@pytest.mark.parametrize("LS", [(150, 150), (150, 97), (60, 200), (270, 530)], ids=str)
 def test_windows(rng, dtype, window, is_causal, LS):
     L, S = LS
     q = random_array(rng, (2, 2, L, 8), dtype)
@@ -288,15 +299,15 @@ def test_backward(rng, dtype, shapes, is_causal):
 @pytest.mark.parametrize("case", ["bool", "additive", "gqa", "window", "window-causal",
                                   "broadcast", "strided", "large"])
 def test_backward_cases(rng, dtype, case):
-    q = random_array(rng, (2, 4, 70, 16), dtype)
-    k = random_array(rng, (2, 4, 99, 16), dtype)
-    v = random_array(rng, (2, 4, 99, 8), dtype)
+    q = random_array(rng, (2, 4, 150, 16), dtype)
+    k = random_array(rng, (2, 4, 299, 16), dtype)
+    v = random_array(rng, (2, 4, 299, 8), dtype)
     if case == "bool":
-        mask = rng.random((2, 1, 70, 99)) < 0.6
+        mask = rng.random((2, 1, 150, 299)) < 0.6
         mask[:, :, 3] = False  # a fully masked row
         check_backward(rng, q, k, v, mask)
     elif case == "additive":
-        check_backward(rng, q, k, v, random_array(rng, (70, 99), dtype, -2, 2))
+        check_backward(rng, q, k, v, random_array(rng, (150, 299), dtype, -2, 2))
     elif case == "gqa":
         check_backward(rng, q, k[:, :2], v[:, :2], enable_gqa=True, is_causal=True)
     elif case == "window":
@@ -328,9 +339,9 @@ def test_backward_finite_differences(rng):
 
 
 def test_backward_is_deterministic_across_thread_counts(rng):
-    q = random_array(rng, (1, 4, 200, 16), "float32")
-    k = random_array(rng, (1, 2, 150, 16), "float32")
-    v = random_array(rng, (1, 2, 150, 16), "float32")
+    q = random_array(rng, (1, 4, 300, 16), "float32")
+    k = random_array(rng, (1, 2, 600, 16), "float32")
+    v = random_array(rng, (1, 2, 600, 16), "float32")
     out, lse = dk.attention(q, k, v, enable_gqa=True, return_lse=True)
     go = random_array(rng, out.shape, "float32")
     before = dk.get_num_threads()
