@@ -290,6 +290,7 @@ def test_attention_cases_formulas_and_results():
     assert {c.params["pass"] for c in cases} == {"forward", "forward+backward"}
     assert any(c.params["is_causal"] for c in cases) and any(c.params["window"] for c in cases)
     assert any(c.params["kv_heads"] < c.params["heads"] for c in cases)
+    assert {c.metric for c in cases if c.params["L"] == 1} == {"bytes"}
     for c in cases:
         inputs = c.setup()
         got, want = c.run(inputs), c.expected(inputs)
