@@ -186,6 +186,22 @@ def test_fully_masked_rows_give_zero(rng):
     check_forward(random_array(rng, (2, 9, 8), "float64"), k, v, window=(1, 0))
 
 
+@pytest.mark.parametrize("shapes", [((2, 0, 4), (2, 3, 4), (2, 3, 5)),
+                                    ((2, 3, 4), (2, 0, 4), (2, 0, 5)),
+                                    ((0, 3, 4), (0, 5, 4), (0, 5, 2)),
+                                    ((2, 3, 0), (2, 5, 0), (2, 5, 2)),
+                                    ((2, 3, 4), (2, 5, 4), (2, 5, 0))], ids=str)
+def test_empty_sizes(rng, shapes):
+    """As torch: L, S, E, Ev or a batch of 0 (S = 0: rows with no key give 0;
+    E = 0: equal scores, the mean of the values). Gradients are all written."""
+    q, k, v = (random_array(rng, s, "float64") for s in shapes)
+    out, lse = dk.attention(q, k, v, return_lse=True)
+    np.testing.assert_allclose(out, torch_sdpa(q, k, v).numpy(), rtol=0, atol=1e-15)
+    grads = dk.attention_backward(np.ones(out.shape), q, k, v, out, lse)
+    for g, x in zip(grads, (q, k, v)):
+        assert g.shape == x.shape and not np.isnan(g).any()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("heads", [(6, 2), (4, 1), (3, 3)], ids=str)
 def test_gqa(rng, dtype, heads):
