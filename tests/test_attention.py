@@ -354,6 +354,40 @@ def test_backward_finite_differences(rng):
         np.testing.assert_allclose(got, finite_difference(fn, x, go), rtol=0, atol=1e-8)
 
 
+ISA_ORDER = ["generic", "avx2", "avx512"]
+
+
+@pytest.mark.parametrize("isa", ISA_ORDER)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_instruction_set(rng, isa, dtype):
+    """The softmax's exp is built per instruction set: each one this CPU runs."""
+    supported = ISA_ORDER[: ISA_ORDER.index(dk._cpu.cpu_isa_supported()) + 1]
+    if isa not in supported:
+        pytest.skip(f"this CPU does not run {isa}")
+    before = dk._cpu.cpu_isa()
+    dk._cpu.set_cpu_isa(isa)
+    try:
+        q = random_array(rng, (2, 2, 150, 16), dtype, -4, 4)
+        k = random_array(rng, (2, 2, 300, 16), dtype, -4, 4)
+        v = random_array(rng, (2, 2, 300, 8), dtype)
+        check_forward(q, k, v, rng.random((150, 300)) < 0.8)
+        check_backward(rng, q, k, v, window=(40, 9))
+    finally:
+        dk._cpu.set_cpu_isa(before)
+
+
+def test_combine_lse():
+    """Split-KV's combine of two partial results over disjoint keys: the
+    log-sum-exp of both and each one's weight exp(lse_x - lse)."""
+    testing = pytest.importorskip("dlkern._cpu_testing", reason="built without DLKERN_TESTS")
+    for a, b in [(0.3, -1.2), (800.0, 790.0), (-np.inf, 2.5), (5.0, -np.inf)]:
+        lse, wa, wb = testing.attention_combine_lse(a, b)
+        assert lse == pytest.approx(np.logaddexp(a, b), rel=1e-15)
+        assert (wa, wb) == (pytest.approx(np.exp(a - lse), rel=1e-15),
+                            pytest.approx(np.exp(b - lse), rel=1e-15))
+    assert testing.attention_combine_lse(-np.inf, -np.inf) == (-np.inf, 0.0, 0.0)
+
+
 def test_backward_is_deterministic_across_thread_counts(rng):
     q = random_array(rng, (1, 4, 300, 16), "float32")
     k = random_array(rng, (1, 2, 600, 16), "float32")

@@ -1,6 +1,7 @@
 // _cpu_testing: what only the tests call of the CPU library, kept out of _cpu
 // (built with DLKERN_TESTS): matmul_batched_cpu with every argument, the GEMM
-// blocking in use, and the paths the convolution picks.
+// blocking in use, the paths the convolution picks, and attention's
+// log-sum-exp combine (split-KV's, before the kernels that use it).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -9,6 +10,7 @@
 
 #include "bindings/backend.h"
 #include "bindings/common.h"
+#include "common/attention.h"
 #include "cpu/conv/paths.h"
 #include "cpu/gemm/driver.h"
 #include "dlkern/config.h"
@@ -84,5 +86,12 @@ PYBIND11_MODULE(_cpu_testing, m) {
                cpu::conv::path_name(cpu::conv::grad_input_path<T>(p))};
     });
     return names;
+  });
+
+  // (lse, weight_a, weight_b) of two partial results' log-sum-exps, in double.
+  m.def("attention_combine_lse", [](double lse_a, double lse_b) {
+    double wa, wb;
+    const double lse = attention::combine_lse(lse_a, lse_b, wa, wb);
+    return py::make_tuple(lse, wa, wb);
   });
 }
