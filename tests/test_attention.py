@@ -34,26 +34,12 @@ def t64(x):
     return torch.from_numpy(ref.as64(x).copy())
 
 
-def window_mask(L, S, window, is_causal=False):
-    """The (L, S) boolean torch takes for keys i - left .. i + right."""
-    i, j = np.arange(L)[:, None], np.arange(S)[None, :]
-    left, right = window
-    keep = np.ones((L, S), dtype=bool)
-    if left is not None and left >= 0:
-        keep &= j >= i - left
-    if right is not None and right >= 0:
-        keep &= j <= i + right
-    if is_causal:
-        keep &= j <= i
-    return keep
-
-
 def torch_sdpa(q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=False, window=None):
     """torch's float64 SDPA on the same (rounded) inputs; windows as an explicit mask."""
     tm = None if mask is None else (torch.from_numpy(np.array(mask)) if mask.dtype == bool
                                     else t64(mask))
     if window is not None:
-        keep = torch.from_numpy(window_mask(q.shape[-2], k.shape[-2], window, is_causal))
+        keep = torch.from_numpy(ref.attention_keep(q.shape[-2], k.shape[-2], window, is_causal))
         tm, is_causal = keep, False
     return F.scaled_dot_product_attention(t64(q), t64(k), t64(v), attn_mask=tm,
                                           is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
@@ -269,7 +255,7 @@ def check_backward(rng, q, k, v, mask=None, is_causal=False, scale=None, enable_
     tq, tk, tv = (t64(x).requires_grad_() for x in (q, k, v))
     tm = None
     if window is not None:
-        tm = torch.from_numpy(window_mask(q.shape[-2], k.shape[-2], window, is_causal))
+        tm = torch.from_numpy(ref.attention_keep(q.shape[-2], k.shape[-2], window, is_causal))
     elif mask is not None:
         tm = torch.from_numpy(np.array(mask)) if mask.dtype == bool else t64(mask)
     expected = F.scaled_dot_product_attention(

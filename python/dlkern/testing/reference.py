@@ -454,6 +454,22 @@ def gru_backward(grad_out, grad_h_n, x, hx, w_ih, w_hh, b_ih=None, b_hh=None, le
 _ATTENTION_ROWS = 256
 
 
+def attention_keep(L, S, window=None, is_causal=False):
+    """The (L, S) boolean of the (query, key) pairs that take part: keys
+    i - left .. i + right of query i for window (left, right) (None or -1:
+    unbounded on that side), and j <= i with is_causal (top-left aligned)."""
+    i, j = np.arange(L)[:, None], np.arange(S)[None, :]
+    left, right = (None, None) if window is None else window
+    keep = np.ones((L, S), dtype=bool)
+    if left is not None and left >= 0:
+        keep &= j >= i - left
+    if right is not None and right >= 0:
+        keep &= j <= i + right
+    if is_causal:
+        keep &= j <= i
+    return keep
+
+
 def _attention_operands(q, k, v, attn_mask, is_causal, scale, enable_gqa, window):
     """Float64 q, k, v broadcast to the output's leading dimensions (key/value
     heads repeated for GQA), the additive mask (None or broadcastable to
@@ -475,16 +491,7 @@ def _attention_operands(q, k, v, attn_mask, is_causal, scale, enable_gqa, window
         else:
             add = as64(attn_mask)
         add = np.broadcast_to(add, lead + add.shape[-2:])
-    L, S = q.shape[-2], k.shape[-2]
-    i, j = np.arange(L)[:, None], np.arange(S)[None, :]
-    left, right = (None, None) if window is None else window
-    keep = np.ones((L, S), dtype=bool)
-    if left is not None and left >= 0:
-        keep &= j >= i - left
-    if right is not None and right >= 0:
-        keep &= j <= i + right
-    if is_causal:
-        keep &= j <= i
+    keep = attention_keep(q.shape[-2], k.shape[-2], window, is_causal)
     scale = 1 / np.sqrt(q.shape[-1]) if scale is None else scale
     return q, k, v, add, keep, scale, lead
 
