@@ -236,6 +236,117 @@ def test_torch_tensors_in_and_out(rng):
                                                         is_causal=True), atol=1e-5, rtol=0)
 
 
+# ------------------------------------------------------- split-KV decoding
+
+# Few query rows per key/value head (L times the GQA group, at most 32) and
+# more than one block of keys (256): the forward splits each key/value head's
+# keys into chunks and combines them by log-sum-exp. (query, key, value
+# shapes, keyword arguments, what the chunking must show: "many" chunks,
+# "ragged" S not a multiple of the chunk, "one" chunk longer than S.)
+SPLIT_CASES = [
+    (((1, 8, 1, 16), (1, 2, 1000, 16), (1, 2, 1000, 12)), dict(enable_gqa=True), "ragged"),
+    (((2, 3, 1, 16), (2, 3, 2048, 16), (2, 3, 2048, 8)), {}, "many"),
+    (((1, 4, 5, 8), (1, 2, 700, 8), (1, 2, 700, 8)), dict(enable_gqa=True), "ragged"),
+    (((1, 8, 4, 8), (1, 2, 900, 8), (1, 2, 900, 5)), dict(enable_gqa=True), "ragged"),  # 32 rows
+    (((16, 4, 1, 8), (16, 4, 300, 8), (16, 4, 300, 8)), {}, "one"),
+    (((1, 4, 3, 8), (1, 1, 900, 8), (1, 1, 900, 8)), dict(enable_gqa=True, is_causal=True),
+     "ragged"),
+    (((1, 4, 4, 8), (1, 2, 1100, 8), (1, 2, 1100, 8)), dict(enable_gqa=True, window=(100, 600)),
+     "ragged"),
+    (((2, 2, 6, 8), (2, 2, 1500, 8), (2, 2, 1500, 8)), dict(window=(None, 900), is_causal=True),
+     "ragged"),
+    (((2, 2, 2, 8), (2, 2, 1024, 8), (2, 2, 1024, 8)), dict(window=(3, -1)), "many"),
+]
+SPLIT_MASKS = [None, "bool", "additive"]
+
+
+def split_chunk(q, k, v, mask=None, **kw):
+    """Keys per chunk of the forward's split-KV path for this problem, 0 when
+    it does not split (through the test module)."""
+    testing = pytest.importorskip("dlkern._cpu_testing", reason="built without DLKERN_TESTS")
+    from dlkern.attention import _Problem
+    problem = _Problem("attention", q, k, v, mask, kw.get("is_causal", False), None,
+                       kw.get("enable_gqa", False), kw.get("window"))
+    return testing.attention_split_kv_chunk(problem.params)
+
+
+def split_mask(rng, kind, q, k, dtype):
+    """A mask of every query head (so the heads of a GQA group differ)."""
+    shape = q.shape[:-1] + (k.shape[-2],)
+    if kind == "bool":
+        return rng.random(shape) < 0.6
+    mask = random_array(rng, shape, dtype, -3, 3)
+    mask[rng.random(shape) < 0.3] = -np.inf
+    return mask
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case,mask_kind", [
+    (case, kind) for case in SPLIT_CASES for kind in SPLIT_MASKS
+    if kind is None or not (case[1].get("is_causal") or case[1].get("window"))
+], ids=lambda x: str(x) if isinstance(x, (str, type(None))) else str(x[0][0]) + str(x[1]))
+def test_split_kv_forward(rng, dtype, case, mask_kind):
+    """Masks only where there is neither is_causal (torch refuses both) nor a window."""
+    shapes, kw, _ = case
+    q, k, v = (random_array(rng, s, dtype) for s in shapes)
+    mask = None if mask_kind is None else split_mask(rng, mask_kind, q, k, dtype)
+    check_forward(q, k, v, mask, **kw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_kv_large_scores_and_strided_keys(rng, dtype):
+    """Scores of ~1e3 (partial log-sum-exps far apart) and key/value rows of
+    non-unit column stride (the products then go through the GEMM)."""
+    q = random_array(rng, (1, 4, 2, 16), dtype, 5, 15)
+    k = random_array(rng, (1, 2, 900, 16), dtype, -15, 15)
+    v = random_array(rng, (1, 2, 900, 8), dtype)
+    check_forward(q, k, v, scale=1.0, enable_gqa=True)
+    ks = random_array(rng, (1, 2, 16, 900), dtype).transpose(0, 1, 3, 2)
+    vs = random_array(rng, (1, 2, 16, 900), dtype)[:, :, ::2].transpose(0, 1, 3, 2)
+    check_forward(q, ks, vs, enable_gqa=True)
+
+
+def test_split_kv_takes_the_split_path(rng):
+    """The cases above are split as their table says; more rows, or a single
+    block of keys, are not."""
+    for shapes, kw, chunking in SPLIT_CASES:
+        q, k, v = (random_array(rng, s, "float32") for s in shapes)
+        S = k.shape[-2]
+        chunk = split_chunk(q, k, v, **kw)
+        assert chunk > 0 and chunk % 256 == 0, (shapes, kw, chunk)
+        if chunking == "many":
+            assert S % chunk == 0 and S // chunk > 1, (shapes, chunk)
+        elif chunking == "ragged":
+            assert S % chunk != 0 and S > chunk, (shapes, chunk)
+        else:
+            assert chunk > S, (shapes, chunk)
+    q, k = random_array(rng, (1, 8, 9, 8), "float32"), random_array(rng, (1, 2, 900, 8), "float32")
+    assert split_chunk(q, k, k, enable_gqa=True) == 0  # 36 rows per key/value head
+    q, k = random_array(rng, (1, 2, 1, 8), "float32"), random_array(rng, (1, 2, 256, 8), "float32")
+    assert split_chunk(q, k, k) == 0  # one block of keys
+    # The benchmark's decoding case: 4 rows per key/value head, 8 chunks of 1024.
+    q = random_array(rng, (1, 32, 1, 128), "float32")
+    k = random_array(rng, (1, 8, 8192, 128), "float32")
+    assert split_chunk(q, k, k, enable_gqa=True) == 1024
+
+
+def test_split_kv_is_deterministic_across_thread_counts(rng):
+    """The chunks depend on the problem only and combine in a fixed order."""
+    q = random_array(rng, (1, 8, 3, 32), "float32")
+    k = random_array(rng, (1, 2, 3000, 32), "float32")
+    v = random_array(rng, (1, 2, 3000, 32), "float32")
+    before = dk.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            dk.set_num_threads(threads)
+            results.append(dk.attention(q, k, v, enable_gqa=True, return_lse=True))
+    finally:
+        dk.set_num_threads(before)
+    for out, lse in results[1:]:
+        assert np.array_equal(out, results[0][0]) and np.array_equal(lse, results[0][1])
+
+
 # ----------------------------------------------------------------- backward
 
 

@@ -1,7 +1,7 @@
 // _cpu_testing: what only the tests call of the CPU library, kept out of _cpu
 // (built with DLKERN_TESTS): matmul_batched_cpu with every argument, the GEMM
-// blocking in use, the paths the convolution picks, and attention's
-// log-sum-exp combine (split-KV's, before the kernels that use it).
+// blocking in use, the paths the convolution picks, attention's log-sum-exp
+// combine and whether a problem takes split-KV decoding.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -11,6 +11,7 @@
 #include "bindings/backend.h"
 #include "bindings/common.h"
 #include "common/attention.h"
+#include "cpu/attention/split.h"
 #include "cpu/conv/paths.h"
 #include "cpu/gemm/driver.h"
 #include "dlkern/config.h"
@@ -93,5 +94,11 @@ PYBIND11_MODULE(_cpu_testing, m) {
     double wa, wb;
     const double lse = attention::combine_lse(lse_a, lse_b, wa, wb);
     return py::make_tuple(lse, wa, wb);
+  });
+
+  // Keys per chunk of the CPU forward's split-KV path for these parameters, 0
+  // when it does not split.
+  m.def("attention_split_kv_chunk", [](const AttentionParams& p) {
+    return cpu::attention::split_kv_chunk(p);
   });
 }

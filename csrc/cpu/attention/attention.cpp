@@ -3,7 +3,10 @@
 // softmax of common/attention.h, products on the GEMM engine (matmul_cpu,
 // single-threaded inside the thread region here). Threads take (batch and
 // head, query block) items; key blocks wholly outside a row's window are
-// never visited.
+// never visited. Decoding (few query rows per key/value head, many keys)
+// splits each key/value head's keys into chunks instead (split-KV, split.h),
+// all query heads of a GQA group together, and combines the chunks'
+// partial results by log-sum-exp.
 //
 // The backward recomputes the scores from q, k and the saved lse in two
 // passes, each of which owns what it writes, so that no two threads add into
@@ -19,6 +22,7 @@
 
 #include "common/attention.h"
 #include "cpu/attention/softmax.h"
+#include "cpu/attention/split.h"
 #include "dlkern/attention.h"
 #include "dlkern/config.h"
 #include "dlkern/matmul.h"
@@ -38,6 +42,11 @@ using dlkern::attention::RowState;
 // forward at 167 GFLOP/s, 128 x 128 at 205, 128 x 256 at 210 (and the
 // backward 170, 197, 219): fewer, larger products amortise their packing.
 constexpr int64_t kBlockQ = 128, kBlockK = 256;
+// Products of at most kFewRows query rows skip the GEMM and its packing (the
+// few_* kernels): for decoding, packing K and V costs more than the products.
+// The split decoding case (B1 H32/8 L1 S8192 E128, 2 threads, a shared
+// machine) ran at ~16 GB/s on matmul_cpu, ~22 GB/s on these kernels.
+constexpr int64_t kFewRows = 32;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -105,10 +114,26 @@ struct Slice {
   // Scaled scores of query rows [i0, i0 + rows) against keys [j0, j0 + cols)
   // into s (row stride kBlockK), -inf where a key does not take part.
   void scores(int64_t i0, int64_t rows, int64_t j0, int64_t cols, T* s) const {
+    product(q + i0 * q_rs, q_rs, q_cs, rows, j0, cols, s);
+    mask_scores(i0, rows, j0, cols, s);
+  }
+
+  // s = scale * Q K_blk^T for `rows` query rows at qr (strides rs, cs) and
+  // keys [j0, j0 + cols), s of row stride kBlockK.
+  void product(const T* qr, int64_t rs, int64_t cs, int64_t rows, int64_t j0, int64_t cols,
+               T* s) const {
+    if (rows <= kFewRows && cs == 1 && k_cs == 1)
+      return k.few_scores(qr, rs, rows, p.E, kk + j0 * k_rs, k_rs, cols,
+                          static_cast<T>(p.scale), s, kBlockK);
     MatmulEpilogue<T> ep;
     ep.alpha = static_cast<T>(p.scale);
-    matmul_cpu<T>({rows, cols, p.E}, {q + i0 * q_rs, q_rs, q_cs}, {kk + j0 * k_rs, k_cs, k_rs},
+    matmul_cpu<T>({rows, cols, p.E}, {qr, rs, cs}, {kk + j0 * k_rs, k_cs, k_rs},
                   {s, kBlockK, 1}, ep);
+  }
+
+  // The window and the mask of query rows [i0, i0 + rows) on their scores
+  // against keys [j0, j0 + cols) in s: -inf where a key does not take part.
+  void mask_scores(int64_t i0, int64_t rows, int64_t j0, int64_t cols, T* s) const {
     for (int64_t r = 0; r < rows; ++r) {
       T* row = s + r * kBlockK;
       const int64_t i = i0 + r;
@@ -126,6 +151,39 @@ struct Slice {
         for (int64_t c = 0; c < cols; ++c) row[c] += m[c * m_cs];
       }
     }
+  }
+
+  // Folds the masked scores s of `rows` rows against keys [j0, j0 + cols)
+  // into the rows' states and accumulator (row stride Ev): the online
+  // softmax, then acc += P V_blk. s is left holding P.
+  void fold(T* s, int64_t rows, int64_t j0, int64_t cols, RowState<T>* state, T* acc) const {
+    bool live = false;  // a block no row sees adds nothing to the accumulator
+    for (int64_t r = 0; r < rows; ++r) {
+      T* row = s + r * kBlockK;
+      T block_max = neg_inf<T>();
+#pragma omp simd reduction(max : block_max)
+      for (int64_t c = 0; c < cols; ++c) block_max = std::max(block_max, row[c]);
+      T rescale;
+      const T m = dlkern::attention::update_max(state[r], block_max, rescale);
+      if (m == neg_inf<T>()) {
+        std::fill(row, row + cols, T(0));
+        continue;
+      }
+      live = live || block_max != neg_inf<T>();
+      state[r].sum += k.exp_shifted(row, cols, m);
+      if (rescale != T(1)) {
+        T* a = acc + r * p.Ev;
+#pragma omp simd
+        for (int64_t e = 0; e < p.Ev; ++e) a[e] *= rescale;
+      }
+    }
+    if (!live) return;
+    if (rows <= kFewRows && v_cs == 1)
+      return k.few_accumulate(s, kBlockK, rows, cols, v + j0 * v_rs, v_rs, p.Ev, acc);
+    MatmulEpilogue<T> ep;
+    ep.accumulate = true;
+    matmul_cpu<T>({rows, p.Ev, cols}, {s, kBlockK, 1}, {v + j0 * v_rs, v_rs, v_cs},
+                  {acc, p.Ev, 1}, ep);
   }
 
   // Scores into probabilities exp(s - lse) in place (0 for a row whose lse is
@@ -161,7 +219,103 @@ int64_t lead_count(const AttentionParams& p) {
   return n;
 }
 
+// Outputs acc / sum of `rows` rows (accumulator and out of row stride Ev) and
+// their log-sum-exps.
+template <typename T>
+void finish(const AttentionParams& p, int64_t rows, const RowState<T>* state, const T* acc,
+            T* out, T* lse) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T f = dlkern::attention::output_factor(state[r]);
+    T* o = out + r * p.Ev;
+    const T* a = acc + r * p.Ev;
+#pragma omp simd
+    for (int64_t e = 0; e < p.Ev; ++e) o[e] = a[e] * f;
+    lse[r] = dlkern::attention::log_sum_exp(state[r]);
+  }
+}
+
+// split.h's rule: at most kFewRows query rows per key/value head (a few
+// decoded tokens of every query head of a GQA group), and about kSplitItems
+// chunks in all, enough for the threads of any machine we run on to share.
+constexpr int64_t kSplitItems = 64;
+
+// Split-KV: items (key/value head, chunk of keys), each taking the rows of
+// every query head of the group (gathered into one block, row g * L + i)
+// against its chunk with the online softmax, and writing a partial output and
+// log-sum-exp per row; then each row folds its chunks' partials in chunk
+// order with combine_lse. Nothing depends on which thread ran what.
+template <typename T>
+void forward_split(const AttentionParams& p, int64_t chunk, AttentionOperand<const T> query,
+                   AttentionOperand<const T> key, AttentionOperand<const T> value,
+                   AttentionOperand<const void> mask, T* out, T* lse) {
+  const int64_t kv_heads = lead_count(p) / p.group, rows = p.group * p.L;
+  const int64_t chunks = ceil_div(p.S, chunk);
+  const auto kernels = cpu::attention::kernels<T>();
+  const KeyRange seen = keys_of(p, 0, p.L);
+  // Partial results, (key/value head, chunk, row) for lse and with Ev last for out.
+  std::vector<T> part_out(kv_heads * chunks * rows * p.Ev), part_lse(kv_heads * chunks * rows);
+#pragma omp parallel num_threads(get_num_threads())
+  {
+    std::vector<T> s(rows * kBlockK), acc(rows * p.Ev), qg(rows * p.E);
+    std::vector<RowState<T>> state(rows);
+    std::vector<Slice<T>> heads;
+    heads.reserve(p.group);
+#pragma omp for schedule(dynamic)
+    for (int64_t item = 0; item < kv_heads * chunks; ++item) {
+      const int64_t nk = item / chunks, c0 = (item % chunks) * chunk;
+      heads.clear();
+      for (int64_t g = 0; g < p.group; ++g) {
+        int64_t idx[kAttentionLeadDims];
+        unflatten(p.lead, nk * p.group + g, idx);
+        heads.emplace_back(p, kernels, query, key, value, mask, idx);
+        const Slice<T>& h = heads.back();
+        for (int64_t i = 0; i < p.L; ++i)
+          for (int64_t e = 0; e < p.E; ++e)
+            qg[(g * p.L + i) * p.E + e] = h.q[i * h.q_rs + e * h.q_cs];
+      }
+      std::fill(acc.begin(), acc.end(), T(0));
+      std::fill(state.begin(), state.end(), RowState<T>{});
+      // The heads of a group share K and V: one product, one fold for all rows.
+      const int64_t end = std::min(c0 + chunk, seen.end);
+      for (int64_t j0 = std::max(c0, seen.begin); j0 < end; j0 += kBlockK) {
+        const int64_t cols = std::min(kBlockK, end - j0);
+        heads[0].product(qg.data(), p.E, 1, rows, j0, cols, s.data());
+        for (int64_t g = 0; g < p.group; ++g)
+          heads[g].mask_scores(0, p.L, j0, cols, s.data() + g * p.L * kBlockK);
+        heads[0].fold(s.data(), rows, j0, cols, state.data(), acc.data());
+      }
+      finish(p, rows, state.data(), acc.data(), part_out.data() + item * rows * p.Ev,
+             part_lse.data() + item * rows);
+    }
+    // Query head n = nk * group + g, row i is output row (nk * group + g) * L + i.
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < kv_heads * rows; ++row) {
+      const int64_t nk = row / rows, r = row % rows;
+      T* o = out + row * p.Ev;
+      std::fill(o, o + p.Ev, T(0));
+      T l = neg_inf<T>();
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t at = (nk * chunks + c) * rows + r;
+        T wa, wb;
+        l = dlkern::attention::combine_lse(l, part_lse[at], wa, wb);
+        const T* po = part_out.data() + at * p.Ev;
+#pragma omp simd
+        for (int64_t e = 0; e < p.Ev; ++e) o[e] = wa * o[e] + wb * po[e];
+      }
+      lse[row] = l;
+    }
+  }
+}
+
 }  // namespace
+
+int64_t split_kv_chunk(const AttentionParams& p) {
+  const int64_t kv_heads = lead_count(p) / p.group;
+  if (p.L < 1 || p.L * p.group > kFewRows || p.S <= kBlockK || kv_heads == 0) return 0;
+  const int64_t blocks = ceil_div(p.S, kBlockK);
+  const int64_t per_head = std::clamp<int64_t>(ceil_div(kSplitItems, kv_heads), 1, blocks);
+  return ceil_div(blocks, per_head) * kBlockK;
+}
 }  // namespace cpu::attention
 
 template <typename T>
@@ -169,6 +323,8 @@ void attention_forward_cpu(const AttentionParams& p, AttentionOperand<const T> q
                            AttentionOperand<const T> key, AttentionOperand<const T> value,
                            AttentionOperand<const void> mask, T* out, T* lse) {
   using namespace cpu::attention;
+  if (const int64_t chunk = split_kv_chunk(p))
+    return forward_split(p, chunk, query, key, value, mask, out, lse);
   const int64_t heads = lead_count(p), q_blocks = ceil_div(p.L, kBlockQ);
   const auto kernels = cpu::attention::kernels<T>();
 #pragma omp parallel num_threads(get_num_threads())
@@ -188,41 +344,9 @@ void attention_forward_cpu(const AttentionParams& p, AttentionOperand<const T> q
       for (int64_t j0 = keys.begin; j0 < keys.end; j0 += kBlockK) {
         const int64_t cols = std::min(kBlockK, keys.end - j0);
         slice.scores(i0, rows, j0, cols, s.data());
-        bool live = false;  // a block no row sees adds nothing to the accumulator
-        for (int64_t r = 0; r < rows; ++r) {
-          T* row = s.data() + r * kBlockK;
-          T block_max = neg_inf<T>();
-#pragma omp simd reduction(max : block_max)
-          for (int64_t c = 0; c < cols; ++c) block_max = std::max(block_max, row[c]);
-          T rescale;
-          const T m = dlkern::attention::update_max(state[r], block_max, rescale);
-          if (m == neg_inf<T>()) {
-            std::fill(row, row + cols, T(0));
-            continue;
-          }
-          live = live || block_max != neg_inf<T>();
-          state[r].sum += kernels.exp_shifted(row, cols, m);
-          if (rescale != T(1)) {
-            T* a = acc.data() + r * p.Ev;
-#pragma omp simd
-            for (int64_t e = 0; e < p.Ev; ++e) a[e] *= rescale;
-          }
-        }
-        if (!live) continue;
-        MatmulEpilogue<T> ep;
-        ep.accumulate = true;
-        matmul_cpu<T>({rows, p.Ev, cols}, {s.data(), kBlockK, 1},
-                      {slice.v + j0 * slice.v_rs, slice.v_rs, slice.v_cs},
-                      {acc.data(), p.Ev, 1}, ep);
+        slice.fold(s.data(), rows, j0, cols, state.data(), acc.data());
       }
-      for (int64_t r = 0; r < rows; ++r) {
-        const T f = dlkern::attention::output_factor(state[r]);
-        T* o = out + (n * p.L + i0 + r) * p.Ev;
-        const T* a = acc.data() + r * p.Ev;
-#pragma omp simd
-        for (int64_t e = 0; e < p.Ev; ++e) o[e] = a[e] * f;
-        lse[n * p.L + i0 + r] = dlkern::attention::log_sum_exp(state[r]);
-      }
+      finish(p, rows, state.data(), acc.data(), out + (n * p.L + i0) * p.Ev, lse + n * p.L + i0);
     }
   }
 }

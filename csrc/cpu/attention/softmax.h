@@ -15,6 +15,14 @@ struct SoftmaxKernels {
   // x[j] = exp(x[j] - shift) for j < n, in place (exactly 0 where x[j] is
   // -inf); returns the sum of the new values. shift is finite.
   T (*exp_shifted)(T* x, int64_t n, T shift);
+  // The products of a few query rows (decoding), for rows of unit column
+  // stride: s[r * ss + j] = alpha * sum_e q[r * qs + e] * k[j * ks + e] for
+  // r < rows, j < n.
+  void (*few_scores)(const T* q, int64_t qs, int64_t rows, int64_t E, const T* k, int64_t ks,
+                     int64_t n, T alpha, T* s, int64_t ss);
+  // acc[r * Ev + e] += sum_j p[r * ps + j] * v[j * vs + e].
+  void (*few_accumulate)(const T* p, int64_t ps, int64_t rows, int64_t n, const T* v,
+                         int64_t vs, int64_t Ev, T* acc);
 };
 
 template <typename T> SoftmaxKernels<T> kernels_generic();
