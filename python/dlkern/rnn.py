@@ -301,7 +301,7 @@ def _lengths(lengths, batch: int, op: str):
     """
     if lengths is None:
         return None
-    if hasattr(lengths, "get") and _arrays._is_cupy(lengths):
+    if _arrays._is_cupy(lengths):
         lengths = lengths.get()
     elif _arrays._is_torch(lengths):
         lengths = lengths.detach().cpu().numpy()

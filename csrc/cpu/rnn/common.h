@@ -52,12 +52,26 @@ void weight_grad(int64_t batch, int64_t n, int64_t k, const T* g, MatrixView<con
   matmul_cpu<T>({n, k, batch}, {g, 1, n}, {x.data, x.row_stride, x.col_stride}, {grad_w, k, 1});
 }
 
-// out[j] = sum over rows of G (batch, n), G's rows `stride` apart.
+// out[j] = sum over rows of G (batch, n), contiguous.
 template <typename T>
-void column_sums(int64_t batch, int64_t n, const T* g, int64_t stride, T* out) {
+void column_sums(int64_t batch, int64_t n, const T* g, T* out) {
   std::fill(out, out + n, T(0));
   for (int64_t b = 0; b < batch; ++b)
-    for (int64_t j = 0; j < n; ++j) out[j] += g[b * stride + j];
+    for (int64_t j = 0; j < n; ++j) out[j] += g[b * n + j];
+}
+
+// The bias gradients: column sums of the gate gradients on the input side
+// d_in and the hidden side d_hid (batch, n), either output null to skip it.
+// An LSTM's two sides are one array: summed once, then copied.
+template <typename T>
+void bias_grads(int64_t batch, int64_t n, const T* d_in, const T* d_hid, T* grad_b_ih,
+                T* grad_b_hh) {
+  if (grad_b_ih) column_sums<T>(batch, n, d_in, grad_b_ih);
+  if (!grad_b_hh) return;
+  if (grad_b_ih && d_hid == d_in)
+    std::copy_n(grad_b_ih, n, grad_b_hh);
+  else
+    column_sums<T>(batch, n, d_hid, grad_b_hh);
 }
 
 template <typename T>

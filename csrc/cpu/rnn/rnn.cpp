@@ -105,8 +105,7 @@ void lstm_cell_backward(const RnnCellParams& p, const T* grad_h_out, const T* gr
   if (grad_h) times_weight<T>(B, H, G, dv, w_hh, grad_h, false);
   if (grad_w_ih) weight_grad<T>(B, G, I, d.data(), x, grad_w_ih);
   if (grad_w_hh) weight_grad<T>(B, G, H, d.data(), h, grad_w_hh);
-  if (grad_b_ih) column_sums<T>(B, G, d.data(), G, grad_b_ih);
-  if (grad_b_hh) column_sums<T>(B, G, d.data(), G, grad_b_hh);
+  bias_grads<T>(B, G, d.data(), d.data(), grad_b_ih, grad_b_hh);
 }
 
 template <typename T>
@@ -140,8 +139,7 @@ void gru_cell_backward(const RnnCellParams& p, const T* grad_h_out, MatrixView<c
   if (grad_h) times_weight<T>(B, H, G, dvh, w_hh, grad_h, true);  // onto the blend's share
   if (grad_w_ih) weight_grad<T>(B, G, I, di.data(), x, grad_w_ih);
   if (grad_w_hh) weight_grad<T>(B, G, H, dh.data(), h, grad_w_hh);
-  if (grad_b_ih) column_sums<T>(B, G, di.data(), G, grad_b_ih);
-  if (grad_b_hh) column_sums<T>(B, G, dh.data(), G, grad_b_hh);
+  bias_grads<T>(B, G, di.data(), dh.data(), grad_b_ih, grad_b_hh);
 }
 
 }  // namespace cpu::rnn

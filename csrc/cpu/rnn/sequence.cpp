@@ -368,8 +368,7 @@ void sequence_grads(const RnnParams& p, const Schedule& s, int64_t G, const T* d
   if (grad_w_ih)
     weight_grad<T>(s.rows(), G, p.input_size, d_in, packed_input(p, s, x, x_copy), grad_w_ih);
   if (grad_w_hh) weight_grad<T>(s.rows(), G, p.hidden_size, d_hid, h_prev, grad_w_hh);
-  if (grad_b_ih) column_sums<T>(s.rows(), G, d_in, G, grad_b_ih);
-  if (grad_b_hh) column_sums<T>(s.rows(), G, d_hid, G, grad_b_hh);
+  bias_grads<T>(s.rows(), G, d_in, d_hid, grad_b_ih, grad_b_hh);
 }
 
 // The backward's time loop, from the last step: for t = T - 1 down to -1,

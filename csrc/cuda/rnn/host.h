@@ -34,4 +34,18 @@ void column_sums(int64_t batch, int64_t n, const T* g, T* out, cudaStream_t stre
                 out);
 }
 
+// The bias gradients from the gate gradients on the input side d_in and the
+// hidden side d_hid (batch, n); an LSTM's two sides are one array: summed
+// once, then copied.
+template <typename T>
+void bias_grads(int64_t batch, int64_t n, const T* d_in, const T* d_hid, T* grad_b_ih,
+                T* grad_b_hh, cudaStream_t stream) {
+  column_sums<T>(batch, n, d_in, grad_b_ih, stream);
+  if (grad_b_ih && grad_b_hh && d_hid == d_in && n > 0)
+    DLKERN_CUDA_CHECK(cudaMemcpyAsync(grad_b_hh, grad_b_ih, sizeof(T) * n,
+                                      cudaMemcpyDeviceToDevice, stream));
+  else
+    column_sums<T>(batch, n, d_hid, grad_b_hh, stream);
+}
+
 }  // namespace dlkern::cuda::rnn

@@ -114,8 +114,8 @@ void lstm_cell_backward_cuda(DType dtype, const RnnCellParams& p, const void* gr
     gemm_grads<T>(p, d.get<T>(), d.get<T>(), input, h, w_ih, w_hh, static_cast<T*>(grad_input),
                   static_cast<T*>(grad_h), static_cast<T*>(grad_w_ih),
                   static_cast<T*>(grad_w_hh), stream);
-    column_sums<T>(B, G, d.get<T>(), static_cast<T*>(grad_b_ih), stream);
-    column_sums<T>(B, G, d.get<T>(), static_cast<T*>(grad_b_hh), stream);
+    bias_grads<T>(B, G, d.get<T>(), d.get<T>(), static_cast<T*>(grad_b_ih),
+                  static_cast<T*>(grad_b_hh), stream);
   });
 }
 
@@ -149,8 +149,8 @@ void gru_cell_backward_cuda(DType dtype, const RnnCellParams& p, const void* gra
       DLKERN_LAUNCH(kernel, grid_stride_blocks(B * H, kThreads), kThreads, 0, stream, B * H,
                     static_cast<const T*>(gemm_h), gh);
     }
-    column_sums<T>(B, G, di, static_cast<T*>(grad_b_ih), stream);
-    column_sums<T>(B, G, dh, static_cast<T*>(grad_b_hh), stream);
+    bias_grads<T>(B, G, di, dh, static_cast<T*>(grad_b_ih), static_cast<T*>(grad_b_hh),
+                  stream);
   });
 }
 

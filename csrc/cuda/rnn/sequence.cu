@@ -215,8 +215,7 @@ void backward(const RnnParams& p, const int64_t* lengths, const T* grad_output,
     }
     gemm<T>({G, H, R}, {dg, 1, G}, h_prev, {grad_w_hh, H, 1}, stream);
   }
-  column_sums<T>(R, G, di, grad_b_ih, stream);
-  column_sums<T>(R, G, dg, grad_b_hh, stream);
+  bias_grads<T>(R, G, di, dg, grad_b_ih, grad_b_hh, stream);
 }
 
 void check_gates(const RnnParams& p, int64_t gates, const char* op) {
