@@ -80,8 +80,8 @@ KeyRange queries_of(const AttentionParams& p, int64_t j0, int64_t cols) {
           p.window_left < 0 ? p.L : std::min(p.L, j0 + cols + p.window_left)};
 }
 
-// One (batch and head) slice of the problem: the operands at its leading
-// index, and the block steps every pass shares.
+// One (batch and head) slice of the problem, by its flat head index: the
+// operands at its leading indices, and the block steps every pass shares.
 template <typename T>
 struct Slice {
   const AttentionParams& p;
@@ -93,8 +93,10 @@ struct Slice {
   Slice(const AttentionParams& params, SoftmaxKernels<T> kernels,
         const AttentionOperand<const T>& query, const AttentionOperand<const T>& key,
         const AttentionOperand<const T>& value, const AttentionOperand<const void>& mask_op,
-        const int64_t* idx)
+        int64_t head)
       : p(params), k(kernels) {
+    int64_t idx[kAttentionLeadDims];  // the leading indices of the flat head index
+    unflatten(p.lead, head, idx);
     q = base(query, idx, 1);
     kk = base(key, idx, p.group);
     v = base(value, idx, p.group);
@@ -265,9 +267,7 @@ void forward_split(const AttentionParams& p, int64_t chunk, AttentionOperand<con
       const int64_t nk = item / chunks, c0 = (item % chunks) * chunk;
       heads.clear();
       for (int64_t g = 0; g < p.group; ++g) {
-        int64_t idx[kAttentionLeadDims];
-        unflatten(p.lead, nk * p.group + g, idx);
-        heads.emplace_back(p, kernels, query, key, value, mask, idx);
+        heads.emplace_back(p, kernels, query, key, value, mask, nk * p.group + g);
         const Slice<T>& h = heads.back();
         for (int64_t i = 0; i < p.L; ++i)
           for (int64_t e = 0; e < p.E; ++e)
@@ -335,9 +335,7 @@ void attention_forward_cpu(const AttentionParams& p, AttentionOperand<const T> q
     for (int64_t item = 0; item < heads * q_blocks; ++item) {
       const int64_t n = item / q_blocks, i0 = (item % q_blocks) * kBlockQ;
       const int64_t rows = std::min(kBlockQ, p.L - i0);
-      int64_t idx[kAttentionLeadDims];
-      unflatten(p.lead, n, idx);
-      const Slice<T> slice(p, kernels, query, key, value, mask, idx);
+      const Slice<T> slice(p, kernels, query, key, value, mask, n);
       std::fill(acc.begin(), acc.end(), T(0));
       std::fill(state.begin(), state.end(), RowState<T>{});
       const auto keys = keys_of(p, i0, rows);
@@ -394,9 +392,7 @@ void attention_backward_cpu(const AttentionParams& p, const T* grad_out,
       const auto rows_in = queries_of(p, j0, cols);
       for (int64_t g = 0; g < p.group; ++g) {
         const int64_t n = nk * p.group + g;
-        int64_t idx[kAttentionLeadDims];
-        unflatten(p.lead, n, idx);
-        const Slice<T> slice(p, kernels, query, key, value, mask, idx);
+        const Slice<T> slice(p, kernels, query, key, value, mask, n);
         for (int64_t i0 = rows_in.begin / kBlockQ * kBlockQ; i0 < rows_in.end; i0 += kBlockQ) {
           const int64_t rows = std::min(kBlockQ, p.L - i0);
           const T* dout = grad_out + (n * p.L + i0) * p.Ev;
@@ -418,9 +414,7 @@ void attention_backward_cpu(const AttentionParams& p, const T* grad_out,
     for (int64_t item = 0; item < heads * q_blocks; ++item) {
       const int64_t n = item / q_blocks, i0 = (item % q_blocks) * kBlockQ;
       const int64_t rows = std::min(kBlockQ, p.L - i0);
-      int64_t idx[kAttentionLeadDims];
-      unflatten(p.lead, n, idx);
-      const Slice<T> slice(p, kernels, query, key, value, mask, idx);
+      const Slice<T> slice(p, kernels, query, key, value, mask, n);
       T* dq = grad_query + (n * p.L + i0) * p.E;
       std::fill(dq, dq + rows * p.E, T(0));
       const T* dout = grad_out + (n * p.L + i0) * p.Ev;
