@@ -1,7 +1,5 @@
-// Attention bindings: AttentionParams and the shape rule that builds it, and
-// the kernels as def_attention<Backend> (see backend.h). The family has CPU
-// kernels only so far: def_attention is instantiated for Cpu alone, and
-// python/dlkern/attention.py refuses the CUDA path before reaching a binding.
+// Attention bindings: AttentionParams and the shape rules that build it
+// (_cpu only), and the kernels as def_attention<Backend> (see backend.h).
 #pragma once
 
 #include <cstdint>
@@ -57,41 +55,74 @@ inline void def_attention_params(py::module_& m) {
           return attention_params(query, key, value, mask_shape, static_cast<AttentionMask>(mask),
                                   is_causal, scale, enable_gqa, window_left, window_right);
         });
+  m.def("attention_varlen_params", &attention_varlen_params);
+}
+
+// A problem's params with its sequence offsets (addresses of batch + 1 int32
+// values in the kernels' memory, 0 for a dense problem).
+inline AttentionParams with_sequences(AttentionParams p, Address cu_seqlens_q,
+                                      Address cu_seqlens_k) {
+  p.cu_seqlens_q = cu_seqlens_q;
+  p.cu_seqlens_k = cu_seqlens_k;
+  return p;
 }
 
 template <class Backend>
 void def_attention(py::module_& m) {
-  static_assert(!Backend::cuda, "attention has CPU kernels only so far");
   m.def(
       "attention_forward",
-      [](const std::string& dtype, const AttentionParams& p, const AttentionStrided& query,
-         const AttentionStrided& key, const AttentionStrided& value,
-         const AttentionStrided& mask, Address out, Address lse, int device, Address) {
+      [](const std::string& dtype, const AttentionParams& params, Address cu_q, Address cu_k,
+         const AttentionStrided& query, const AttentionStrided& key,
+         const AttentionStrided& value, const AttentionStrided& mask, const AttentionStrided& out,
+         const AttentionStrided& lse, int device, Address stream) {
         [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        dispatch_float(dtype, "attention", [&](auto t) {
-          using T = decltype(t);
-          attention_forward_cpu<T>(p, attention_operand<const T>(query),
-                                   attention_operand<const T>(key),
-                                   attention_operand<const T>(value),
-                                   attention_operand<const void>(mask), out, lse);
-        });
+        const AttentionParams p = with_sequences(params, cu_q, cu_k);
+        if constexpr (Backend::cuda)
+          attention_forward_cuda(parse_dtype(dtype), p, attention_operand<const void>(query),
+                                 attention_operand<const void>(key),
+                                 attention_operand<const void>(value),
+                                 attention_operand<const void>(mask),
+                                 attention_operand<void>(out), attention_operand<void>(lse),
+                                 stream);
+        else
+          dispatch_float(dtype, "attention", [&](auto t) {
+            using T = decltype(t);
+            attention_forward_cpu<T>(p, attention_operand<const T>(query),
+                                     attention_operand<const T>(key),
+                                     attention_operand<const T>(value),
+                                     attention_operand<const void>(mask),
+                                     attention_operand<T>(out), attention_operand<T>(lse));
+          });
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "attention_backward",
-      [](const std::string& dtype, const AttentionParams& p, Address grad_out,
-         const AttentionStrided& query, const AttentionStrided& key,
-         const AttentionStrided& value, const AttentionStrided& mask, Address out, Address lse,
-         Address grad_query, Address grad_key, Address grad_value, int device, Address) {
+      [](const std::string& dtype, const AttentionParams& params, Address cu_q, Address cu_k,
+         const AttentionStrided& grad_out, const AttentionStrided& query,
+         const AttentionStrided& key, const AttentionStrided& value, const AttentionStrided& mask,
+         const AttentionStrided& out, const AttentionStrided& lse,
+         const AttentionStrided& grad_query, const AttentionStrided& grad_key,
+         const AttentionStrided& grad_value, int device, Address stream) {
         [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        dispatch_float(dtype, "attention_backward", [&](auto t) {
-          using T = decltype(t);
-          attention_backward_cpu<T>(p, grad_out, attention_operand<const T>(query),
-                                    attention_operand<const T>(key),
-                                    attention_operand<const T>(value),
-                                    attention_operand<const void>(mask), out, lse, grad_query,
-                                    grad_key, grad_value);
-        });
+        const AttentionParams p = with_sequences(params, cu_q, cu_k);
+        if constexpr (Backend::cuda)
+          attention_backward_cuda(
+              parse_dtype(dtype), p, attention_operand<const void>(grad_out),
+              attention_operand<const void>(query), attention_operand<const void>(key),
+              attention_operand<const void>(value), attention_operand<const void>(mask),
+              attention_operand<const void>(out), attention_operand<const void>(lse),
+              attention_operand<void>(grad_query), attention_operand<void>(grad_key),
+              attention_operand<void>(grad_value), stream);
+        else
+          dispatch_float(dtype, "attention_backward", [&](auto t) {
+            using T = decltype(t);
+            attention_backward_cpu<T>(
+                p, attention_operand<const T>(grad_out), attention_operand<const T>(query),
+                attention_operand<const T>(key), attention_operand<const T>(value),
+                attention_operand<const void>(mask), attention_operand<const T>(out),
+                attention_operand<const T>(lse), attention_operand<T>(grad_query),
+                attention_operand<T>(grad_key), attention_operand<T>(grad_value));
+          });
       },
       py::call_guard<py::gil_scoped_release>());
 }

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "bindings/attention.h"
 #include "bindings/common.h"
 #include "bindings/conv.h"
 #include "bindings/cuda_backend.h"
@@ -87,6 +88,7 @@ PYBIND11_MODULE(DLKERN_MODULE_NAME, m) {
   bindings::def_pool<bindings::Cuda>(m);
   bindings::def_matmul<bindings::Cuda>(m);
   bindings::def_rnn<bindings::Cuda>(m);
+  bindings::def_attention<bindings::Cuda>(m);
 
 #if defined(DLKERN_EMU)
   // The emulator's fiber order for launches from the calling thread

@@ -24,6 +24,18 @@ int64_t lead_dim(const std::vector<int64_t>& s, int d) {
   return d < n ? s[n - 1 - d] : 1;
 }
 
+// The window (is_causal folded in as no key after the query) and the scale
+// (NaN: 1/sqrt(E)).
+void set_window_and_scale(AttentionParams& p, const char* op, bool is_causal, double scale,
+                          int64_t window_left, int64_t window_right) {
+  DLKERN_CHECK(window_left >= -1 && window_right >= -1, op,
+               ": window sides must be -1 (unbounded) or non-negative, got (", window_left, ", ",
+               window_right, ")");
+  p.window_left = window_left;
+  p.window_right = is_causal ? 0 : window_right;
+  p.scale = std::isnan(scale) ? 1.0 / std::sqrt(static_cast<double>(p.E)) : scale;
+}
+
 }  // namespace
 
 AttentionParams attention_params(const std::vector<int64_t>& q,
@@ -100,12 +112,44 @@ AttentionParams attention_params(const std::vector<int64_t>& q,
     DLKERN_CHECK(!is_causal, op, ": attn_mask and is_causal=True cannot be given together "
                  "(pass one: is_causal builds the causal mask)");
   }
-  DLKERN_CHECK(window_left >= -1 && window_right >= -1, op,
-               ": window sides must be -1 (unbounded) or non-negative, got (", window_left, ", ",
-               window_right, ")");
-  p.window_left = window_left;
-  p.window_right = is_causal ? 0 : window_right;  // causal: no key after the query
-  p.scale = std::isnan(scale) ? 1.0 / std::sqrt(static_cast<double>(E)) : scale;
+  set_window_and_scale(p, op, is_causal, scale, window_left, window_right);
+  return p;
+}
+
+AttentionParams attention_varlen_params(const std::vector<int64_t>& q,
+                                        const std::vector<int64_t>& k,
+                                        const std::vector<int64_t>& v, int64_t batch,
+                                        int64_t max_seqlen_q, int64_t max_seqlen_k,
+                                        bool is_causal, double scale, int64_t window_left,
+                                        int64_t window_right) {
+  const char* op = "attention_varlen";
+  const std::vector<int64_t>* operands[] = {&q, &k, &v};
+  const char* names[] = {"query", "key", "value"};
+  const char* forms[] = {"(total_q, H, E)", "(total_k, Hkv, E)", "(total_k, Hkv, Ev)"};
+  for (int a = 0; a < 3; ++a)
+    DLKERN_CHECK(operands[a]->size() == 3, op, ": ", names[a], " must have 3 dimensions ",
+                 forms[a], ", got shape ", shape_str(*operands[a]));
+  DLKERN_CHECK(k[2] == q[2], op, ": key's last dimension must equal query's (E = ", q[2],
+               "), got key shape ", shape_str(k), " and query shape ", shape_str(q));
+  DLKERN_CHECK(v[0] == k[0] && v[1] == k[1], op, ": value must have key's rows and heads (",
+               k[0], ", ", k[1], "), got value shape ", shape_str(v));
+  DLKERN_CHECK(k[1] > 0 && q[1] % k[1] == 0, op, ": key/value heads (", k[1],
+               ") must divide query heads (", q[1], ")");
+  DLKERN_CHECK(batch >= 0 && max_seqlen_q >= 0 && max_seqlen_k >= 0, op,
+               ": batch and the longest sequences must be non-negative, got batch ", batch,
+               ", max_seqlen_q ", max_seqlen_q, ", max_seqlen_k ", max_seqlen_k);
+  AttentionParams p{};
+  p.lead[0] = p.lead[1] = 1;
+  p.lead[2] = batch;
+  p.lead[3] = q[1];
+  p.lead_ndim = 2;
+  p.L = max_seqlen_q;
+  p.S = max_seqlen_k;
+  p.E = q[2];
+  p.Ev = v[2];
+  p.group = q[1] / k[1];
+  p.mask = AttentionMask::none;
+  set_window_and_scale(p, op, is_causal, scale, window_left, window_right);
   return p;
 }
 

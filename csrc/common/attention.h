@@ -15,6 +15,7 @@
 #include <limits>
 
 #include "common/host_device.h"
+#include "dlkern/attention.h"
 
 namespace dlkern::attention {
 
@@ -35,6 +36,24 @@ DLKERN_HOST_DEVICE KeyRange key_range(int64_t i, int64_t S, int64_t left, int64_
   begin = begin < 0 ? 0 : begin;
   end = end > S ? S : end;
   return {begin, end};
+}
+
+// Where one sequence of a problem lies and how its windows align: query rows
+// [q_begin, q_begin + L) of the (packed) query, key rows [k_begin, k_begin +
+// S), and the diagonal: its row i is at key position i + diag, so that it
+// sees keys key_range(i + diag, S, left, right). A dense problem has one
+// sequence per slice, top-left aligned as torch's SDPA (diag 0); a varlen
+// sequence b is bottom-right aligned as FlashAttention's (diag S - L: the
+// last query sits at the last key, is_causal letting it see all keys).
+struct Sequence {
+  int64_t q_begin, L, k_begin, S, diag;
+};
+
+DLKERN_HOST_DEVICE Sequence sequence_of(const AttentionParams& p, int64_t b) {
+  if (p.cu_seqlens_q == nullptr) return {0, p.L, 0, p.S, 0};
+  const int64_t q0 = p.cu_seqlens_q[b], k0 = p.cu_seqlens_k[b];
+  const int64_t L = p.cu_seqlens_q[b + 1] - q0, S = p.cu_seqlens_k[b + 1] - k0;
+  return {q0, L, k0, S, S - L};
 }
 
 // One row's running max and sum.

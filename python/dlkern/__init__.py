@@ -13,7 +13,12 @@ from ._config import (
     set_num_threads,
     show_config,
 )
-from .attention import attention, attention_backward
+from .attention import (
+    attention,
+    attention_backward,
+    attention_varlen,
+    attention_varlen_backward,
+)
 from .conv import conv2d, conv2d_backward
 from .matmul import matmul
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
@@ -32,6 +37,8 @@ __all__ = [
     "__version__",
     "attention",
     "attention_backward",
+    "attention_varlen",
+    "attention_varlen_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
     "conv2d",

@@ -2,8 +2,9 @@
 // keys, the score block kept in cache and never an L x S matrix, the online
 // softmax of common/attention.h, products on the GEMM engine (matmul_cpu,
 // single-threaded inside the thread region here). Threads take (batch and
-// head, query block) items; key blocks wholly outside a row's window are
-// never visited. Decoding (few query rows per key/value head, many keys)
+// head, query block) items (a packed varlen batch: (sequence and head, query
+// block), common/attention.h's sequence_of placing each sequence); key blocks
+// wholly outside a row's window are never visited. Decoding (few query rows per key/value head, many keys)
 // splits each key/value head's keys into chunks instead (split-KV, split.h),
 // all query heads of a GQA group together, and combines the chunks'
 // partial results by log-sum-exp.
@@ -35,6 +36,8 @@ using dlkern::attention::key_range;
 using dlkern::attention::KeyRange;
 using dlkern::attention::neg_inf;
 using dlkern::attention::RowState;
+using dlkern::attention::Sequence;
+using dlkern::attention::sequence_of;
 
 // Rows and keys per block: a 128 x 256 score block (128 KiB in float) stays
 // in L2 beside the operand panels the products pack. On the 2-core Zen 5
@@ -58,34 +61,15 @@ void unflatten(const int64_t* lead, int64_t n, int64_t* idx) {
   }
 }
 
-// Where an operand's slice at leading index idx starts; key and value heads
-// are the query head / group.
-template <typename T>
-const T* base(const AttentionOperand<const T>& a, const int64_t* idx, int64_t group) {
-  int64_t off = 0;
-  for (int d = 0; d < kAttentionLeadDims; ++d)
-    off += a.lead_stride[d] * (d == kAttentionLeadDims - 1 ? idx[d] / group : idx[d]);
-  return a.data + off;
-}
-
-// The keys any of rows [i0, i0 + rows) sees (windows move right with i).
-KeyRange keys_of(const AttentionParams& p, int64_t i0, int64_t rows) {
-  return {key_range(i0, p.S, p.window_left, p.window_right).begin,
-          key_range(i0 + rows - 1, p.S, p.window_left, p.window_right).end};
-}
-
-// The query rows that see any of keys [j0, j0 + cols): i - left <= j <= i + right.
-KeyRange queries_of(const AttentionParams& p, int64_t j0, int64_t cols) {
-  return {p.window_right < 0 ? 0 : std::max<int64_t>(j0 - p.window_right, 0),
-          p.window_left < 0 ? p.L : std::min(p.L, j0 + cols + p.window_left)};
-}
-
 // One (batch and head) slice of the problem, by its flat head index: the
-// operands at its leading indices, and the block steps every pass shares.
+// operands at its leading indices and sequence, and the block steps every
+// pass shares. Rows and keys are counted within the sequence.
 template <typename T>
 struct Slice {
   const AttentionParams& p;
   SoftmaxKernels<T> k;
+  int64_t idx[kAttentionLeadDims];  // the leading indices of the flat head index
+  Sequence seq;
   const T *q, *kk, *v;
   const void* mask;
   int64_t q_rs, q_cs, k_rs, k_cs, v_rs, v_cs, m_rs, m_cs;
@@ -95,22 +79,53 @@ struct Slice {
         const AttentionOperand<const T>& value, const AttentionOperand<const void>& mask_op,
         int64_t head)
       : p(params), k(kernels) {
-    int64_t idx[kAttentionLeadDims];  // the leading indices of the flat head index
     unflatten(p.lead, head, idx);
-    q = base(query, idx, 1);
-    kk = base(key, idx, p.group);
-    v = base(value, idx, p.group);
+    seq = sequence_of(p, idx[kAttentionLeadDims - 2]);
+    q = rows(query);
+    kk = key_rows(key);
+    v = key_rows(value);
     q_rs = query.row_stride, q_cs = query.col_stride;
     k_rs = key.row_stride, k_cs = key.col_stride;
     v_rs = value.row_stride, v_cs = value.col_stride;
     mask = nullptr;
     m_rs = mask_op.row_stride, m_cs = mask_op.col_stride;
     if (p.mask != AttentionMask::none) {
-      int64_t off = 0;
-      for (int d = 0; d < kAttentionLeadDims; ++d) off += mask_op.lead_stride[d] * idx[d];
       const int64_t size = p.mask == AttentionMask::boolean ? 1 : sizeof(T);
-      mask = static_cast<const char*>(mask_op.data) + off * size;
+      mask = static_cast<const char*>(mask_op.data) + offset(mask_op, 1) * size;
     }
+  }
+
+  // The element offset of this slice's leading indices in `a`, whose head
+  // dimension counts heads / group.
+  template <typename U>
+  int64_t offset(const AttentionOperand<U>& a, int64_t group) const {
+    int64_t off = 0;
+    for (int d = 0; d < kAttentionLeadDims; ++d)
+      off += a.lead_stride[d] * (d == kAttentionLeadDims - 1 ? idx[d] / group : idx[d]);
+    return off;
+  }
+  // This slice's first query row of a query-side operand, and its first key
+  // row of a key-side one (whose heads are key/value heads).
+  template <typename U>
+  U* rows(const AttentionOperand<U>& a) const {
+    return a.data + offset(a, 1) + seq.q_begin * a.row_stride;
+  }
+  template <typename U>
+  U* key_rows(const AttentionOperand<U>& a) const {
+    return a.data + offset(a, p.group) + seq.k_begin * a.row_stride;
+  }
+
+  // The keys any of rows [i0, i0 + rows) sees (windows move right with i).
+  KeyRange keys_of(int64_t i0, int64_t rows) const {
+    return {key_range(i0 + seq.diag, seq.S, p.window_left, p.window_right).begin,
+            key_range(i0 + rows - 1 + seq.diag, seq.S, p.window_left, p.window_right).end};
+  }
+
+  // The query rows that see any of keys [j0, j0 + cols): i + diag - left <= j
+  // <= i + diag + right.
+  KeyRange queries_of(int64_t j0, int64_t cols) const {
+    return {p.window_right < 0 ? 0 : std::max<int64_t>(j0 - p.window_right - seq.diag, 0),
+            p.window_left < 0 ? seq.L : std::min(seq.L, j0 + cols + p.window_left - seq.diag)};
   }
 
   // Scaled scores of query rows [i0, i0 + rows) against keys [j0, j0 + cols)
@@ -139,7 +154,7 @@ struct Slice {
     for (int64_t r = 0; r < rows; ++r) {
       T* row = s + r * kBlockK;
       const int64_t i = i0 + r;
-      const auto range = key_range(i, p.S, p.window_left, p.window_right);
+      const auto range = key_range(i + seq.diag, seq.S, p.window_left, p.window_right);
       for (int64_t c = 0; c < cols && j0 + c < range.begin; ++c) row[c] = neg_inf<T>();
       for (int64_t c = std::max<int64_t>(range.end - j0, 0); c < cols; ++c)
         row[c] = neg_inf<T>();
@@ -188,24 +203,23 @@ struct Slice {
                   {acc, p.Ev, 1}, ep);
   }
 
-  // Scores into probabilities exp(s - lse) in place (0 for a row whose lse is
-  // -inf: no key takes part).
-  void probabilities(T* s, int64_t rows, int64_t cols, const T* lse) const {
+  // Scores into probabilities exp(s - lse) in place, lse of row stride ls (0
+  // for a row whose lse is -inf: no key takes part).
+  void probabilities(T* s, int64_t rows, int64_t cols, const T* lse, int64_t ls) const {
     for (int64_t r = 0; r < rows; ++r) {
       T* row = s + r * kBlockK;
-      if (lse[r] == neg_inf<T>())
+      if (lse[r * ls] == neg_inf<T>())
         std::fill(row, row + cols, T(0));
       else
-        k.exp_shifted(row, cols, lse[r]);
+        k.exp_shifted(row, cols, lse[r * ls]);
     }
   }
 
   // dS = P * (dO V^T - D) into dp (row stride kBlockK), from P in s, the rows'
-  // dO (contiguous, Ev wide) and D = rowsum(dO * O).
-  void score_grads(const T* s, const T* dout, const T* delta, int64_t rows, int64_t j0,
-                   int64_t cols, T* dp) const {
-    matmul_cpu<T>({rows, cols, p.Ev}, {dout, p.Ev, 1}, {v + j0 * v_rs, v_cs, v_rs},
-                  {dp, kBlockK, 1});
+  // dO and D = rowsum(dO * O).
+  void score_grads(const T* s, MatrixView<const T> dout, const T* delta, int64_t rows,
+                   int64_t j0, int64_t cols, T* dp) const {
+    matmul_cpu<T>({rows, cols, p.Ev}, dout, {v + j0 * v_rs, v_cs, v_rs}, {dp, kBlockK, 1});
     for (int64_t r = 0; r < rows; ++r) {
       T* d = dp + r * kBlockK;
       const T* pr = s + r * kBlockK;
@@ -221,18 +235,17 @@ int64_t lead_count(const AttentionParams& p) {
   return n;
 }
 
-// Outputs acc / sum of `rows` rows (accumulator and out of row stride Ev) and
-// their log-sum-exps.
+// Outputs acc / sum of `rows` rows (accumulator of row stride Ev) into out
+// (strided) and their log-sum-exps into lse (row stride ls).
 template <typename T>
 void finish(const AttentionParams& p, int64_t rows, const RowState<T>* state, const T* acc,
-            T* out, T* lse) {
+            MatrixView<T> out, T* lse, int64_t ls) {
   for (int64_t r = 0; r < rows; ++r) {
     const T f = dlkern::attention::output_factor(state[r]);
-    T* o = out + r * p.Ev;
+    T* o = out.data + r * out.row_stride;
     const T* a = acc + r * p.Ev;
-#pragma omp simd
-    for (int64_t e = 0; e < p.Ev; ++e) o[e] = a[e] * f;
-    lse[r] = dlkern::attention::log_sum_exp(state[r]);
+    for (int64_t e = 0; e < p.Ev; ++e) o[e * out.col_stride] = a[e] * f;
+    lse[r * ls] = dlkern::attention::log_sum_exp(state[r]);
   }
 }
 
@@ -245,64 +258,78 @@ constexpr int64_t kSplitItems = 64;
 // every query head of the group (gathered into one block, row g * L + i)
 // against its chunk with the online softmax, and writing a partial output and
 // log-sum-exp per row; then each row folds its chunks' partials in chunk
-// order with combine_lse. Nothing depends on which thread ran what.
+// order with combine_lse. Nothing depends on which thread ran what. In a
+// varlen batch a sequence's L and S are at most p.L and p.S: its chunks past
+// its keys stay empty (log-sum-exp -inf, weight 0).
 template <typename T>
 void forward_split(const AttentionParams& p, int64_t chunk, AttentionOperand<const T> query,
                    AttentionOperand<const T> key, AttentionOperand<const T> value,
-                   AttentionOperand<const void> mask, T* out, T* lse) {
+                   AttentionOperand<const void> mask, AttentionOperand<T> out,
+                   AttentionOperand<T> lse) {
   const int64_t kv_heads = lead_count(p) / p.group, rows = p.group * p.L;
   const int64_t chunks = ceil_div(p.S, chunk);
   const auto kernels = cpu::attention::kernels<T>();
-  const KeyRange seen = keys_of(p, 0, p.L);
   // Partial results, (key/value head, chunk, row) for lse and with Ev last for out.
   std::vector<T> part_out(kv_heads * chunks * rows * p.Ev), part_lse(kv_heads * chunks * rows);
 #pragma omp parallel num_threads(get_num_threads())
   {
     std::vector<T> s(rows * kBlockK), acc(rows * p.Ev), qg(rows * p.E);
     std::vector<RowState<T>> state(rows);
+    std::vector<T> row(p.Ev);
     std::vector<Slice<T>> heads;
     heads.reserve(p.group);
 #pragma omp for schedule(dynamic)
     for (int64_t item = 0; item < kv_heads * chunks; ++item) {
       const int64_t nk = item / chunks, c0 = (item % chunks) * chunk;
       heads.clear();
-      for (int64_t g = 0; g < p.group; ++g) {
+      for (int64_t g = 0; g < p.group; ++g)
         heads.emplace_back(p, kernels, query, key, value, mask, nk * p.group + g);
-        const Slice<T>& h = heads.back();
-        for (int64_t i = 0; i < p.L; ++i)
+      const Sequence& seq = heads[0].seq;  // one sequence for the group
+      for (int64_t g = 0; g < p.group; ++g) {
+        const Slice<T>& h = heads[g];
+        for (int64_t i = 0; i < seq.L; ++i)
           for (int64_t e = 0; e < p.E; ++e)
-            qg[(g * p.L + i) * p.E + e] = h.q[i * h.q_rs + e * h.q_cs];
+            qg[(g * seq.L + i) * p.E + e] = h.q[i * h.q_rs + e * h.q_cs];
       }
+      const int64_t used = p.group * seq.L;
       std::fill(acc.begin(), acc.end(), T(0));
       std::fill(state.begin(), state.end(), RowState<T>{});
       // The heads of a group share K and V: one product, one fold for all rows.
+      const KeyRange seen = seq.L > 0 ? heads[0].keys_of(0, seq.L) : KeyRange{0, 0};
       const int64_t end = std::min(c0 + chunk, seen.end);
       for (int64_t j0 = std::max(c0, seen.begin); j0 < end; j0 += kBlockK) {
         const int64_t cols = std::min(kBlockK, end - j0);
-        heads[0].product(qg.data(), p.E, 1, rows, j0, cols, s.data());
+        heads[0].product(qg.data(), p.E, 1, used, j0, cols, s.data());
         for (int64_t g = 0; g < p.group; ++g)
-          heads[g].mask_scores(0, p.L, j0, cols, s.data() + g * p.L * kBlockK);
-        heads[0].fold(s.data(), rows, j0, cols, state.data(), acc.data());
+          heads[g].mask_scores(0, seq.L, j0, cols, s.data() + g * seq.L * kBlockK);
+        heads[0].fold(s.data(), used, j0, cols, state.data(), acc.data());
       }
-      finish(p, rows, state.data(), acc.data(), part_out.data() + item * rows * p.Ev,
-             part_lse.data() + item * rows);
+      finish<T>(p, used, state.data(), acc.data(),
+                {part_out.data() + item * rows * p.Ev, p.Ev, 1}, part_lse.data() + item * rows,
+                1);
     }
-    // Query head n = nk * group + g, row i is output row (nk * group + g) * L + i.
+    // Query head n = nk * group + g, its row i is partial row g * L + i.
 #pragma omp for schedule(static)
-    for (int64_t row = 0; row < kv_heads * rows; ++row) {
-      const int64_t nk = row / rows, r = row % rows;
-      T* o = out + row * p.Ev;
-      std::fill(o, o + p.Ev, T(0));
-      T l = neg_inf<T>();
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t at = (nk * chunks + c) * rows + r;
-        T wa, wb;
-        l = dlkern::attention::combine_lse(l, part_lse[at], wa, wb);
-        const T* po = part_out.data() + at * p.Ev;
+    for (int64_t n = 0; n < kv_heads * p.group; ++n) {
+      const Slice<T> h(p, kernels, query, key, value, mask, n);
+      const int64_t nk = n / p.group, g = n % p.group;
+      T* o = h.rows(out);
+      T* l_out = h.rows(lse);
+      for (int64_t i = 0; i < h.seq.L; ++i) {
+        const int64_t r = g * h.seq.L + i;
+        std::fill(row.begin(), row.end(), T(0));
+        T l = neg_inf<T>();
+        for (int64_t c = 0; c < chunks; ++c) {
+          const int64_t at = (nk * chunks + c) * rows + r;
+          T wa, wb;
+          l = dlkern::attention::combine_lse(l, part_lse[at], wa, wb);
+          const T* po = part_out.data() + at * p.Ev;
 #pragma omp simd
-        for (int64_t e = 0; e < p.Ev; ++e) o[e] = wa * o[e] + wb * po[e];
+          for (int64_t e = 0; e < p.Ev; ++e) row[e] = wa * row[e] + wb * po[e];
+        }
+        for (int64_t e = 0; e < p.Ev; ++e) o[i * out.row_stride + e * out.col_stride] = row[e];
+        l_out[i * lse.row_stride] = l;
       }
-      lse[row] = l;
     }
   }
 }
@@ -321,7 +348,8 @@ int64_t split_kv_chunk(const AttentionParams& p) {
 template <typename T>
 void attention_forward_cpu(const AttentionParams& p, AttentionOperand<const T> query,
                            AttentionOperand<const T> key, AttentionOperand<const T> value,
-                           AttentionOperand<const void> mask, T* out, T* lse) {
+                           AttentionOperand<const void> mask, AttentionOperand<T> out,
+                           AttentionOperand<T> lse) {
   using namespace cpu::attention;
   if (const int64_t chunk = split_kv_chunk(p))
     return forward_split(p, chunk, query, key, value, mask, out, lse);
@@ -334,44 +362,54 @@ void attention_forward_cpu(const AttentionParams& p, AttentionOperand<const T> q
 #pragma omp for schedule(dynamic)
     for (int64_t item = 0; item < heads * q_blocks; ++item) {
       const int64_t n = item / q_blocks, i0 = (item % q_blocks) * kBlockQ;
-      const int64_t rows = std::min(kBlockQ, p.L - i0);
       const Slice<T> slice(p, kernels, query, key, value, mask, n);
+      if (i0 >= slice.seq.L) continue;  // a varlen sequence shorter than p.L
+      const int64_t rows = std::min(kBlockQ, slice.seq.L - i0);
       std::fill(acc.begin(), acc.end(), T(0));
       std::fill(state.begin(), state.end(), RowState<T>{});
-      const auto keys = keys_of(p, i0, rows);
+      const auto keys = slice.keys_of(i0, rows);
       for (int64_t j0 = keys.begin; j0 < keys.end; j0 += kBlockK) {
         const int64_t cols = std::min(kBlockK, keys.end - j0);
         slice.scores(i0, rows, j0, cols, s.data());
         slice.fold(s.data(), rows, j0, cols, state.data(), acc.data());
       }
-      finish(p, rows, state.data(), acc.data(), out + (n * p.L + i0) * p.Ev, lse + n * p.L + i0);
+      finish<T>(p, rows, state.data(), acc.data(),
+                {slice.rows(out) + i0 * out.row_stride, out.row_stride, out.col_stride},
+                slice.rows(lse) + i0 * lse.row_stride, lse.row_stride);
     }
   }
 }
 
 template <typename T>
-void attention_backward_cpu(const AttentionParams& p, const T* grad_out,
+void attention_backward_cpu(const AttentionParams& p, AttentionOperand<const T> grad_out,
                             AttentionOperand<const T> query, AttentionOperand<const T> key,
                             AttentionOperand<const T> value, AttentionOperand<const void> mask,
-                            const T* out, const T* lse, T* grad_query, T* grad_key,
-                            T* grad_value) {
+                            AttentionOperand<const T> out, AttentionOperand<const T> lse,
+                            AttentionOperand<T> grad_query, AttentionOperand<T> grad_key,
+                            AttentionOperand<T> grad_value) {
   using namespace cpu::attention;
   const int64_t heads = lead_count(p), kv_heads = heads / p.group;
   const int64_t q_blocks = ceil_div(p.L, kBlockQ), k_blocks = ceil_div(p.S, kBlockK);
   const auto kernels = cpu::attention::kernels<T>();
-  // D = rowsum(dO * O): O(L) per head, read by both passes.
+  // D = rowsum(dO * O), row i of head n at n * L + i: O(L) per head, read by
+  // both passes.
   std::vector<T> delta(heads * p.L);
   const int threads = get_num_threads();
 #pragma omp parallel num_threads(threads)
   {
 #pragma omp for schedule(static)
-    for (int64_t row = 0; row < heads * p.L; ++row) {
-      const T* g = grad_out + row * p.Ev;
-      const T* o = out + row * p.Ev;
-      T d = T(0);
-#pragma omp simd reduction(+ : d)
-      for (int64_t e = 0; e < p.Ev; ++e) d += g[e] * o[e];
-      delta[row] = d;
+    for (int64_t n = 0; n < heads; ++n) {
+      const Slice<T> slice(p, kernels, query, key, value, mask, n);
+      const T* g = slice.rows(grad_out);
+      const T* o = slice.rows(out);
+      for (int64_t i = 0; i < slice.seq.L; ++i) {
+        const T* gi = g + i * grad_out.row_stride;
+        const T* oi = o + i * out.row_stride;
+        T d = T(0);
+        for (int64_t e = 0; e < p.Ev; ++e)
+          d += gi[e * grad_out.col_stride] * oi[e * out.col_stride];
+        delta[n * p.L + i] = d;
+      }
     }
 
     std::vector<T> s(kBlockQ * kBlockK), dp(kBlockQ * kBlockK);
@@ -384,27 +422,33 @@ void attention_backward_cpu(const AttentionParams& p, const T* grad_out,
 #pragma omp for schedule(dynamic)
     for (int64_t item = 0; item < kv_heads * k_blocks; ++item) {
       const int64_t nk = item / k_blocks, j0 = (item % k_blocks) * kBlockK;
-      const int64_t cols = std::min(kBlockK, p.S - j0);
-      T* dk = grad_key + (nk * p.S + j0) * p.E;
-      T* dv = grad_value + (nk * p.S + j0) * p.Ev;
-      std::fill(dk, dk + cols * p.E, T(0));
-      std::fill(dv, dv + cols * p.Ev, T(0));
-      const auto rows_in = queries_of(p, j0, cols);
+      const Slice<T> first(p, kernels, query, key, value, mask, nk * p.group);
+      if (j0 >= first.seq.S) continue;  // a varlen sequence shorter than p.S
+      const int64_t cols = std::min(kBlockK, first.seq.S - j0);
+      const MatrixView<T> dk{first.key_rows(grad_key) + j0 * grad_key.row_stride,
+                             grad_key.row_stride, grad_key.col_stride};
+      const MatrixView<T> dv{first.key_rows(grad_value) + j0 * grad_value.row_stride,
+                             grad_value.row_stride, grad_value.col_stride};
+      for (int64_t c = 0; c < cols; ++c) {
+        for (int64_t e = 0; e < p.E; ++e) dk.data[c * dk.row_stride + e * dk.col_stride] = T(0);
+        for (int64_t e = 0; e < p.Ev; ++e) dv.data[c * dv.row_stride + e * dv.col_stride] = T(0);
+      }
+      const auto rows_in = first.queries_of(j0, cols);
       for (int64_t g = 0; g < p.group; ++g) {
         const int64_t n = nk * p.group + g;
         const Slice<T> slice(p, kernels, query, key, value, mask, n);
+        const T* l = slice.rows(lse);
         for (int64_t i0 = rows_in.begin / kBlockQ * kBlockQ; i0 < rows_in.end; i0 += kBlockQ) {
-          const int64_t rows = std::min(kBlockQ, p.L - i0);
-          const T* dout = grad_out + (n * p.L + i0) * p.Ev;
+          const int64_t rows = std::min(kBlockQ, slice.seq.L - i0);
+          const MatrixView<const T> dout{slice.rows(grad_out) + i0 * grad_out.row_stride,
+                                         grad_out.row_stride, grad_out.col_stride};
           slice.scores(i0, rows, j0, cols, s.data());
-          slice.probabilities(s.data(), rows, cols, lse + n * p.L + i0);
-          matmul_cpu<T>({cols, p.Ev, rows}, {s.data(), 1, kBlockK}, {dout, p.Ev, 1},
-                        {dv, p.Ev, 1}, acc);
+          slice.probabilities(s.data(), rows, cols, l + i0 * lse.row_stride, lse.row_stride);
+          matmul_cpu<T>({cols, p.Ev, rows}, {s.data(), 1, kBlockK}, dout, dv, acc);
           slice.score_grads(s.data(), dout, delta.data() + n * p.L + i0, rows, j0, cols,
                             dp.data());
           matmul_cpu<T>({cols, p.E, rows}, {dp.data(), 1, kBlockK},
-                        {slice.q + i0 * slice.q_rs, slice.q_rs, slice.q_cs}, {dk, p.E, 1},
-                        acc_scaled);
+                        {slice.q + i0 * slice.q_rs, slice.q_rs, slice.q_cs}, dk, acc_scaled);
         }
       }
     }
@@ -413,33 +457,40 @@ void attention_backward_cpu(const AttentionParams& p, const T* grad_out,
 #pragma omp for schedule(dynamic)
     for (int64_t item = 0; item < heads * q_blocks; ++item) {
       const int64_t n = item / q_blocks, i0 = (item % q_blocks) * kBlockQ;
-      const int64_t rows = std::min(kBlockQ, p.L - i0);
       const Slice<T> slice(p, kernels, query, key, value, mask, n);
-      T* dq = grad_query + (n * p.L + i0) * p.E;
-      std::fill(dq, dq + rows * p.E, T(0));
-      const T* dout = grad_out + (n * p.L + i0) * p.Ev;
-      const auto keys = keys_of(p, i0, rows);
+      if (i0 >= slice.seq.L) continue;
+      const int64_t rows = std::min(kBlockQ, slice.seq.L - i0);
+      const MatrixView<T> dq{slice.rows(grad_query) + i0 * grad_query.row_stride,
+                             grad_query.row_stride, grad_query.col_stride};
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t e = 0; e < p.E; ++e) dq.data[r * dq.row_stride + e * dq.col_stride] = T(0);
+      const MatrixView<const T> dout{slice.rows(grad_out) + i0 * grad_out.row_stride,
+                                     grad_out.row_stride, grad_out.col_stride};
+      const T* l = slice.rows(lse) + i0 * lse.row_stride;
+      const auto keys = slice.keys_of(i0, rows);
       for (int64_t j0 = keys.begin; j0 < keys.end; j0 += kBlockK) {
         const int64_t cols = std::min(kBlockK, keys.end - j0);
         slice.scores(i0, rows, j0, cols, s.data());
-        slice.probabilities(s.data(), rows, cols, lse + n * p.L + i0);
+        slice.probabilities(s.data(), rows, cols, l, lse.row_stride);
         slice.score_grads(s.data(), dout, delta.data() + n * p.L + i0, rows, j0, cols,
                           dp.data());
         matmul_cpu<T>({rows, p.E, cols}, {dp.data(), kBlockK, 1},
-                      {slice.kk + j0 * slice.k_rs, slice.k_rs, slice.k_cs}, {dq, p.E, 1},
-                      acc_scaled);
+                      {slice.kk + j0 * slice.k_rs, slice.k_rs, slice.k_cs}, dq, acc_scaled);
       }
     }
   }
 }
 
-#define DLKERN_INSTANTIATE(T)                                                                  \
-  template void attention_forward_cpu<T>(const AttentionParams&, AttentionOperand<const T>,    \
-                                         AttentionOperand<const T>, AttentionOperand<const T>, \
-                                         AttentionOperand<const void>, T*, T*);                \
-  template void attention_backward_cpu<T>(                                                     \
-      const AttentionParams&, const T*, AttentionOperand<const T>, AttentionOperand<const T>,  \
-      AttentionOperand<const T>, AttentionOperand<const void>, const T*, const T*, T*, T*, T*);
+#define DLKERN_INSTANTIATE(T)                                                                \
+  template void attention_forward_cpu<T>(                                                    \
+      const AttentionParams&, AttentionOperand<const T>, AttentionOperand<const T>,          \
+      AttentionOperand<const T>, AttentionOperand<const void>, AttentionOperand<T>,          \
+      AttentionOperand<T>);                                                                  \
+  template void attention_backward_cpu<T>(                                                   \
+      const AttentionParams&, AttentionOperand<const T>, AttentionOperand<const T>,          \
+      AttentionOperand<const T>, AttentionOperand<const T>, AttentionOperand<const void>,    \
+      AttentionOperand<const T>, AttentionOperand<const T>, AttentionOperand<T>,             \
+      AttentionOperand<T>, AttentionOperand<T>);
 DLKERN_INSTANTIATE(float)
 DLKERN_INSTANTIATE(double)
 #undef DLKERN_INSTANTIATE

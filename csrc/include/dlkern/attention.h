@@ -1,6 +1,7 @@
 // Scaled-dot-product attention (dk.attention), forward and backward, with
 // torch.nn.functional.scaled_dot_product_attention's semantics (no dropout)
-// plus sliding windows. CPU kernels only so far.
+// plus sliding windows, and packed variable-length batches
+// (dk.attention_varlen) with flash_attn_varlen_func's semantics.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +31,14 @@ struct AttentionParams {
   int64_t window_left, window_right;
   int64_t group;  // query heads per key/value head (1 without GQA)
   int lead_ndim;  // leading dimensions of the output
+  // Packed variable-length batches (attention_varlen_params), null for a
+  // dense problem: batch + 1 offsets each, in the kernels' memory (device
+  // memory for CUDA). Sequence b (leading index kAttentionLeadDims - 2) owns
+  // query rows [cu_seqlens_q[b], cu_seqlens_q[b + 1]) and key rows likewise;
+  // L and S are then the longest sequences (max_seqlen_q, max_seqlen_k), and
+  // windows are bottom-right aligned (common/attention.h, sequence_of).
+  const int32_t* cu_seqlens_q;
+  const int32_t* cu_seqlens_k;
 };
 
 // Validates as torch's SDPA does: query (..., L, E), key (..., S, E), value
@@ -48,9 +57,26 @@ AttentionParams attention_params(const std::vector<int64_t>& query_shape,
                                  bool is_causal, double scale, bool enable_gqa,
                                  int64_t window_left, int64_t window_right);
 
+// A packed variable-length problem: query (total_q, H, E), key (total_k,
+// Hkv, E), value (total_k, Hkv, Ev), Hkv dividing H (GQA), `batch`
+// sequences of at most max_seqlen_q queries and max_seqlen_k keys; window and
+// is_causal as for attention_params but aligned bottom-right per sequence.
+// Leading dimensions (1, 1, batch, H); the caller sets cu_seqlens_q and
+// cu_seqlens_k, which it has validated. Throws ValueError naming the argument.
+AttentionParams attention_varlen_params(const std::vector<int64_t>& query_shape,
+                                        const std::vector<int64_t>& key_shape,
+                                        const std::vector<int64_t>& value_shape, int64_t batch,
+                                        int64_t max_seqlen_q, int64_t max_seqlen_k,
+                                        bool is_causal, double scale, int64_t window_left,
+                                        int64_t window_right);
+
 // A strided operand of the kernels: element (lead index..., row, col) at
 // data[sum(lead_stride[d] * index[d]) + row * row_stride + col * col_stride].
-// Strides are in elements, any value (0 for broadcast dimensions).
+// Strides are in elements, any value (0 for broadcast dimensions). In a
+// varlen problem row counts from the start of the packed array (the
+// sequence's offset plus its row) and the sequence's lead stride is 0. An
+// lse operand has one column; key-side operands (key, value and their
+// gradients) are indexed with the key/value head h / group.
 template <typename T>
 struct AttentionOperand {
   T* data;
@@ -60,31 +86,51 @@ struct AttentionOperand {
 
 // CPU, float and double.
 //
-// out: contiguous (lead..., L, Ev). lse: contiguous (lead..., L), the natural
-// log-sum-exp of each row's scaled, masked scores, in T; -inf for a row with
-// no key taking part, whose output is 0 (torch's math backend gives NaN
-// there). mask: of uint8 (0 or 1, 1 = take part) for AttentionMask::boolean,
-// of T for additive, ignored for none; strides index (lead..., L, S), the GQA
-// head rule not applied (the mask broadcasts over query heads as torch's
-// does). key and value are indexed with the key/value head h / group. The
-// outputs must not overlap the inputs.
+// out: (lead..., L, Ev). lse: (lead..., L), the natural log-sum-exp of each
+// row's scaled, masked scores, in T; -inf for a row with no key taking part,
+// whose output is 0 (torch's math backend gives NaN there). mask: of uint8
+// (0 or 1, 1 = take part) for AttentionMask::boolean, of T for additive,
+// ignored for none; strides index (lead..., L, S), the GQA head rule not
+// applied (the mask broadcasts over query heads as torch's does). The
+// outputs must not overlap the inputs or each other.
 template <typename T>
 void attention_forward_cpu(const AttentionParams& p, AttentionOperand<const T> query,
                            AttentionOperand<const T> key, AttentionOperand<const T> value,
-                           AttentionOperand<const void> mask, T* out, T* lse);
+                           AttentionOperand<const void> mask, AttentionOperand<T> out,
+                           AttentionOperand<T> lse);
 
-// From the gradient of the output (contiguous like out), the forward's out
-// and lse: grad_query contiguous like query (lead..., L, E) of the output's
-// leading dimensions; grad_key and grad_value contiguous (kv_lead..., S, E)
-// and (kv_lead..., S, Ev), where kv_lead are the output's leading dimensions
-// with the head dimension divided by group: gradients of key/value
-// broadcast over other dimensions are summed by the caller. Scores are
-// recomputed block by block; the result does not depend on the thread count.
+// From the gradient of the output and the forward's out and lse: grad_query
+// (lead..., L, E); grad_key and grad_value (kv_lead..., S, E|Ev), where kv_lead
+// are the output's leading dimensions with the head dimension divided by
+// group, each key/value head's gradient summed over its query heads:
+// gradients of key/value broadcast over other dimensions are summed by the
+// caller. Scores are recomputed block by block; the result does not depend on
+// the thread count.
 template <typename T>
-void attention_backward_cpu(const AttentionParams& p, const T* grad_out,
+void attention_backward_cpu(const AttentionParams& p, AttentionOperand<const T> grad_out,
                             AttentionOperand<const T> query, AttentionOperand<const T> key,
                             AttentionOperand<const T> value, AttentionOperand<const void> mask,
-                            const T* out, const T* lse, T* grad_query, T* grad_key,
-                            T* grad_value);
+                            AttentionOperand<const T> out, AttentionOperand<const T> lse,
+                            AttentionOperand<T> grad_query, AttentionOperand<T> grad_key,
+                            AttentionOperand<T> grad_value);
+
+// CUDA: device pointers of `dtype` (float32, float64, float16, bfloat16),
+// queued on `stream`, with the layouts of the CPU functions; an additive mask
+// of `dtype`. lse (and the backward's lse) is float32 for float16, bfloat16
+// and float32, float64 for float64; float16 and bfloat16 compute in float32.
+// Throws dlkern::Error on a CUDA error and TypeError for another dtype.
+void attention_forward_cuda(DType dtype, const AttentionParams& p,
+                            AttentionOperand<const void> query, AttentionOperand<const void> key,
+                            AttentionOperand<const void> value, AttentionOperand<const void> mask,
+                            AttentionOperand<void> out, AttentionOperand<void> lse,
+                            cudaStream_t stream);
+void attention_backward_cuda(DType dtype, const AttentionParams& p,
+                             AttentionOperand<const void> grad_out,
+                             AttentionOperand<const void> query, AttentionOperand<const void> key,
+                             AttentionOperand<const void> value,
+                             AttentionOperand<const void> mask, AttentionOperand<const void> out,
+                             AttentionOperand<const void> lse, AttentionOperand<void> grad_query,
+                             AttentionOperand<void> grad_key, AttentionOperand<void> grad_value,
+                             cudaStream_t stream);
 
 }  // namespace dlkern
