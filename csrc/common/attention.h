@@ -56,6 +56,60 @@ DLKERN_HOST_DEVICE Sequence sequence_of(const AttentionParams& p, int64_t b) {
   return {q0, L, k0, S, S - L};
 }
 
+// One (batch and head) slice of a problem by its flat head index n (over
+// p.lead, last dimension fastest): its leading indices, its sequence, and
+// where its rows start in each operand.
+struct Head {
+  int64_t idx[kAttentionLeadDims];
+  Sequence seq;
+  int64_t group;
+
+  DLKERN_HOST_DEVICE Head(const AttentionParams& p, int64_t n) : group(p.group) {
+    for (int d = kAttentionLeadDims - 1; d >= 0; --d) {
+      idx[d] = n % p.lead[d];
+      n /= p.lead[d];
+    }
+    seq = sequence_of(p, idx[kAttentionLeadDims - 2]);
+  }
+
+  // The element offset of the leading indices in `a`, whose head dimension
+  // counts heads / heads_per (key/value heads: heads_per = group).
+  template <typename U>
+  DLKERN_HOST_DEVICE int64_t offset(const AttentionOperand<U>& a, int64_t heads_per) const {
+    int64_t off = 0;
+    for (int d = 0; d < kAttentionLeadDims; ++d)
+      off += a.lead_stride[d] * (d == kAttentionLeadDims - 1 ? idx[d] / heads_per : idx[d]);
+    return off;
+  }
+  // The slice's first query row in a query-side operand (query, out, lse and
+  // their gradients), and its first key row in a key-side one.
+  template <typename U>
+  DLKERN_HOST_DEVICE U* rows(const AttentionOperand<U>& a) const {
+    return a.data + offset(a, 1) + seq.q_begin * a.row_stride;
+  }
+  template <typename U>
+  DLKERN_HOST_DEVICE U* key_rows(const AttentionOperand<U>& a) const {
+    return a.data + offset(a, group) + seq.k_begin * a.row_stride;
+  }
+
+  // The keys any of rows [i0, i0 + rows) sees (windows move right with i).
+  DLKERN_HOST_DEVICE KeyRange keys_of(const AttentionParams& p, int64_t i0,
+                                      int64_t rows) const {
+    return {key_range(i0 + seq.diag, seq.S, p.window_left, p.window_right).begin,
+            key_range(i0 + rows - 1 + seq.diag, seq.S, p.window_left, p.window_right).end};
+  }
+  // The query rows that see any of keys [j0, j0 + cols): i + diag - left <= j
+  // <= i + diag + right, clipped to [0, L).
+  DLKERN_HOST_DEVICE KeyRange queries_of(const AttentionParams& p, int64_t j0,
+                                         int64_t cols) const {
+    int64_t begin = p.window_right < 0 ? 0 : j0 - p.window_right - seq.diag;
+    int64_t end = p.window_left < 0 ? seq.L : j0 + cols + p.window_left - seq.diag;
+    begin = begin < 0 ? 0 : begin;
+    end = end > seq.L ? seq.L : end;
+    return {begin, end};
+  }
+};
+
 // One row's running max and sum.
 template <typename T>
 struct RowState {

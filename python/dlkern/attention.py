@@ -97,9 +97,8 @@ class _Problem:
             op, *named, *([("attn_mask", self.mask)] if self.mask is not None else [])
         )
         self.dtype = _arrays.check_same_dtype(op, *named)
-        self.module, cuda_path = _backend.for_device(device)
-        _refuse_cuda(op, cuda_path)
-        _arrays.check_supported_dtype(op, "query", self.q, cuda_path)
+        self.module, self.cuda_path = _backend.for_device(device)
+        _arrays.check_supported_dtype(op, "query", self.q, self.cuda_path)
         kind = _MASK_NONE
         if self.mask is not None:
             if self.mask.dtype == "bool":
@@ -135,6 +134,7 @@ def attention(query, key, value, attn_mask=None, *, is_causal=False, scale=None,
     dtype): what :func:`attention_backward` takes."""
     op = "attention"
     a = _Problem(op, query, key, value, attn_mask, is_causal, scale, enable_gqa, window)
+    _refuse_cuda(op, a.cuda_path)
     out, out_result = _arrays.empty(a.out_shape, a.dtype, a.q)
     lse, lse_result = _arrays.empty(a.lse_shape, _lse_dtype(a.dtype), a.q)
     _backend.launch(a.module.attention_forward, a.q, a.dtype, a.params, *a.inputs(),
@@ -177,6 +177,7 @@ def attention_backward(grad_output, query, key, value, output, lse, attn_mask=No
     block by block; gradients of broadcast inputs are summed to their shapes."""
     op = "attention_backward"
     a = _Problem(op, query, key, value, attn_mask, is_causal, scale, enable_gqa, window)
+    _refuse_cuda(op, a.cuda_path)
     p = a.params
     g = _arrays.take_grad_output(grad_output, a.q, a.out_shape, op)
     out = _take_saved(output, "output", a.q, a.dtype, a.out_shape, op)
@@ -246,9 +247,8 @@ class _Varlen:
         named = [("q", self.q), ("k", self.k), ("v", self.v)]
         device = _arrays.check_same_device(op, *named)
         self.dtype = _arrays.check_same_dtype(op, *named)
-        self.module, cuda_path = _backend.for_device(device)
-        _refuse_cuda(op, cuda_path)
-        _arrays.check_supported_dtype(op, "q", self.q, cuda_path)
+        self.module, self.cuda_path = _backend.for_device(device)
+        _arrays.check_supported_dtype(op, "q", self.q, self.cuda_path)
         cu_q = _host_offsets(cu_seqlens_q, "cu_seqlens_q", op)
         cu_k = _host_offsets(cu_seqlens_k, "cu_seqlens_k", op)
         if cu_q.size != cu_k.size:
@@ -319,6 +319,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q=None,
     op = "attention_varlen"
     a = _Varlen(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                 is_causal, scale, window)
+    _refuse_cuda(op, a.cuda_path)
     out, out_result = _arrays.empty(a.out_shape, a.dtype, a.q)
     lse, lse_result = _arrays.empty(a.lse_shape, _lse_dtype(a.dtype), a.q)
     _backend.launch(a.module.attention_forward, a.q, a.dtype, a.params, *a.inputs(),
@@ -341,6 +342,7 @@ def attention_varlen_backward(grad_output, q, k, v, output, lse, cu_seqlens_q, c
     op = "attention_varlen_backward"
     a = _Varlen(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                 is_causal, scale, window)
+    _refuse_cuda(op, a.cuda_path)
     g = _arrays.take_grad_output(grad_output, a.q, a.out_shape, op)
     out = _take_saved(output, "output", a.q, a.dtype, a.out_shape, op)
     saved_lse = _take_saved(lse, "lse", a.q, _lse_dtype(a.dtype), a.lse_shape, op)

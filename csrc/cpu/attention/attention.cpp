@@ -36,8 +36,8 @@ using dlkern::attention::key_range;
 using dlkern::attention::KeyRange;
 using dlkern::attention::neg_inf;
 using dlkern::attention::RowState;
+using dlkern::attention::Head;
 using dlkern::attention::Sequence;
-using dlkern::attention::sequence_of;
 
 // Rows and keys per block: a 128 x 256 score block (128 KiB in float) stays
 // in L2 beside the operand panels the products pack. On the 2-core Zen 5
@@ -53,23 +53,13 @@ constexpr int64_t kFewRows = 32;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The leading indices of flat index n over the extents lead[].
-void unflatten(const int64_t* lead, int64_t n, int64_t* idx) {
-  for (int d = kAttentionLeadDims - 1; d >= 0; --d) {
-    idx[d] = n % lead[d];
-    n /= lead[d];
-  }
-}
-
-// One (batch and head) slice of the problem, by its flat head index: the
-// operands at its leading indices and sequence, and the block steps every
-// pass shares. Rows and keys are counted within the sequence.
+// One (batch and head) slice of the problem (common/attention.h's Head) with
+// its operands, and the block steps every pass shares. Rows and keys are
+// counted within the slice's sequence.
 template <typename T>
-struct Slice {
+struct Slice : Head {
   const AttentionParams& p;
   SoftmaxKernels<T> k;
-  int64_t idx[kAttentionLeadDims];  // the leading indices of the flat head index
-  Sequence seq;
   const T *q, *kk, *v;
   const void* mask;
   int64_t q_rs, q_cs, k_rs, k_cs, v_rs, v_cs, m_rs, m_cs;
@@ -78,9 +68,7 @@ struct Slice {
         const AttentionOperand<const T>& query, const AttentionOperand<const T>& key,
         const AttentionOperand<const T>& value, const AttentionOperand<const void>& mask_op,
         int64_t head)
-      : p(params), k(kernels) {
-    unflatten(p.lead, head, idx);
-    seq = sequence_of(p, idx[kAttentionLeadDims - 2]);
+      : Head(params, head), p(params), k(kernels) {
     q = rows(query);
     kk = key_rows(key);
     v = key_rows(value);
@@ -95,38 +83,8 @@ struct Slice {
     }
   }
 
-  // The element offset of this slice's leading indices in `a`, whose head
-  // dimension counts heads / group.
-  template <typename U>
-  int64_t offset(const AttentionOperand<U>& a, int64_t group) const {
-    int64_t off = 0;
-    for (int d = 0; d < kAttentionLeadDims; ++d)
-      off += a.lead_stride[d] * (d == kAttentionLeadDims - 1 ? idx[d] / group : idx[d]);
-    return off;
-  }
-  // This slice's first query row of a query-side operand, and its first key
-  // row of a key-side one (whose heads are key/value heads).
-  template <typename U>
-  U* rows(const AttentionOperand<U>& a) const {
-    return a.data + offset(a, 1) + seq.q_begin * a.row_stride;
-  }
-  template <typename U>
-  U* key_rows(const AttentionOperand<U>& a) const {
-    return a.data + offset(a, p.group) + seq.k_begin * a.row_stride;
-  }
-
-  // The keys any of rows [i0, i0 + rows) sees (windows move right with i).
-  KeyRange keys_of(int64_t i0, int64_t rows) const {
-    return {key_range(i0 + seq.diag, seq.S, p.window_left, p.window_right).begin,
-            key_range(i0 + rows - 1 + seq.diag, seq.S, p.window_left, p.window_right).end};
-  }
-
-  // The query rows that see any of keys [j0, j0 + cols): i + diag - left <= j
-  // <= i + diag + right.
-  KeyRange queries_of(int64_t j0, int64_t cols) const {
-    return {p.window_right < 0 ? 0 : std::max<int64_t>(j0 - p.window_right - seq.diag, 0),
-            p.window_left < 0 ? seq.L : std::min(seq.L, j0 + cols + p.window_left - seq.diag)};
-  }
+  KeyRange keys_of(int64_t i0, int64_t rows) const { return Head::keys_of(p, i0, rows); }
+  KeyRange queries_of(int64_t j0, int64_t cols) const { return Head::queries_of(p, j0, cols); }
 
   // Scaled scores of query rows [i0, i0 + rows) against keys [j0, j0 + cols)
   // into s (row stride kBlockK), -inf where a key does not take part.
