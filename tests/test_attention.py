@@ -350,14 +350,44 @@ def test_split_kv_is_deterministic_across_thread_counts(rng):
 # ----------------------------------------------------------------- backward
 
 
-def check_backward(rng, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=False,
-                   window=None):
-    """dk's gradients against torch autograd in float64, with a bound that
-    follows the backward: P (relative error eps), dP = dO V^T and D =
-    rowsum(dO * O) over Ev, dS = P (dP - D), then dQ = scale dS K, dK = scale
-    dS^T Q (sums over S and over L times the GQA group), dV = P^T dO."""
+def backward_bounds(q, k, v, go, mask=None, is_causal=False, scale=None, enable_gqa=False,
+                    window=None):
+    """Bounds on the error of (grad_query, grad_key, grad_value), of the
+    inputs' shapes, following the backward: P (relative error eps), dP = dO
+    V^T and D = rowsum(dO * O) over Ev, dS = P (dP - D), then dQ = scale dS K,
+    dK = scale dS^T Q (sums over S and over L times the GQA group), dV = P^T dO."""
     dtype = str(q.dtype)
     u = UNIT_ROUNDOFF[dtype]
+    q64, k64, v64, p, mag = _expanded(q, k, v, mask, is_causal, scale, enable_gqa, window)
+    scale_ = 1 / np.sqrt(q.shape[-1]) if scale is None else scale
+    eps = score_error(q, k, mag, dtype)
+    go64 = np.broadcast_to(ref.as64(go), p.shape[:-1] + (v64.shape[-1],))
+    o_abs = p @ np.abs(v64)
+    Ev, L, S = v64.shape[-1], q.shape[-2], k.shape[-2]
+    dp_mag = np.abs(go64) @ np.abs(np.swapaxes(v64, -1, -2)) + (np.abs(go64) * o_abs).sum(
+        axis=-1, keepdims=True)
+    p_err = p * eps + underflow(dtype)
+    ds_err = p_err * dp_mag + p * dp_mag * (Ev + 4) * u
+    ds_mag = p * dp_mag
+    group = q.shape[-3] // k.shape[-3] if enable_gqa and q.ndim >= 3 else 1
+    # Each product of a sum may round in the subnormal range: an absolute
+    # error of up to `underflow` per term, whatever its factors' sizes.
+    bounds = (
+        scale_ * (ds_err + (S + 2) * u * ds_mag) @ np.abs(k64) + S * underflow(dtype),
+        scale_ * np.swapaxes(ds_err + (L * group + 2) * u * ds_mag, -1, -2) @ np.abs(q64)
+        + L * group * underflow(dtype),
+        np.swapaxes(p_err + p * (L * group + 2) * u, -1, -2) @ np.abs(go64)
+        + L * group * underflow(dtype),
+    )
+    heads = k.shape[-3] if enable_gqa and k.ndim >= 3 else None
+    return tuple(ref._sum_to_shape(b, x.shape, None if i == 0 else heads)
+                 for i, (b, x) in enumerate(zip(bounds, (q, k, v))))
+
+
+def check_backward(rng, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=False,
+                   window=None):
+    """dk's gradients against torch autograd in float64, within backward_bounds."""
+    dtype = str(q.dtype)
     out, lse = dk.attention(q, k, v, mask, is_causal=is_causal, scale=scale,
                             enable_gqa=enable_gqa, window=window, return_lse=True)
     go = random_array(rng, out.shape, dtype)
@@ -373,30 +403,11 @@ def check_backward(rng, q, k, v, mask=None, is_causal=False, scale=None, enable_
         tq, tk, tv, attn_mask=tm, is_causal=is_causal and window is None, scale=scale,
         enable_gqa=enable_gqa)
     expected.backward(t64(go))
-    q64, k64, v64, p, mag = _expanded(q, k, v, mask, is_causal, scale, enable_gqa, window)
-    scale_ = 1 / np.sqrt(q.shape[-1]) if scale is None else scale
-    eps = score_error(q, k, mag, dtype)
-    go64 = np.broadcast_to(ref.as64(go), p.shape[:-1] + (v64.shape[-1],))
-    o_abs = p @ np.abs(v64)
-    Ev, L, S = v64.shape[-1], q.shape[-2], k.shape[-2]
-    dp_mag = np.abs(go64) @ np.abs(np.swapaxes(v64, -1, -2)) + (np.abs(go64) * o_abs).sum(
-        axis=-1, keepdims=True)
-    p_err = p * eps + underflow(dtype)
-    ds_err = p_err * dp_mag + p * dp_mag * (Ev + 4) * u
-    ds_mag = p * dp_mag
-    group = q.shape[-3] // k.shape[-3] if enable_gqa and q.ndim >= 3 else 1
-    bounds = {
-        "grad_query": scale_ * (ds_err + (S + 2) * u * ds_mag) @ np.abs(k64),
-        "grad_key": scale_ * np.swapaxes(ds_err + (L * group + 2) * u * ds_mag, -1, -2)
-        @ np.abs(q64),
-        "grad_value": np.swapaxes(p_err + p * (L * group + 2) * u, -1, -2) @ np.abs(go64),
-    }
-    shapes = [x.shape for x in (q, k, v)]
-    heads = k.shape[-3] if enable_gqa and k.ndim >= 3 else None
-    for (name, bound), got, t, shape in zip(bounds.items(), grads, (tq, tk, tv), shapes):
-        b = ref._sum_to_shape(bound, shape, None if name == "grad_query" else heads)
+    bounds = backward_bounds(q, k, v, go, mask, is_causal, scale, enable_gqa, window)
+    for name, bound, got, t in zip(("grad_query", "grad_key", "grad_value"), bounds, grads,
+                                   (tq, tk, tv)):
         assert str(got.dtype) == dtype
-        assert_bounded(got, t.grad.numpy(), b, name)
+        assert_bounded(got, t.grad.numpy(), bound, name)
     return grads
 
 

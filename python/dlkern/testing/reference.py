@@ -454,11 +454,12 @@ def gru_backward(grad_out, grad_h_n, x, hx, w_ih, w_hh, b_ih=None, b_hh=None, le
 _ATTENTION_ROWS = 256
 
 
-def attention_keep(L, S, window=None, is_causal=False):
+def attention_keep(L, S, window=None, is_causal=False, bottom_right=False):
     """The (L, S) boolean of the (query, key) pairs that take part: keys
     i - left .. i + right of query i for window (left, right) (None or -1:
-    unbounded on that side), and j <= i with is_causal (top-left aligned)."""
-    i, j = np.arange(L)[:, None], np.arange(S)[None, :]
+    unbounded on that side), and j <= i with is_causal; top-left aligned, or
+    with bottom_right query i placed at key position i + S - L (varlen)."""
+    i, j = np.arange(L)[:, None] + (S - L if bottom_right else 0), np.arange(S)[None, :]
     left, right = (None, None) if window is None else window
     keep = np.ones((L, S), dtype=bool)
     if left is not None and left >= 0:
@@ -531,7 +532,8 @@ def _sum_to_shape(g, shape, group_axis_heads=None):
     """g summed to ``shape`` over broadcast dimensions; group_axis_heads (key
     heads) folds GQA's repeated heads (dimension -3) back first."""
     if group_axis_heads is not None and g.shape[-3] != group_axis_heads:
-        g = g.reshape(g.shape[:-3] + (group_axis_heads, -1) + g.shape[-2:]).sum(axis=-3)
+        group = g.shape[-3] // group_axis_heads
+        g = g.reshape(g.shape[:-3] + (group_axis_heads, group) + g.shape[-2:]).sum(axis=-3)
     extra = g.ndim - len(shape)
     g = g.sum(axis=tuple(range(extra)))
     axes = tuple(d for d, n in enumerate(shape) if n == 1 and g.shape[d] != 1)
@@ -564,3 +566,45 @@ def attention_backward(grad_out, q, k, v, attn_mask=None, is_causal=False, scale
     heads = shapes[1][-3] if enable_gqa and len(shapes[1]) >= 3 else None
     return (_sum_to_shape(gq, shapes[0]), _sum_to_shape(gk, shapes[1], heads),
             _sum_to_shape(gv, shapes[2], heads))
+
+
+def _varlen_sequences(q, k, v, cu_seqlens_q, cu_seqlens_k, is_causal, window):
+    """Per packed sequence: its query rows, key rows, and (H, L, E), (Hkv, S, E),
+    (Hkv, S, Ev) float64 operands with its explicit bottom-right mask."""
+    cq, ck = np.asarray(cu_seqlens_q), np.asarray(cu_seqlens_k)
+    q, k, v = as64(q), as64(k), as64(v)
+    for b in range(len(cq) - 1):
+        rq, rk = slice(int(cq[b]), int(cq[b + 1])), slice(int(ck[b]), int(ck[b + 1]))
+        L, S = rq.stop - rq.start, rk.stop - rk.start
+        keep = attention_keep(L, S, window, is_causal, bottom_right=True)
+        yield (rq, rk, q[rq].transpose(1, 0, 2), k[rk].transpose(1, 0, 2),
+               v[rk].transpose(1, 0, 2), keep)
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, is_causal=False, scale=None,
+                     window=None):
+    """flash_attn_varlen_func: each packed sequence on its own with an explicit
+    bottom-right mask (GQA when key heads divide query heads): (out
+    (total_q, H, Ev), lse (H, total_q)); rows no sequence owns give 0, -inf."""
+    H, Ev = np.shape(q)[1], np.shape(v)[2]
+    out = np.zeros((np.shape(q)[0], H, Ev))
+    lse = np.full((H, np.shape(q)[0]), -np.inf)
+    for rq, _, qb, kb, vb, keep in _varlen_sequences(q, k, v, cu_seqlens_q, cu_seqlens_k,
+                                                     is_causal, window):
+        o, l = attention(qb, kb, vb, keep, scale=scale, enable_gqa=True)
+        out[rq] = o.transpose(1, 0, 2)
+        lse[:, rq] = l
+    return out, lse
+
+
+def attention_varlen_backward(grad_out, q, k, v, cu_seqlens_q, cu_seqlens_k, is_causal=False,
+                              scale=None, window=None):
+    """Gradients (grad_q, grad_k, grad_v) of attention_varlen's output."""
+    gq, gk, gv = (np.zeros(np.shape(x)) for x in (q, k, v))
+    go = as64(grad_out)
+    for rq, rk, qb, kb, vb, keep in _varlen_sequences(q, k, v, cu_seqlens_q, cu_seqlens_k,
+                                                      is_causal, window):
+        g = attention_backward(go[rq].transpose(1, 0, 2), qb, kb, vb, keep, scale=scale,
+                               enable_gqa=True)
+        gq[rq], gk[rk], gv[rk] = (x.transpose(1, 0, 2) for x in g)
+    return gq, gk, gv
