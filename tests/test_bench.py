@@ -288,9 +288,14 @@ def test_attention_cases_formulas_and_results():
                                                                        + 2 * 4 * 3 * 6)
     cases = attention_cases.cases(registry.Context(device="cpu", quick=True))
     assert {c.params["pass"] for c in cases} == {"forward", "forward+backward"}
-    assert any(c.params["is_causal"] for c in cases) and any(c.params["window"] for c in cases)
-    assert any(c.params["kv_heads"] < c.params["heads"] for c in cases)
-    assert {c.metric for c in cases if c.params["L"] == 1} == {"bytes"}
+    assert any(c.params["is_causal"] for c in cases)
+    assert any(c.params.get("window") for c in cases)
+    assert any(c.params.get("kv_heads", 0) < c.params["heads"] for c in cases)
+    assert {c.metric for c in cases if c.params.get("L") == 1} == {"bytes"}
+    varlen = [c for c in cases if "lengths" in c.params]
+    assert {c.params["pass"] for c in varlen} == {"forward", "forward+backward"}
+    n = varlen[0].params["lengths"]
+    assert varlen[0].flops == 2 * 2 * sum(x * (x + 1) // 2 for x in n) * 2 * 32
     for c in cases:
         inputs = c.setup()
         got, want = c.run(inputs), c.expected(inputs)

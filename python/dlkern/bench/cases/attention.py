@@ -1,8 +1,10 @@
 """``dk.attention`` (and its backward) against torch's SDPA on the CPU, float32:
 B=4 H=8 L=S=1024 E=64 non-causal and causal, B=1 H=16 L=S=4096 E=128 causal,
-a window of 256 on the latter's shape, and decoding (L=1 against S=8192,
-H=32 query heads over 8 key/value heads, E=128); each forward and
-forward+backward except decoding (forward). torch gets the window as an
+a window of 256 on the latter's shape, a packed batch of 16 causal
+sequences of 64..2048 tokens (H=8, E=64; ``attention_varlen`` against torch
+run per sequence), and decoding (L=1 against S=8192, H=32 query heads over 8
+key/value heads, E=128); each forward and forward+backward except decoding
+(forward). torch gets the window as an
 explicit boolean mask and GQA through ``enable_gqa``. The attention family has
 CPU kernels only so far: CUDA runs skip it.
 
@@ -16,7 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...attention import attention, attention_backward
+from ...attention import (
+    attention,
+    attention_backward,
+    attention_varlen,
+    attention_varlen_backward,
+)
 from ...testing import reference
 from .. import arrays, libraries
 from ..registry import Case, Context
@@ -31,6 +38,11 @@ SHAPES = [
     (1, 16, 16, 4096, 4096, 128, False, (256, 256), BOTH),
     (1, 32, 8, 1, 8192, 128, False, None, ("forward",)),
 ]
+# Packed self-attention (equal query and key lengths, so torch's top-left
+# causal per sequence is FlashAttention's bottom-right): (lengths, heads, E,
+# is_causal).
+VARLEN = [(tuple(int(n) for n in np.linspace(64, 2048, 16)), 8, 64, True)]
+VARLEN_QUICK = [((16, 100, 37, 64), 2, 32, True)]
 SHAPES_QUICK = [
     (2, 2, 2, 128, 128, 32, False, None, BOTH),
     (2, 2, 2, 128, 128, 32, True, None, BOTH),
@@ -141,10 +153,76 @@ def _case(ctx: Context, batch, heads, kv_heads, L, S, E, is_causal, window, whic
     )
 
 
+class _TorchPerSequence:
+    """torch's SDPA run on each packed sequence alone, as (1, H, L, E) views;
+    with backward, torch.autograd.grad of the packed q, k and v."""
+
+    def __init__(self, offsets, is_causal: bool, backward: bool):
+        self.offsets, self.is_causal, self.backward = offsets, is_causal, backward
+
+    def __call__(self, v):
+        torch = libraries.get("torch")
+        q, k, val = v["q"], v["k"], v["v"]
+        if self.backward:
+            q, k, val = (x.detach().requires_grad_() for x in (q, k, val))
+        with torch.set_grad_enabled(self.backward):
+            outs = []
+            for b in range(len(self.offsets) - 1):
+                rows = slice(int(self.offsets[b]), int(self.offsets[b + 1]))
+                one = [x[rows].transpose(0, 1)[None] for x in (q, k, val)]
+                out = torch.nn.functional.scaled_dot_product_attention(
+                    *one, is_causal=self.is_causal)
+                outs.append(out[0].transpose(0, 1))
+            out = torch.cat(outs)
+            if not self.backward:
+                return out
+            return torch.autograd.grad(out, (q, k, val), v["grad_output"])
+
+
+def _varlen_case(ctx: Context, lengths, heads, E, is_causal, which, refs) -> Case:
+    backward = which == "forward+backward"
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    total = int(cu[-1])
+    inputs = {"q": (total, heads, E), "k": (total, heads, E), "v": (total, heads, E)}
+    if backward:
+        inputs["grad_output"] = (total, heads, E)
+    kw = dict(is_causal=is_causal)
+
+    def run(v):
+        if not backward:
+            return attention_varlen(v["q"], v["k"], v["v"], cu, cu, **kw)
+        out, lse = attention_varlen(v["q"], v["k"], v["v"], cu, cu, return_lse=True, **kw)
+        return attention_varlen_backward(v["grad_output"], v["q"], v["k"], v["v"], out, lse,
+                                         cu, cu, **kw)
+
+    def expected(v):
+        if not backward:
+            return reference.attention_varlen(v["q"], v["k"], v["v"], cu, cu, **kw)[0]
+        return reference.attention_varlen_backward(v["grad_output"], v["q"], v["k"], v["v"],
+                                                   cu, cu, **kw)
+
+    pairs = sum(visible_pairs(n, n, is_causal) for n in lengths)
+    forward = 2 * heads * pairs * 2 * E
+    name = f"varlen {len(lengths)}x{min(lengths)}..{max(lengths)} H{heads} E{E}"
+    name += " causal" if is_causal else ""
+    return case(
+        ctx, "attention", f"{name} {which}", dtype="float32", kind="numpy", seed_name=name,
+        params={"lengths": list(lengths), "heads": heads, "E": E, "is_causal": is_causal,
+                "pass": which},
+        flops=forward + int(2.5 * forward) if backward else forward,
+        bytes=byte_count(1, heads, heads, total, total, E, E, arrays.ITEMSIZE["float32"],
+                         backward),
+        inputs=inputs, run=run, expected=expected,
+        references={lib: _TorchPerSequence(cu, is_causal, backward) for lib in refs},
+    )
+
+
 def cases(ctx: Context) -> list[Case]:
     if ctx.device == "cuda":
         ctx.skip("attention", "the attention family has CPU kernels only so far")
         return []
     refs = [lib for lib in array_libraries(ctx, "float32") if lib == "torch"]
-    return [_case(ctx, *shape, which, refs)
-            for *shape, passes in (SHAPES_QUICK if ctx.quick else SHAPES) for which in passes]
+    dense = [_case(ctx, *shape, which, refs)
+             for *shape, passes in (SHAPES_QUICK if ctx.quick else SHAPES) for which in passes]
+    return dense + [_varlen_case(ctx, *shape, which, refs)
+                    for shape in (VARLEN_QUICK if ctx.quick else VARLEN) for which in BOTH]
