@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/attention.h"
+#include "bindings/gmm.h"
 #include "bindings/backend.h"
 #include "bindings/common.h"
 #include "bindings/conv.h"
@@ -35,11 +36,13 @@ PYBIND11_MODULE(_cpu, m) {
   bindings::def_pool_params(m);
   bindings::def_rnn_params(m);
   bindings::def_attention_params(m);
+  bindings::def_gmm_params(m);
   bindings::def_conv<bindings::Cpu>(m);
   bindings::def_pool<bindings::Cpu>(m);
   bindings::def_rnn<bindings::Cpu>(m);
   bindings::def_matmul<bindings::Cpu>(m);
   bindings::def_attention<bindings::Cpu>(m);
+  bindings::def_gmm<bindings::Cpu>(m);
 
   // A NumPy array's data address and strides in elements, or None where the
   // address or a stride is not a multiple of the item size: what the array

@@ -1,5 +1,6 @@
 """dlkern: hand-written CUDA and C++ kernels for deep learning: conv2d, max/avg pooling, matmul,
-LSTM and GRU cells and sequences, scaled-dot-product attention (CPU so far).
+LSTM and GRU cells and sequences, scaled-dot-product attention (CPU so far), the
+Gaussian-mixture E-step (CPU so far).
 
 ``import dlkern as dk``; every function takes NumPy, CuPy or DLPack arrays
 (torch, JAX) and returns the caller's kind on the caller's device.
@@ -20,6 +21,7 @@ from .attention import (
     attention_varlen_backward,
 )
 from .conv import conv2d, conv2d_backward
+from .gmm import gmm_estep
 from .matmul import matmul
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from .rnn import (
@@ -43,6 +45,7 @@ __all__ = [
     "avg_pool2d_backward",
     "conv2d",
     "conv2d_backward",
+    "gmm_estep",
     "cuda_available",
     "cuda_unavailable_reason",
     "get_num_threads",

@@ -1,7 +1,7 @@
 // _cpu_testing: what only the tests call of the CPU library, kept out of _cpu
 // (built with DLKERN_TESTS): matmul_batched_cpu with every argument, the GEMM
 // blocking in use, the paths the convolution picks, attention's log-sum-exp
-// combine and whether a problem takes split-KV decoding.
+// combine and whether a problem takes split-KV decoding, the branch-free log.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -11,6 +11,7 @@
 #include "bindings/backend.h"
 #include "bindings/common.h"
 #include "common/attention.h"
+#include "common/fast_math.h"
 #include "cpu/attention/split.h"
 #include "cpu/conv/paths.h"
 #include "cpu/gemm/driver.h"
@@ -100,5 +101,14 @@ PYBIND11_MODULE(_cpu_testing, m) {
   // when it does not split.
   m.def("attention_split_kv_chunk", [](const AttentionParams& p) {
     return cpu::attention::split_kv_chunk(p);
+  });
+
+  // common/fast_math.h's fast_log of n contiguous values, in place.
+  m.def("fast_log", [](const std::string& dtype, Address x, int64_t n) {
+    dispatch_float(dtype, "fast_log", [&](auto t) {
+      using T = decltype(t);
+      T* v = x;
+      for (int64_t i = 0; i < n; ++i) v[i] = math::fast_log(v[i]);
+    });
   });
 }

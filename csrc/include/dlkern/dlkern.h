@@ -5,6 +5,7 @@
 #include "dlkern/config.h"
 #include "dlkern/conv.h"
 #include "dlkern/error.h"
+#include "dlkern/gmm.h"
 #include "dlkern/matmul.h"
 #include "dlkern/pool.h"
 #include "dlkern/rnn.h"

@@ -1,0 +1,42 @@
+// Gaussian-mixture bindings: GmmParams and the shape rule that builds it
+// (_cpu only), and the E-step as def_gmm<Backend> (see backend.h). The
+// family has CPU kernels only so far: python/dlkern/gmm.py refuses the CUDA
+// path before reaching a binding.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "bindings/backend.h"
+#include "bindings/common.h"
+#include "dlkern/gmm.h"
+
+namespace dlkern::bindings {
+
+inline void def_gmm_params(py::module_& m) {
+  py::class_<GmmParams>(m, "GmmParams", "A checked mixture E-step; made by gmm_params")
+      .def_readonly("n_samples", &GmmParams::n_samples)
+      .def_readonly("n_features", &GmmParams::n_features)
+      .def_readonly("n_components", &GmmParams::n_components);
+  m.def("gmm_params", &gmm_params);
+}
+
+template <class Backend>
+void def_gmm(py::module_& m) {
+  static_assert(!Backend::cuda, "the mixture family has CPU kernels only so far");
+  m.def(
+      "gmm_estep",
+      [](const std::string& dtype, const GmmParams& p, Address x, int64_t x_row_stride,
+         int64_t x_col_stride, Address weights, Address means, Address prec, Address log_resp,
+         Address log_prob_norm, int device, Address) {
+        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+        dispatch_float(dtype, "gmm_estep", [&](auto t) {
+          using T = decltype(t);
+          gmm_estep_cpu<T>(p, view<const T>(x, x_row_stride, x_col_stride), weights, means,
+                           prec, log_resp, log_prob_norm);
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+}
+
+}  // namespace dlkern::bindings

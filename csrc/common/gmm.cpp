@@ -1,0 +1,60 @@
+// Validation of gmm_estep's arguments, in words that name the argument, what
+// was expected and what was given.
+#include <string>
+#include <vector>
+
+#include "dlkern/error.h"
+#include "dlkern/gmm.h"
+
+namespace dlkern {
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + (s.size() == 1 ? ",)" : ")");
+}
+
+GmmCovariance covariance_of(const std::string& name) {
+  if (name == "full") return GmmCovariance::full;
+  if (name == "tied") return GmmCovariance::tied;
+  if (name == "diag") return GmmCovariance::diag;
+  if (name == "spherical") return GmmCovariance::spherical;
+  throw ValueError("gmm_estep: covariance_type must be one of 'full', 'tied', 'diag', "
+                   "'spherical', got '" + name + "'");
+}
+
+}  // namespace
+
+GmmParams gmm_params(const std::vector<int64_t>& x, const std::vector<int64_t>& weights,
+                     const std::vector<int64_t>& means, const std::vector<int64_t>& prec,
+                     const std::string& covariance_type) {
+  const char* op = "gmm_estep";
+  GmmParams p{};
+  p.covariance = covariance_of(covariance_type);
+  DLKERN_CHECK(x.size() == 2, op, ": X must be 2-D (n_samples, n_features), got shape ",
+               shape_str(x));
+  DLKERN_CHECK(weights.size() == 1 && weights[0] >= 1, op,
+               ": weights must be 1-D (n_components,) with n_components >= 1, got shape ",
+               shape_str(weights));
+  DLKERN_CHECK(x[1] >= 1, op, ": X must have at least one feature, got shape ", shape_str(x));
+  p.n_samples = x[0];
+  p.n_features = x[1];
+  p.n_components = weights[0];
+  const int64_t K = p.n_components, D = p.n_features;
+  DLKERN_CHECK(means == std::vector<int64_t>({K, D}), op,
+               ": means must have shape (n_components, n_features) = ", shape_str({K, D}),
+               ", got ", shape_str(means));
+  std::vector<int64_t> want;
+  switch (p.covariance) {
+    case GmmCovariance::full: want = {K, D, D}; break;
+    case GmmCovariance::tied: want = {D, D}; break;
+    case GmmCovariance::diag: want = {K, D}; break;
+    case GmmCovariance::spherical: want = {K}; break;
+  }
+  DLKERN_CHECK(prec == want, op, ": precisions_cholesky of covariance_type '", covariance_type,
+               "' must have shape ", shape_str(want), ", got ", shape_str(prec));
+  return p;
+}
+
+}  // namespace dlkern

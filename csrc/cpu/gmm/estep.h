@@ -1,0 +1,47 @@
+// The E-step's kernels on a tile of samples, built once per instruction set
+// (estep_<isa>.cpp, from estep_impl.h) so that the loops over samples and the
+// exp and log of the log-sum-exp run in the widest vectors the CPU has.
+//
+// A tile's Mahalanobis terms and log-probabilities are kept component-major,
+// maha[k * ld + r] for component k and the tile's sample r, so that every
+// kernel runs its vector lanes over samples.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/isa.h"
+
+namespace dlkern::cpu::gmm {
+
+template <typename T>
+struct EstepKernels {
+  // From the tile's products y (rows of ldy; component k's D columns at
+  // k * step, step 0 sharing one product): maha[k * ld + r] =
+  // sum_e (y[r * ldy + k * step + e] - b[k * D + e])^2.
+  void (*centered_norms)(const T* y, int64_t ldy, int64_t step, const T* b, int64_t D,
+                         int64_t K, int64_t rows, T* maha, int64_t ld);
+  // From the tile transposed (xt[d * ldx + r]), for full factors P_k =
+  // prec + k * step (D x D; step 0: tied): maha[k * ld + r] =
+  // sum_e (sum_d xt[d * ldx + r] P_k[d * D + e] - b[k * D + e])^2. For small D,
+  // where a product per tile would do little work per call. scratch: ldx values.
+  void (*small_products)(const T* xt, int64_t ldx, const T* prec, int64_t step, const T* b,
+                         int64_t D, int64_t K, int64_t rows, T* maha, int64_t ld, T* scratch);
+  // Diagonal factors: maha[k * ld + r] = sum_d (xt[d * ldx + r] s[k * D + d] - b[k * D + d])^2.
+  void (*scaled_norms)(const T* xt, int64_t ldx, const T* s, const T* b, int64_t D, int64_t K,
+                       int64_t rows, T* maha, int64_t ld);
+  // log_prob[k] = c[k] - maha[k] / 2, their log-sum-exp into log_prob_norm[r],
+  // log_resp[r * K + k] = log_prob[k] - log_prob_norm[r]. maha is overwritten.
+  void (*finish)(T* maha, int64_t ld, const T* c, int64_t K, int64_t rows, T* log_resp,
+                 T* log_prob_norm);
+};
+
+template <typename T> EstepKernels<T> kernels_generic();
+template <typename T> EstepKernels<T> kernels_avx2();
+template <typename T> EstepKernels<T> kernels_avx512();
+
+template <typename T>
+EstepKernels<T> kernels() {
+  return by_isa(&kernels_avx512<T>, &kernels_avx2<T>, &kernels_generic<T>);
+}
+
+}  // namespace dlkern::cpu::gmm

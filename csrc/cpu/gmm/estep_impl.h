@@ -1,0 +1,123 @@
+// The bodies of estep.h's kernels, included once per instruction set by
+// estep_<isa>.cpp, each compiled with that set's flags and
+// -fno-trapping-math (without which the branch-free exp and log do not
+// vectorise). DLKERN_GMM_ISA names the kernels_<isa> accessor to define.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+#include "common/fast_math.h"
+#include "common/gmm.h"
+#include "cpu/gmm/estep.h"
+
+namespace dlkern::cpu::gmm {
+namespace {
+
+template <typename T>
+void centered_norms(const T* y, int64_t ldy, int64_t step, const T* b, int64_t D, int64_t K,
+                    int64_t rows, T* maha, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < K; ++k) {
+      const T* yk = y + r * ldy + k * step;
+      const T* bk = b + k * D;
+      T sum = T(0);
+#pragma omp simd reduction(+ : sum)
+      for (int64_t e = 0; e < D; ++e) {
+        const T t = yk[e] - bk[e];
+        sum += t * t;
+      }
+      maha[k * ld + r] = sum;
+    }
+}
+
+template <typename T>
+void small_products(const T* xt, int64_t ldx, const T* prec, int64_t step, const T* b,
+                    int64_t D, int64_t K, int64_t rows, T* maha, int64_t ld, T* t) {
+  for (int64_t k = 0; k < K; ++k) {
+    const T* P = prec + k * step;
+    T* acc = maha + k * ld;
+#pragma omp simd
+    for (int64_t r = 0; r < rows; ++r) acc[r] = T(0);
+    for (int64_t e = 0; e < D; ++e) {
+      const T be = b[k * D + e];
+#pragma omp simd
+      for (int64_t r = 0; r < rows; ++r) t[r] = -be;
+      for (int64_t d = 0; d < D; ++d) {
+        const T p = P[d * D + e];
+        const T* x = xt + d * ldx;
+#pragma omp simd
+        for (int64_t r = 0; r < rows; ++r) t[r] += x[r] * p;
+      }
+#pragma omp simd
+      for (int64_t r = 0; r < rows; ++r) acc[r] += t[r] * t[r];
+    }
+  }
+}
+
+template <typename T>
+void scaled_norms(const T* xt, int64_t ldx, const T* s, const T* b, int64_t D, int64_t K,
+                  int64_t rows, T* maha, int64_t ld) {
+  for (int64_t k = 0; k < K; ++k) {
+    T* acc = maha + k * ld;
+#pragma omp simd
+    for (int64_t r = 0; r < rows; ++r) acc[r] = T(0);
+    for (int64_t d = 0; d < D; ++d) {
+      const T sd = s[k * D + d], bd = b[k * D + d];
+      const T* x = xt + d * ldx;
+#pragma omp simd
+      for (int64_t r = 0; r < rows; ++r) {
+        const T u = x[r] * sd - bd;
+        acc[r] += u * u;
+      }
+    }
+  }
+}
+
+template <typename T>
+void finish(T* maha, int64_t ld, const T* c, int64_t K, int64_t rows, T* log_resp,
+            T* log_prob_norm) {
+  constexpr T inf = std::numeric_limits<T>::infinity();
+  for (int64_t k = 0; k < K; ++k) {
+    T* lp = maha + k * ld;
+    const T ck = c[k];
+#pragma omp simd
+    for (int64_t r = 0; r < rows; ++r) lp[r] = ck - T(0.5) * lp[r];
+  }
+#pragma omp simd
+  for (int64_t r = 0; r < rows; ++r) {
+    T m = -inf;
+    for (int64_t k = 0; k < K; ++k) m = dlkern::gmm::nan_max(m, maha[k * ld + r]);
+    const T shift = dlkern::gmm::log_sum_exp_shift(m);
+    T sum = T(0);
+    for (int64_t k = 0; k < K; ++k) {
+      // fast_exp clamps -inf to its underflow bound: a component of weight 0
+      // must add exactly 0.
+      const T x = maha[k * ld + r];
+      sum += x == -inf ? T(0) : math::fast_exp(x - shift);
+    }
+    // sum is in [1, K] for a finite max; 0 (all -inf) and a +inf max keep
+    // their infinities, NaN stays NaN.
+    const T lse = shift + math::fast_log(sum);
+    log_prob_norm[r] = m == inf || m == -inf ? m : lse;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const T norm = log_prob_norm[r];
+    T* out = log_resp + r * K;
+    for (int64_t k = 0; k < K; ++k) out[k] = maha[k * ld + r] - norm;
+  }
+}
+
+}  // namespace
+
+template <>
+EstepKernels<float> DLKERN_GMM_ISA<float>() {
+  return {&centered_norms<float>, &small_products<float>, &scaled_norms<float>, &finish<float>};
+}
+template <>
+EstepKernels<double> DLKERN_GMM_ISA<double>() {
+  return {&centered_norms<double>, &small_products<double>, &scaled_norms<double>,
+          &finish<double>};
+}
+
+}  // namespace dlkern::cpu::gmm

@@ -1,0 +1,46 @@
+// Gaussian mixtures (dk.gmm_estep): the E-step of scikit-learn's
+// GaussianMixture, fused. The parameters are scikit-learn's fitted
+// attributes: weights (K,), means (K, D) and precisions_cholesky, the
+// Cholesky factors P of the precisions (precision = P P^T), of shape
+// (K, D, D) full, (D, D) tied, (K, D) diag (P's diagonal) and (K,) spherical
+// (P = p I).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dlkern/types.h"
+
+namespace dlkern {
+
+enum class GmmCovariance : int { full = 0, tied = 1, diag = 2, spherical = 3 };
+
+struct GmmParams {
+  int64_t n_samples, n_features, n_components;  // N, D, K
+  GmmCovariance covariance;
+};
+
+// Validates as scikit-learn does: X (N, D) 2-D, weights (K,), means (K, D),
+// precisions_cholesky of the covariance type's shape, covariance_type one of
+// "full", "tied", "diag", "spherical", K >= 1. Throws ValueError naming the
+// argument, what was expected and what was given. Values are not checked.
+GmmParams gmm_params(const std::vector<int64_t>& x_shape,
+                     const std::vector<int64_t>& weights_shape,
+                     const std::vector<int64_t>& means_shape,
+                     const std::vector<int64_t>& precisions_cholesky_shape,
+                     const std::string& covariance_type);
+
+// CPU, float and double. For each sample x and component k,
+//   log_prob[k] = log w_k + log det P_k - (D log(2 pi) + |(x - mu_k) P_k|^2) / 2
+// (y = x P_k - mu_k P_k as scikit-learn computes it, the full product even
+// where P_k is triangular; log det P_k from P_k's diagonal); log_prob_norm =
+// log sum_k exp(log_prob[k]); log_resp[k] = log_prob[k] - log_prob_norm.
+// X is strided; weights, means and precisions_cholesky contiguous; log_resp
+// (N, K) and log_prob_norm (N,) contiguous. NaN and infinity in X propagate
+// to that sample's results. Outputs must not overlap the inputs.
+template <typename T>
+void gmm_estep_cpu(const GmmParams& p, MatrixView<const T> x, const T* weights, const T* means,
+                   const T* precisions_cholesky, T* log_resp, T* log_prob_norm);
+
+}  // namespace dlkern
