@@ -22,6 +22,7 @@ from dlkern.bench.cases.conv import cuda as conv_cases
 from dlkern.bench.cases import matmul as matmul_cases
 from dlkern.bench.cases._factory import array_libraries
 from dlkern.bench.cases import attention as attention_cases
+from dlkern.bench.cases import gmm as gmm_cases
 from dlkern.bench.cases import rnn as rnn_cases
 from dlkern.bench.peak import Peaks
 from dlkern.bench.stats import summarize
@@ -440,3 +441,20 @@ def test_probes():
     cycles, seconds, _ = _cpu.clock_probe(1000)
     assert cycles == 64000 and seconds > 0
     assert len(_cpu.copy_probe(1 << 20, 2, 3)) == 3
+
+
+def test_gmm_cases_formulas_and_results():
+    assert gmm_cases.flop_count(10, 3, 4, "full") == 2 * 10 * 4 * 9
+    assert gmm_cases.flop_count(10, 3, 4, "tied") == 2 * 10 * 9 + 3 * 10 * 4 * 3
+    assert gmm_cases.flop_count(10, 3, 4, "diag") == gmm_cases.flop_count(10, 3, 4, "spherical")
+    cases = gmm_cases.cases(registry.Context(device="cpu", quick=True))
+    assert {c.params["covariance_type"] for c in cases} == {"full", "tied", "diag", "spherical"}
+    for c in cases:
+        inputs = c.setup()
+        want = c.expected(inputs)
+        assert arrays.relative_error(c.run(inputs), want) < 1e-5
+        for lib, reference in c.references.items():
+            assert arrays.relative_error(reference(inputs), want) < 1e-5, lib
+    ctx = registry.Context(device="cuda", quick=True)
+    assert gmm_cases.cases(ctx) == [] and ctx.skipped == [
+        ("gmm", "the mixture family has CPU kernels only so far")]

@@ -41,6 +41,7 @@ VIEWS: dict[str, Callable[[Any], Any]] = {
     "torch": lambda x: arrays.view(x, "torch"),
     "cupy": lambda x: arrays.view(x, "cupy"),
     "torch_cl": _channels_last,
+    "scikit-learn": lambda x: arrays.view(x, "numpy"),
 }
 
 

@@ -1,0 +1,101 @@
+"""``dk.gmm_estep`` against scikit-learn's ``GaussianMixture`` E-step
+(``_estimate_log_prob_resp``) on the CPU: N=100,000 D=32 K=16 for each
+covariance type in float64 and float32, and N=1,000,000 D=2 K=8 full. The
+mixture family has CPU kernels only so far: CUDA runs skip it.
+
+FLOPs: the E-step's products, 2 * N * K * D^2 for full (each sample times
+each component's D x D factor); tied computes x P once (2 * N * D^2) and
+the centred norms 3 * N * K * D; diag and spherical 3 * N * K * D.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...gmm import gmm_estep
+from .. import arrays, libraries
+from ..registry import Case, Context
+from ._factory import case
+
+# (N, D, K, covariance type, dtype)
+SHAPES = [(100_000, 32, 16, c, dt) for dt in ("float64", "float32")
+          for c in ("full", "tied", "diag", "spherical")] + [(1_000_000, 2, 8, "full", "float64")]
+SHAPES_QUICK = [(2000, 8, 4, c, "float64") for c in ("full", "tied", "diag", "spherical")] + [
+    (5000, 2, 3, "full", "float32")]
+
+
+def flop_count(N: int, D: int, K: int, covariance_type: str) -> int:
+    if covariance_type == "full":
+        return 2 * N * K * D * D
+    if covariance_type == "tied":
+        return 2 * N * D * D + 3 * N * K * D
+    return 3 * N * K * D
+
+
+def parameters(rng: np.random.Generator, D: int, K: int, covariance_type: str):
+    """A valid mixture: weights summing to 1, means, and the Cholesky factors
+    of the precisions of random well-conditioned covariances, as scikit-learn
+    stores them (upper triangular)."""
+    weights = rng.dirichlet(np.ones(K))
+    means = rng.uniform(-1, 1, (K, D))
+    if covariance_type in ("full", "tied"):
+        count = K if covariance_type == "full" else 1
+        a = rng.normal(size=(count, D, D))
+        cov = a @ a.transpose(0, 2, 1) / D + np.eye(D) * 0.1
+        chol = np.linalg.cholesky(cov)
+        prec = np.linalg.inv(chol).transpose(0, 2, 1)  # solve_triangular(L, I).T
+        prec = prec if covariance_type == "full" else prec[0]
+    elif covariance_type == "diag":
+        prec = 1 / np.sqrt(rng.uniform(0.1, 2, (K, D)))
+    else:
+        prec = 1 / np.sqrt(rng.uniform(0.1, 2, K))
+    return weights, means, prec
+
+
+class _SklearnEstep:
+    """scikit-learn's E-step on a model carrying the case's parameters."""
+
+    def __init__(self, covariance_type: str):
+        self.covariance_type = covariance_type
+
+    def __call__(self, v):
+        mixture = libraries.get("sklearn.mixture")
+        gm = mixture.GaussianMixture(len(v["weights"]), covariance_type=self.covariance_type)
+        gm.weights_, gm.means_, gm.precisions_cholesky_ = v["weights"], v["means"], v["prec"]
+        norm, log_resp = gm._estimate_log_prob_resp(v["X"])
+        return log_resp, norm
+
+
+def _case(ctx: Context, N, D, K, covariance_type, dtype, refs) -> Case:
+    name = f"estep N{N} D{D} K{K} {covariance_type}"
+    rng = np.random.default_rng(D * 1000 + K)
+    weights, means, prec = (a.astype(dtype) for a in parameters(rng, D, K, covariance_type))
+    inputs = {"X": (N, D), "weights": lambda v: weights, "means": lambda v: means,
+              "prec": lambda v: prec}
+
+    def run(v):
+        return gmm_estep(v["X"], v["weights"], v["means"], v["prec"], covariance_type)
+
+    def expected(v):
+        log_resp, norm = _SklearnEstep(covariance_type)(
+            {k: np.asarray(x, np.float64) for k, x in v.items()})
+        return log_resp, norm
+
+    return case(
+        ctx, "gmm", name, dtype=dtype, kind="numpy", seed_name=f"{name} {dtype}",
+        params={"N": N, "D": D, "K": K, "covariance_type": covariance_type},
+        flops=flop_count(N, D, K, covariance_type),
+        bytes=arrays.ITEMSIZE[dtype] * N * (D + K + 1),
+        inputs=inputs, run=run, expected=expected,
+        references={lib: _SklearnEstep(covariance_type) for lib in refs},
+    )
+
+
+def cases(ctx: Context) -> list[Case]:
+    if ctx.device == "cuda":
+        ctx.skip("gmm", "the mixture family has CPU kernels only so far")
+        return []
+    refs = ["scikit-learn"] if libraries.get("sklearn.mixture") is not None else []
+    if not refs:
+        ctx.skip("gmm scikit-learn reference", "scikit-learn is not installed")
+    return [_case(ctx, *shape, refs) for shape in (SHAPES_QUICK if ctx.quick else SHAPES)]
