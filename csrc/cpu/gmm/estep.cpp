@@ -117,9 +117,7 @@ void gmm_estep_cpu(const GmmParams& p, MatrixView<const T> x, const T* weights, 
                                  rows, maha.data() + k0 * kTile, kTile);
         }
       } else {
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t d = 0; d < D; ++d)
-            xt[d * kTile + r] = x0[r * x.row_stride + d * x.col_stride];
+        kernels.transpose(x0, x.row_stride, x.col_stride, rows, D, xt.data(), kTile);
         if (factored)
           kernels.small_products(xt.data(), kTile, prec, full ? D * D : 0, consts.b.data(), D, K,
                                  rows, maha.data(), kTile, scratch.data());
@@ -128,7 +126,7 @@ void gmm_estep_cpu(const GmmParams& p, MatrixView<const T> x, const T* weights, 
                                maha.data(), kTile);
       }
       kernels.finish(maha.data(), kTile, consts.c.data(), K, rows, log_resp + r0 * K,
-                     log_prob_norm + r0);
+                     log_prob_norm + r0, scratch.data());
     }
   }
 }

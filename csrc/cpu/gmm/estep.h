@@ -15,6 +15,9 @@ namespace dlkern::cpu::gmm {
 
 template <typename T>
 struct EstepKernels {
+  // xt[d * ldx + r] = x[r * rs + d * cs]: a tile of samples transposed.
+  void (*transpose)(const T* x, int64_t rs, int64_t cs, int64_t rows, int64_t D, T* xt,
+                    int64_t ldx);
   // From the tile's products y (rows of ldy; component k's D columns at
   // k * step, step 0 sharing one product): maha[k * ld + r] =
   // sum_e (y[r * ldy + k * step + e] - b[k * D + e])^2.
@@ -30,9 +33,10 @@ struct EstepKernels {
   void (*scaled_norms)(const T* xt, int64_t ldx, const T* s, const T* b, int64_t D, int64_t K,
                        int64_t rows, T* maha, int64_t ld);
   // log_prob[k] = c[k] - maha[k] / 2, their log-sum-exp into log_prob_norm[r],
-  // log_resp[r * K + k] = log_prob[k] - log_prob_norm[r]. maha is overwritten.
+  // log_resp[r * K + k] = log_prob[k] - log_prob_norm[r]. maha is overwritten;
+  // scratch: rows values.
   void (*finish)(T* maha, int64_t ld, const T* c, int64_t K, int64_t rows, T* log_resp,
-                 T* log_prob_norm);
+                 T* log_prob_norm, T* scratch);
 };
 
 template <typename T> EstepKernels<T> kernels_generic();

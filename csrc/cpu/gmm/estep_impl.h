@@ -75,36 +75,60 @@ void scaled_norms(const T* xt, int64_t ldx, const T* s, const T* b, int64_t D, i
 }
 
 template <typename T>
-void finish(T* maha, int64_t ld, const T* c, int64_t K, int64_t rows, T* log_resp,
-            T* log_prob_norm) {
+void transpose(const T* x, int64_t rs, int64_t cs, int64_t rows, int64_t D, T* xt,
+               int64_t ldx) {
+  for (int64_t d = 0; d < D; ++d) {
+    const T* col = x + d * cs;
+    T* out = xt + d * ldx;
+#pragma omp simd
+    for (int64_t r = 0; r < rows; ++r) out[r] = col[r * rs];
+  }
+}
+
+// Each step a loop over the tile's samples alone, so that it vectorises
+// (written as one loop over samples with the components inside, the exp
+// stayed scalar). norm holds the running max, then the log-sum-exp; sum is
+// scratch.
+template <typename T>
+void finish(T* maha, int64_t ld, const T* c, int64_t K, int64_t rows, T* log_resp, T* norm,
+            T* sum) {
   constexpr T inf = std::numeric_limits<T>::infinity();
+#pragma omp simd
+  for (int64_t r = 0; r < rows; ++r) {
+    norm[r] = -inf;
+    sum[r] = T(0);
+  }
   for (int64_t k = 0; k < K; ++k) {
     T* lp = maha + k * ld;
     const T ck = c[k];
 #pragma omp simd
-    for (int64_t r = 0; r < rows; ++r) lp[r] = ck - T(0.5) * lp[r];
+    for (int64_t r = 0; r < rows; ++r) {
+      lp[r] = ck - T(0.5) * lp[r];
+      norm[r] = dlkern::gmm::nan_max(norm[r], lp[r]);
+    }
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const T* lp = maha + k * ld;
+#pragma omp simd
+    for (int64_t r = 0; r < rows; ++r) {
+      // fast_exp clamps -inf to its underflow bound: a component of weight 0
+      // must add exactly 0.
+      const T shift = dlkern::gmm::log_sum_exp_shift(norm[r]);
+      sum[r] += lp[r] == -inf ? T(0) : math::fast_exp(lp[r] - shift);
+    }
   }
 #pragma omp simd
   for (int64_t r = 0; r < rows; ++r) {
-    T m = -inf;
-    for (int64_t k = 0; k < K; ++k) m = dlkern::gmm::nan_max(m, maha[k * ld + r]);
-    const T shift = dlkern::gmm::log_sum_exp_shift(m);
-    T sum = T(0);
-    for (int64_t k = 0; k < K; ++k) {
-      // fast_exp clamps -inf to its underflow bound: a component of weight 0
-      // must add exactly 0.
-      const T x = maha[k * ld + r];
-      sum += x == -inf ? T(0) : math::fast_exp(x - shift);
-    }
-    // sum is in [1, K] for a finite max; 0 (all -inf) and a +inf max keep
-    // their infinities, NaN stays NaN.
-    const T lse = shift + math::fast_log(sum);
-    log_prob_norm[r] = m == inf || m == -inf ? m : lse;
+    // sum is in [1, K] for a finite max; an infinite max is the result, and
+    // NaN stays NaN.
+    const T m = norm[r];
+    const T lse = dlkern::gmm::log_sum_exp_shift(m) + math::fast_log(sum[r]);
+    norm[r] = m == inf || m == -inf ? m : lse;
   }
   for (int64_t r = 0; r < rows; ++r) {
-    const T norm = log_prob_norm[r];
+    const T nr = norm[r];
     T* out = log_resp + r * K;
-    for (int64_t k = 0; k < K; ++k) out[k] = maha[k * ld + r] - norm;
+    for (int64_t k = 0; k < K; ++k) out[k] = maha[k * ld + r] - nr;
   }
 }
 
@@ -112,12 +136,13 @@ void finish(T* maha, int64_t ld, const T* c, int64_t K, int64_t rows, T* log_res
 
 template <>
 EstepKernels<float> DLKERN_GMM_ISA<float>() {
-  return {&centered_norms<float>, &small_products<float>, &scaled_norms<float>, &finish<float>};
+  return {&transpose<float>, &centered_norms<float>, &small_products<float>, &scaled_norms<float>,
+          &finish<float>};
 }
 template <>
 EstepKernels<double> DLKERN_GMM_ISA<double>() {
-  return {&centered_norms<double>, &small_products<double>, &scaled_norms<double>,
-          &finish<double>};
+  return {&transpose<double>, &centered_norms<double>, &small_products<double>,
+          &scaled_norms<double>, &finish<double>};
 }
 
 }  // namespace dlkern::cpu::gmm
