@@ -5,10 +5,12 @@
 //
 // Per component the product y = x P_k - mu_k P_k: the constants b_k = mu_k P_k
 // and log w_k + log det P_k - D log(2 pi) / 2 are computed once per call.
-//   full, tied, D >= kProductMinD: the tile's products on the GEMM engine
-//     (x P_all for full, all components' factors side by side as one
-//     D x K*D matrix, components in groups that keep the products in L2;
-//     x P once for tied), then |y - b_k|^2 per sample and component;
+// Everything per tile is kept transposed (a row per feature, the tile's
+// samples along it), so that the kernels' vector lanes run over samples.
+//   full, tied, D >= kProductMinD: the tile's products y^T = P_k^T x^T on
+//     the GEMM engine (full: all components' P_k^T stacked as one K*D x D
+//     matrix, components in groups that keep the products in L2; tied:
+//     P^T once for all), then |y - b_k|^2 per sample and component;
 //   full, tied, small D: the tile transposed and the products written out
 //     over samples (a GEMM call per tile would do too little work);
 //   diag, spherical: |x * p_k - mu_k * p_k|^2 over the tile transposed
@@ -36,10 +38,11 @@ constexpr int64_t kProductMinD = 8;
 constexpr int64_t kProductElements = 32768;
 
 // The per-call constants: c[k], b (K x D), and the factors as the kernels take
-// them (full: D x K*D for the GEMM, or as given; diag/spherical: scales K x D).
+// them: full on the GEMM engine, the P_k^T stacked (K*D x D); diag and
+// spherical, the scales (K x D); the products' norms, scales of one.
 template <typename T>
 struct Constants {
-  std::vector<T> c, b, factors;
+  std::vector<T> c, b, factors, ones;
 
   Constants(const GmmParams& p, const T* weights, const T* means, const T* prec, bool gemm) {
     const int64_t K = p.n_components, D = p.n_features;
@@ -56,13 +59,14 @@ struct Constants {
           for (int64_t d = 0; d < D; ++d)
             for (int64_t e = 0; e < D; ++e) b[k * D + e] += means[k * D + d] * P[d * D + e];
         }
-        if (full && gemm) {  // [P_1 | P_2 | ...], D x K*D
-          factors.resize(D * K * D);
+        if (full && gemm) {
+          factors.resize(K * D * D);
           for (int64_t k = 0; k < K; ++k)
-            for (int64_t d = 0; d < D; ++d)
-              std::copy(prec + k * D * D + d * D, prec + k * D * D + (d + 1) * D,
-                        factors.begin() + d * K * D + k * D);
+            for (int64_t e = 0; e < D; ++e)
+              for (int64_t d = 0; d < D; ++d)
+                factors[(k * D + e) * D + d] = prec[k * D * D + d * D + e];
         }
+        if (gemm) ones.assign(K * D, T(1));
         break;
       }
       case GmmCovariance::diag:
@@ -96,34 +100,37 @@ void gmm_estep_cpu(const GmmParams& p, MatrixView<const T> x, const T* weights, 
   const bool full = p.covariance == GmmCovariance::full;
   // Components per product: full in groups whose products fit kProductElements.
   const int64_t group = full ? std::clamp<int64_t>(kProductElements / (kTile * D), 1, K) : K;
-  const int64_t cols = gemm ? (full ? group * D : D) : 0;
+  const int64_t product_rows = gemm ? (full ? group * D : D) : 0;
   const int64_t tiles = (N + kTile - 1) / kTile;
 #pragma omp parallel num_threads(std::min<int64_t>(get_num_threads(), tiles))
   {
-    std::vector<T> maha(K * kTile), xt(gemm ? 0 : D * kTile), y(kTile * cols), scratch(kTile);
+    std::vector<T> maha(K * kTile), xt(gemm ? product_rows * kTile : D * kTile),
+        scratch(kTile);
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t r0 = tile * kTile, rows = std::min(kTile, N - r0);
       const T* x0 = x.data + r0 * x.row_stride;
       if (gemm) {
-        for (int64_t k0 = 0; k0 < (full ? K : 1); k0 += group) {
-          const int64_t n = full ? std::min(group, K - k0) * D : D;
-          const T* B = full ? consts.factors.data() + k0 * D : prec;
-          const int64_t ldb = full ? K * D : D;
-          matmul_cpu<T>({rows, n, D}, {x0, x.row_stride, x.col_stride}, {B, ldb, 1},
-                        {y.data(), cols, 1});
-          const int64_t comps = full ? n / D : K;
-          kernels.centered_norms(y.data(), cols, full ? D : 0, consts.b.data() + k0 * D, D, comps,
-                                 rows, maha.data() + k0 * kTile, kTile);
+        // x^T of the tile as the products' right operand, read in place.
+        const MatrixView<const T> xT{x0, x.col_stride, x.row_stride};
+        for (int64_t k0 = 0; k0 < K; k0 += group) {
+          const int64_t comps = std::min(group, K - k0);
+          const MatrixView<const T> A = full
+              ? MatrixView<const T>{consts.factors.data() + k0 * D * D, D, 1}
+              : MatrixView<const T>{prec, 1, D};  // P^T
+          matmul_cpu<T>({full ? comps * D : D, rows, D}, A, xT, {xt.data(), kTile, 1});
+          kernels.scaled_norms(xt.data(), kTile, full ? D : 0, consts.ones.data(),
+                               consts.b.data() + k0 * D, D, comps, rows,
+                               maha.data() + k0 * kTile, kTile);
         }
       } else {
         kernels.transpose(x0, x.row_stride, x.col_stride, rows, D, xt.data(), kTile);
         if (factored)
-          kernels.small_products(xt.data(), kTile, prec, full ? D * D : 0, consts.b.data(), D, K,
-                                 rows, maha.data(), kTile, scratch.data());
+          kernels.small_products(xt.data(), kTile, prec, full ? D * D : 0, consts.b.data(), D,
+                                 K, rows, maha.data(), kTile, scratch.data());
         else
-          kernels.scaled_norms(xt.data(), kTile, consts.factors.data(), consts.b.data(), D, K, rows,
-                               maha.data(), kTile);
+          kernels.scaled_norms(xt.data(), kTile, 0, consts.factors.data(), consts.b.data(), D,
+                               K, rows, maha.data(), kTile);
       }
       kernels.finish(maha.data(), kTile, consts.c.data(), K, rows, log_resp + r0 * K,
                      log_prob_norm + r0, scratch.data());

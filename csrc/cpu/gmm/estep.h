@@ -18,20 +18,18 @@ struct EstepKernels {
   // xt[d * ldx + r] = x[r * rs + d * cs]: a tile of samples transposed.
   void (*transpose)(const T* x, int64_t rs, int64_t cs, int64_t rows, int64_t D, T* xt,
                     int64_t ldx);
-  // From the tile's products y (rows of ldy; component k's D columns at
-  // k * step, step 0 sharing one product): maha[k * ld + r] =
-  // sum_e (y[r * ldy + k * step + e] - b[k * D + e])^2.
-  void (*centered_norms)(const T* y, int64_t ldy, int64_t step, const T* b, int64_t D,
-                         int64_t K, int64_t rows, T* maha, int64_t ld);
   // From the tile transposed (xt[d * ldx + r]), for full factors P_k =
   // prec + k * step (D x D; step 0: tied): maha[k * ld + r] =
   // sum_e (sum_d xt[d * ldx + r] P_k[d * D + e] - b[k * D + e])^2. For small D,
   // where a product per tile would do little work per call. scratch: ldx values.
   void (*small_products)(const T* xt, int64_t ldx, const T* prec, int64_t step, const T* b,
                          int64_t D, int64_t K, int64_t rows, T* maha, int64_t ld, T* scratch);
-  // Diagonal factors: maha[k * ld + r] = sum_d (xt[d * ldx + r] s[k * D + d] - b[k * D + d])^2.
-  void (*scaled_norms)(const T* xt, int64_t ldx, const T* s, const T* b, int64_t D, int64_t K,
-                       int64_t rows, T* maha, int64_t ld);
+  // maha[k * ld + r] = sum_d (xt[(k * comp_rows + d) * ldx + r] s[k * D + d] -
+  // b[k * D + d])^2: the diagonal factors' terms on the tile transposed
+  // (comp_rows 0), or, with s all ones, the centred norms of the products
+  // y^T (component k's D rows at k * comp_rows; 0 sharing one product).
+  void (*scaled_norms)(const T* xt, int64_t ldx, int64_t comp_rows, const T* s, const T* b,
+                       int64_t D, int64_t K, int64_t rows, T* maha, int64_t ld);
   // log_prob[k] = c[k] - maha[k] / 2, their log-sum-exp into log_prob_norm[r],
   // log_resp[r * K + k] = log_prob[k] - log_prob_norm[r]. maha is overwritten;
   // scratch: rows values.

@@ -15,23 +15,6 @@ namespace dlkern::cpu::gmm {
 namespace {
 
 template <typename T>
-void centered_norms(const T* y, int64_t ldy, int64_t step, const T* b, int64_t D, int64_t K,
-                    int64_t rows, T* maha, int64_t ld) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t k = 0; k < K; ++k) {
-      const T* yk = y + r * ldy + k * step;
-      const T* bk = b + k * D;
-      T sum = T(0);
-#pragma omp simd reduction(+ : sum)
-      for (int64_t e = 0; e < D; ++e) {
-        const T t = yk[e] - bk[e];
-        sum += t * t;
-      }
-      maha[k * ld + r] = sum;
-    }
-}
-
-template <typename T>
 void small_products(const T* xt, int64_t ldx, const T* prec, int64_t step, const T* b,
                     int64_t D, int64_t K, int64_t rows, T* maha, int64_t ld, T* t) {
   for (int64_t k = 0; k < K; ++k) {
@@ -56,15 +39,15 @@ void small_products(const T* xt, int64_t ldx, const T* prec, int64_t step, const
 }
 
 template <typename T>
-void scaled_norms(const T* xt, int64_t ldx, const T* s, const T* b, int64_t D, int64_t K,
-                  int64_t rows, T* maha, int64_t ld) {
+void scaled_norms(const T* xt, int64_t ldx, int64_t comp_rows, const T* s, const T* b,
+                  int64_t D, int64_t K, int64_t rows, T* maha, int64_t ld) {
   for (int64_t k = 0; k < K; ++k) {
     T* acc = maha + k * ld;
 #pragma omp simd
     for (int64_t r = 0; r < rows; ++r) acc[r] = T(0);
     for (int64_t d = 0; d < D; ++d) {
       const T sd = s[k * D + d], bd = b[k * D + d];
-      const T* x = xt + d * ldx;
+      const T* x = xt + (k * comp_rows + d) * ldx;
 #pragma omp simd
       for (int64_t r = 0; r < rows; ++r) {
         const T u = x[r] * sd - bd;
@@ -136,13 +119,12 @@ void finish(T* maha, int64_t ld, const T* c, int64_t K, int64_t rows, T* log_res
 
 template <>
 EstepKernels<float> DLKERN_GMM_ISA<float>() {
-  return {&transpose<float>, &centered_norms<float>, &small_products<float>, &scaled_norms<float>,
-          &finish<float>};
+  return {&transpose<float>, &small_products<float>, &scaled_norms<float>, &finish<float>};
 }
 template <>
 EstepKernels<double> DLKERN_GMM_ISA<double>() {
-  return {&transpose<double>, &centered_norms<double>, &small_products<double>,
-          &scaled_norms<double>, &finish<double>};
+  return {&transpose<double>, &small_products<double>, &scaled_norms<double>,
+          &finish<double>};
 }
 
 }  // namespace dlkern::cpu::gmm
