@@ -270,3 +270,95 @@ def test_fast_log_is_within_an_ulp():
         want = np.log(x.astype(np.float64))
         ulp = np.spacing(np.abs(want).astype(dtype)).astype(np.float64)
         assert (np.abs(got - want) <= ulp).all(), (dtype, np.max(np.abs(got - want) / ulp))
+
+
+# ------------------------------------------------------------------ M-step
+
+
+def mstep_bounds(X, resp, covariance_type, dtype):
+    """Bounds on (nk, means, covariances): each a sum of N products, computed
+    on both sides in ``dtype`` (scikit-learn's own rounding counts), so an
+    error of at most (N + 10) u times the sum of the terms' magnitudes on each
+    side; the means carry nk's error, the covariances the means' (2 |mu| dmu,
+    and for full the centred products' |x - mu| dmu)."""
+    u = UNIT_ROUNDOFF[dtype] * 2  # both sides
+    x, r = np.asarray(X, np.float64), np.asarray(resp, np.float64)
+    N, D = x.shape
+    n = N + 10
+    nk = r.sum(0) + 10 * np.finfo(dtype).eps
+    nk_err = n * u * nk
+    means = r.T @ x / nk[:, None]
+    mean_err = n * u * (r.T @ np.abs(x)) / nk[:, None] + np.abs(means) * (nk_err / nk)[:, None]
+    if covariance_type == "full":
+        diff = np.abs(x[None] - means[:, None])  # (K, N, D)
+        mag = np.einsum("nk,knd,kne->kde", r, diff, diff) / nk[:, None, None]
+        drift = np.einsum("nk,knd->kd", r, diff) / nk[:, None]
+        cov_err = n * u * mag + 2 * drift[:, :, None] * mean_err[:, None, :] + mean_err[
+            :, :, None] * mean_err[:, None, :]
+    elif covariance_type == "tied":
+        mag = (np.abs(x).T @ np.abs(x) + (nk * np.abs(means).T) @ np.abs(means)) / nk.sum()
+        cov_err = n * u * mag + 2 * (nk * np.abs(means).T) @ mean_err / nk.sum()
+    else:
+        mag = (r.T @ (x * x)) / nk[:, None] + means ** 2
+        cov_err = n * u * mag + 2 * np.abs(means) * mean_err + mean_err ** 2
+        if covariance_type == "spherical":
+            cov_err = cov_err.mean(1) + D * u * mag.mean(1)
+    return nk_err, mean_err, cov_err
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("covariance_type", TYPES)
+@pytest.mark.parametrize("NDK", [(9, 1, 1), (300, 3, 4), (5000, 8, 3), (9001, 33, 5)], ids=str)
+def test_mstep(rng, dtype, covariance_type, NDK):
+    """Against scikit-learn's _estimate_gaussian_parameters: one chunk and
+    several (4096 samples each), D below and above the products' tile, data
+    off the origin (the one-pass forms cancel), responsibilities of every
+    kind (soft, hard, a component with almost none)."""
+    from sklearn.mixture._gaussian_mixture import _estimate_gaussian_parameters
+    N, D, K = NDK
+    X = (rng.standard_normal((N, D)) * rng.uniform(0.5, 2, D) + 3).astype(dtype)
+    resp = rng.dirichlet(np.ones(K), N)
+    if K > 2:
+        resp[: N // 2] = np.eye(K)[rng.integers(0, K - 1, N // 2)]  # hard, never the last
+    resp = resp.astype(dtype)
+    got = dk.gmm_mstep(X, resp, 1e-6, covariance_type)
+    want = _estimate_gaussian_parameters(X.astype(np.float64), resp.astype(np.float64), 1e-6,
+                                         covariance_type)
+    for name, g, w, bound in zip(("nk", "means", "covariances"), got, want,
+                                 mstep_bounds(X, resp, covariance_type, dtype)):
+        assert g.dtype == dtype and g.shape == w.shape, name
+        err = np.abs(np.asarray(g, np.float64) - w)
+        assert (err <= bound + 1e-300).all(), (name, float(err.max()), float(bound.max()))
+
+
+def test_mstep_strided_and_deterministic(rng):
+    X = rng.standard_normal((20000, 10))
+    resp = rng.dirichlet(np.ones(3), 20000)
+    Xs = np.asfortranarray(X)
+    rs = np.repeat(resp, 2, axis=1)[:, ::2]
+    first = dk.gmm_mstep(X, resp, 1e-3, "full")
+    for a, b in zip(first, dk.gmm_mstep(Xs, rs, 1e-3, "full")):
+        assert np.array_equal(a, b)  # the same sums, whatever the layout
+    before = dk.get_num_threads()
+    try:
+        for threads in (1, 3):
+            dk.set_num_threads(threads)
+            for a, b in zip(first, dk.gmm_mstep(X, resp, 1e-3, "full")):
+                assert np.array_equal(a, b)
+    finally:
+        dk.set_num_threads(before)
+
+
+@pytest.mark.parametrize("bad,error,message", [
+    (dict(resp=np.ones((5, 2))), ValueError, r"resp must have shape \(n_samples, n_components\) "
+     r"with n_samples = 6"),
+    (dict(resp=np.ones((6, 0))), ValueError, "n_components >= 1"),
+    (dict(X=np.ones(6)), ValueError, "X must be 2-D"),
+    (dict(covariance_type="x"), ValueError, "gmm_mstep: covariance_type must be one of"),
+    (dict(resp=np.ones((6, 2), "float32")), TypeError, "resp has dtype float32 but X has dtype"),
+], ids=lambda x: str(x)[:30])
+def test_mstep_bad_input(bad, error, message):
+    args = dict(X=np.ones((6, 4)), resp=np.full((6, 2), 0.5), covariance_type="full")
+    args.update(bad)
+    with pytest.raises(error, match=message):
+        dk.gmm_mstep(args["X"], args["resp"], 1e-6, args["covariance_type"])

@@ -1,5 +1,5 @@
-// Gaussian-mixture bindings: GmmParams and the shape rule that builds it
-// (_cpu only), and the E-step as def_gmm<Backend> (see backend.h). The
+// Gaussian-mixture bindings: GmmParams and the shape rules that build it
+// (_cpu only), and the E-step and M-step as def_gmm<Backend> (see backend.h). The
 // family has CPU kernels only so far: python/dlkern/gmm.py refuses the CUDA
 // path before reaching a binding.
 #pragma once
@@ -19,6 +19,7 @@ inline void def_gmm_params(py::module_& m) {
       .def_readonly("n_features", &GmmParams::n_features)
       .def_readonly("n_components", &GmmParams::n_components);
   m.def("gmm_params", &gmm_params);
+  m.def("gmm_mstep_params", &gmm_mstep_params);
 }
 
 template <class Backend>
@@ -34,6 +35,20 @@ void def_gmm(py::module_& m) {
           using T = decltype(t);
           gmm_estep_cpu<T>(p, view<const T>(x, x_row_stride, x_col_stride), weights, means,
                            prec, log_resp, log_prob_norm);
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "gmm_mstep",
+      [](const std::string& dtype, const GmmParams& p, Address x, int64_t x_row_stride,
+         int64_t x_col_stride, Address resp, int64_t resp_row_stride, int64_t resp_col_stride,
+         double reg_covar, Address nk, Address means, Address covariances, int device, Address) {
+        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+        dispatch_float(dtype, "gmm_mstep", [&](auto t) {
+          using T = decltype(t);
+          gmm_mstep_cpu<T>(p, view<const T>(x, x_row_stride, x_col_stride),
+                           view<const T>(resp, resp_row_stride, resp_col_stride), reg_covar, nk,
+                           means, covariances);
         });
       },
       py::call_guard<py::gil_scoped_release>());

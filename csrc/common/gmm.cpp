@@ -15,12 +15,12 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + (s.size() == 1 ? ",)" : ")");
 }
 
-GmmCovariance covariance_of(const std::string& name) {
+GmmCovariance covariance_of(const std::string& name, const char* op) {
   if (name == "full") return GmmCovariance::full;
   if (name == "tied") return GmmCovariance::tied;
   if (name == "diag") return GmmCovariance::diag;
   if (name == "spherical") return GmmCovariance::spherical;
-  throw ValueError("gmm_estep: covariance_type must be one of 'full', 'tied', 'diag', "
+  throw ValueError(std::string(op) + ": covariance_type must be one of 'full', 'tied', 'diag', "
                    "'spherical', got '" + name + "'");
 }
 
@@ -31,7 +31,7 @@ GmmParams gmm_params(const std::vector<int64_t>& x, const std::vector<int64_t>& 
                      const std::string& covariance_type) {
   const char* op = "gmm_estep";
   GmmParams p{};
-  p.covariance = covariance_of(covariance_type);
+  p.covariance = covariance_of(covariance_type, op);
   DLKERN_CHECK(x.size() == 2, op, ": X must be 2-D (n_samples, n_features), got shape ",
                shape_str(x));
   DLKERN_CHECK(weights.size() == 1 && weights[0] >= 1, op,
@@ -54,6 +54,23 @@ GmmParams gmm_params(const std::vector<int64_t>& x, const std::vector<int64_t>& 
   }
   DLKERN_CHECK(prec == want, op, ": precisions_cholesky of covariance_type '", covariance_type,
                "' must have shape ", shape_str(want), ", got ", shape_str(prec));
+  return p;
+}
+
+GmmParams gmm_mstep_params(const std::vector<int64_t>& x, const std::vector<int64_t>& resp,
+                           const std::string& covariance_type) {
+  const char* op = "gmm_mstep";
+  GmmParams p{};
+  p.covariance = covariance_of(covariance_type, op);
+  DLKERN_CHECK(x.size() == 2 && x[1] >= 1, op,
+               ": X must be 2-D (n_samples, n_features) with a feature, got shape ",
+               shape_str(x));
+  DLKERN_CHECK(resp.size() == 2 && resp[0] == x[0] && resp[1] >= 1, op,
+               ": resp must have shape (n_samples, n_components) with n_samples = ", x[0],
+               " and n_components >= 1, got ", shape_str(resp));
+  p.n_samples = x[0];
+  p.n_features = x[1];
+  p.n_components = resp[1];
   return p;
 }
 

@@ -1,5 +1,5 @@
-"""Gaussian mixtures: ``gmm_estep``, the E-step of scikit-learn's
-``GaussianMixture``.
+"""Gaussian mixtures: ``gmm_estep`` and ``gmm_mstep``, the E-step and the
+M-step's statistics of scikit-learn's ``GaussianMixture``.
 
 The parameters are scikit-learn's fitted attributes: ``weights_`` (K,),
 ``means_`` (K, D) and ``precisions_cholesky_``, of shape (K, D, D) for
@@ -46,3 +46,34 @@ def gmm_estep(X, weights, means, precisions_cholesky, covariance_type="full"):
     _backend.launch(module.gmm_estep, x, dtype, params, x.address, x.strides[0], x.strides[1],
                     w.address, m.address, p.address, log_resp.address, norm.address)
     return log_resp_result, norm_result
+
+
+def gmm_mstep(X, resp, reg_covar=1e-6, covariance_type="full"):
+    """``(nk (K,), means (K, D), covariances)``: scikit-learn's
+    ``_estimate_gaussian_parameters(X, resp, reg_covar, covariance_type)``,
+    the M-step's statistics from samples ``X`` (N, D) and responsibilities
+    ``resp`` (N, K): ``nk = resp.sum(0) + 10 eps``, ``means = resp.T @ X / nk``,
+    covariances of ``precisions_cholesky``'s shape for the type with
+    ``reg_covar`` on their diagonals. Deterministic at any thread count."""
+    op = "gmm_mstep"
+    x = _arrays.take(X, "X", op)
+    r = _arrays.take(resp, "resp", op)
+    device = _arrays.check_same_device(op, ("X", x), ("resp", r))
+    dtype = _arrays.check_same_dtype(op, ("X", x), ("resp", r))
+    module, cuda_path = _backend.for_device(device)
+    if cuda_path:
+        raise NotImplementedError(f"{op}: the mixture family runs on the CPU only so far; its "
+                                  "CUDA kernels are not written yet (pass CPU arrays)")
+    _arrays.check_supported_dtype(op, "X", x, cuda_path, _DTYPES)
+    if not isinstance(covariance_type, str):
+        raise TypeError(f"{op}: covariance_type must be a str, got "
+                        f"{type(covariance_type).__name__}")
+    params = _cpu.gmm_mstep_params(list(x.shape), list(r.shape), covariance_type)
+    K, D = params.n_components, params.n_features
+    shape = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}
+    nk, nk_result = _arrays.empty((K,), dtype, x)
+    means, means_result = _arrays.empty((K, D), dtype, x)
+    cov, cov_result = _arrays.empty(shape[covariance_type], dtype, x)
+    _backend.launch(module.gmm_mstep, x, dtype, params, x.address, *x.strides, r.address,
+                    *r.strides, float(reg_covar), nk.address, means.address, cov.address)
+    return nk_result, means_result, cov_result

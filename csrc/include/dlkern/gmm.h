@@ -1,5 +1,5 @@
-// Gaussian mixtures (dk.gmm_estep): the E-step of scikit-learn's
-// GaussianMixture, fused. The parameters are scikit-learn's fitted
+// Gaussian mixtures (dk.gmm_estep, dk.gmm_mstep): the E-step of
+// scikit-learn's GaussianMixture, fused, and the M-step's statistics. The parameters are scikit-learn's fitted
 // attributes: weights (K,), means (K, D) and precisions_cholesky, the
 // Cholesky factors P of the precisions (precision = P P^T), of shape
 // (K, D, D) full, (D, D) tied, (K, D) diag (P's diagonal) and (K,) spherical
@@ -39,8 +39,28 @@ GmmParams gmm_params(const std::vector<int64_t>& x_shape,
 // X is strided; weights, means and precisions_cholesky contiguous; log_resp
 // (N, K) and log_prob_norm (N,) contiguous. NaN and infinity in X propagate
 // to that sample's results. Outputs must not overlap the inputs.
+// The M-step's arguments: X (N, D), resp (N, K), covariance_type as for
+// gmm_params, K >= 1. Throws ValueError naming the argument.
+GmmParams gmm_mstep_params(const std::vector<int64_t>& x_shape,
+                           const std::vector<int64_t>& resp_shape,
+                           const std::string& covariance_type);
+
 template <typename T>
 void gmm_estep_cpu(const GmmParams& p, MatrixView<const T> x, const T* weights, const T* means,
                    const T* precisions_cholesky, T* log_resp, T* log_prob_norm);
+
+// CPU, float and double: scikit-learn's _estimate_gaussian_parameters. From
+// samples x (N, D) and responsibilities resp (N, K), both strided:
+//   nk (K) = sum_n resp + 10 eps,  means (K, D) = resp^T x / nk,
+// and covariances (contiguous, of precisions_cholesky's shape for the type)
+// with reg_covar added to their diagonals: full two-pass, about the new
+// means, sum_n resp_nk (x - mu_k)(x - mu_k)^T / nk; tied (x^T x - (nk mu)^T
+// mu) / sum nk; diag resp^T (x * x) / nk - mu^2; spherical the mean of diag's
+// over the features, as scikit-learn computes them. Sums over samples run in
+// chunks fixed by N alone, added in order: the result does not depend on the
+// thread count.
+template <typename T>
+void gmm_mstep_cpu(const GmmParams& p, MatrixView<const T> x, MatrixView<const T> resp,
+                   double reg_covar, T* nk, T* means, T* covariances);
 
 }  // namespace dlkern
