@@ -37,6 +37,7 @@ from .rnn import (
 
 __all__ = [
     "__version__",
+    "GaussianMixture",
     "attention",
     "attention_backward",
     "attention_varlen",
@@ -64,3 +65,13 @@ __all__ = [
     "set_num_threads",
     "show_config",
 ]
+
+
+def __getattr__(name):
+    # The estimator's module imports scikit-learn's base classes when they are
+    # installed: loaded on first use, not with dlkern.
+    if name == "GaussianMixture":
+        from .mixture import GaussianMixture
+
+        return GaussianMixture
+    raise AttributeError(f"module 'dlkern' has no attribute {name!r}")
