@@ -134,7 +134,6 @@ def attention(query, key, value, attn_mask=None, *, is_causal=False, scale=None,
     dtype): what :func:`attention_backward` takes."""
     op = "attention"
     a = _Problem(op, query, key, value, attn_mask, is_causal, scale, enable_gqa, window)
-    _refuse_cuda(op, a.cuda_path)
     out, out_result = _arrays.empty(a.out_shape, a.dtype, a.q)
     lse, lse_result = _arrays.empty(a.lse_shape, _lse_dtype(a.dtype), a.q)
     _backend.launch(a.module.attention_forward, a.q, a.dtype, a.params, *a.inputs(),
@@ -319,7 +318,6 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q=None,
     op = "attention_varlen"
     a = _Varlen(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                 is_causal, scale, window)
-    _refuse_cuda(op, a.cuda_path)
     out, out_result = _arrays.empty(a.out_shape, a.dtype, a.q)
     lse, lse_result = _arrays.empty(a.lse_shape, _lse_dtype(a.dtype), a.q)
     _backend.launch(a.module.attention_forward, a.q, a.dtype, a.params, *a.inputs(),
