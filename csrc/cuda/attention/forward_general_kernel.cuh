@@ -89,6 +89,8 @@ __global__ void __launch_bounds__(general::kThreads)
   const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
   const int64_t out_cs = kSplit ? 1 : a.out.col_stride;
   const int64_t mask_size = p.mask == AttentionMask::additive ? sizeof(T) : 1;
+  // An empty product (E = 0) scores 0 whatever the scale (1/sqrt(0) is inf).
+  const Acc scale = p.E > 0 ? static_cast<Acc>(p.scale) : Acc(0);
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
     const int64_t vb = item % a.value_blocks, rest = item / a.value_blocks;
@@ -187,7 +189,7 @@ __global__ void __launch_bounds__(general::kThreads)
             const int col = tx + j * kLanes;
             const int64_t jj = j0 + col;
             bool take = col < cols && jj >= row.begin && jj < row.end;
-            Acc x = s[i][j] * static_cast<Acc>(p.scale);
+            Acc x = s[i][j] * scale;
             if (take && p.mask == AttentionMask::boolean)
               take = row.mask[jj * a.mask.col_stride] != 0;
             else if (take && p.mask == AttentionMask::additive)
