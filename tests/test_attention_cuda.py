@@ -74,7 +74,7 @@ def assert_forward(out, lse, q, k, v, mask=None, is_causal=False, scale=None, en
         ours = np.abs(out - expected_out).max(initial=0)
         theirs = np.abs(np.where(dead[..., None], 0, torch_same_precision(q, k, v, mask, **kw))
                         - expected_out).max(initial=0)
-        assert ours <= 2 * theirs, f"out ({dtype}) off by {ours:.3g}, torch's {dtype} SDPA {theirs:.3g}"
+        assert ours <= 2 * theirs, f"out ({dtype}) off by {ours:.3g}, torch's SDPA by {theirs:.3g}"
         return
     expected = np.where(dead[..., None], 0.0, torch_sdpa(q, k, v, mask, **kw).numpy())
     u = UNIT_ROUNDOFF[dtype]
@@ -137,8 +137,8 @@ def test_large_scores_are_stable(cuda, rng, dtype):
 @pytest.mark.cuda
 @pytest.mark.parametrize("kind", ["bool", "additive"])
 @pytest.mark.parametrize("dtype,mask_shape", [
-    (d, m) for d in FLOATS for m in [(37, 71), (1, 71), (37, 1), (3, 37, 71), (2, 1, 37, 71)]
-] + [(d, (2, 1, 37, 71)) for d in HALVES], ids=str)
+    ("float32", m) for m in [(37, 71), (1, 71), (37, 1), (3, 37, 71), (2, 1, 37, 71)]
+] + [(d, (2, 1, 37, 71)) for d in ["float64"] + HALVES], ids=str)
 def test_masks(cuda, rng, dtype, kind, mask_shape):
     q = random_array(rng, (2, 3, 37, 16), dtype)
     k = random_array(rng, (2, 3, 71, 16), dtype)
@@ -156,7 +156,7 @@ def test_fully_masked_rows_and_gqa_masks(cuda, rng, dtype):
     v = random_array(rng, (2, 2, 13, 5), dtype)
     mask = rng.random((2, 4, 9, 13)) < 0.5
     mask[:, 1, 3] = False
-    out, lse = check(cuda, q, k, v, mask, enable_gqa=True)
+    _, lse = check(cuda, q, k, v, mask, enable_gqa=True)
     assert np.isneginf(lse[:, 1, 3]).all()
     check(cuda, q, k, v, make_mask(rng, "additive", (4, 9, 13), dtype), enable_gqa=True)
 
@@ -332,9 +332,9 @@ VARLEN_CASES = [
 @pytest.mark.cuda
 @pytest.mark.parametrize("case", VARLEN_CASES, ids=lambda c: f"{c[0]}x{c[1]}")
 @pytest.mark.parametrize("dtype,is_causal,window", [
-    (d, c, w) for d in FLOATS for c, w in [(False, None), (True, None), (False, (2, 1)),
-                                          (True, (3, None))]
-] + [(d, True, None) for d in HALVES], ids=str)
+    ("float32", c, w) for c, w in [(False, None), (True, None), (False, (2, 1)), (True, (3, None))]
+] + [("float64", False, (2, 1)), ("float64", True, (3, None))]
+  + [(d, True, None) for d in HALVES], ids=str)
 def test_varlen(cuda, rng, dtype, case, is_causal, window):
     lq, lk, H, Hkv, E, Ev = case
     # Packed arrays with rows before the first and after the last sequence.

@@ -51,13 +51,13 @@ struct ForwardArgs {
   AttentionOperand<const void> mask;
   AttentionOperand<T> out;
   AttentionOperand<Accumulator<T>> lse;
-  bool gathered;  // one block of all group rows per key/value head
-  int64_t row_blocks;    // per key/value head
+  bool gathered;          // one block of all group rows per key/value head
+  int64_t row_blocks;     // per key/value head
   int64_t chunk, chunks;  // keys per chunk and chunks per key/value head (split-KV)
   int64_t value_blocks;   // of kBlockV value columns
   // Split-KV's partial results, slot (kv head * chunks + chunk) * group * L + R:
   // the row's log-sum-exp, and its output at slot * Ev; null when not split.
-  Accumulator<T>*part_out, *part_lse;
+  Accumulator<T> *part_out, *part_lse;
 };
 
 // Where a block row reads and writes: null / empty for rows past the block's.
@@ -82,9 +82,9 @@ __global__ void __launch_bounds__(general::kThreads)
   using std::exp;
   __shared__ BlockRow<T, O> rows[kBlockQ];
   DLKERN_DYNAMIC_SMEM(Acc, smem);
-  Acc* q_s = smem;                     // [kDepth][kStride]: q_s[e][r]
-  Acc* k_s = q_s + kDepth * kStride;   // [kDepth][kStride]: k_s[e][c], then V: k_s[key][d]
-  Acc* p_s = k_s + kDepth * kStride;   // [kBlockK][kStride]: p_s[c][r]
+  Acc* q_s = smem;                    // [kDepth][kStride]: q_s[e][r]
+  Acc* k_s = q_s + kDepth * kStride;  // [kDepth][kStride]: k_s[e][c], then V: k_s[key][d]
+  Acc* p_s = k_s + kDepth * kStride;  // [kBlockK][kStride]: p_s[c][r]
   const AttentionParams& p = a.p;
   const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
   const int64_t out_cs = kSplit ? 1 : a.out.col_stride;
@@ -106,7 +106,7 @@ __global__ void __launch_bounds__(general::kThreads)
       count = L - i0 < kBlockQ ? L - i0 : kBlockQ;
       if (count > 0) keys = first.keys_of(p, i0, count);
     }
-    if (count <= 0) continue;  // a varlen sequence shorter than p.L (the block's choice)
+    if (count <= 0) continue;  // a varlen sequence shorter than p.L: every thread alike
     const int64_t kb = keys.begin > c * a.chunk ? keys.begin : c * a.chunk;
     const int64_t ke = keys.end < (c + 1) * a.chunk ? keys.end : (c + 1) * a.chunk;
 
