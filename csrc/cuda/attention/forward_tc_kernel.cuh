@@ -72,6 +72,21 @@ __device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
            static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16;
 }
 
+// x clamped to [0, hi].
+__device__ __forceinline__ int64_t clamp_to(int64_t x, int64_t hi) {
+  return x < 0 ? 0 : x > hi ? hi : x;
+}
+
+// A score under element `at` of a mask row: -inf where a boolean mask
+// (uint8) is 0, the additive mask (of T) added.
+template <typename T>
+__device__ __forceinline__ float apply_mask(float x, AttentionMask kind, const char* row,
+                                            int64_t at) {
+  if (kind == AttentionMask::boolean)
+    return reinterpret_cast<const uint8_t*>(row)[at] ? x : dlkern::attention::neg_inf<float>();
+  return x + convert<float>(reinterpret_cast<const T*>(row)[at]);
+}
+
 // Queues the copy of `rows` rows of D elements at src (row stride `stride`,
 // 16-byte aligned) into a shared tile, zero-filling rows from `valid` on.
 template <class S, typename T>
@@ -111,19 +126,24 @@ __device__ __forceinline__ void forward_tc_rows(const TcArgs<T>& a, const dlkern
   const int64_t w0 = i0 + warp * 16;
   const int64_t w_last = (w0 + 15 < L ? w0 + 15 : L - 1);  // below w0 when the warp has no row
   const bool warp_live = w0 < L;
+  // The mask's rows (null without a mask, and for rows past L).
+  const bool has_mask = p.mask != AttentionMask::none;
+  const int64_t mask_size = p.mask == AttentionMask::boolean ? 1 : sizeof(T);
   KeyRange seen[2];
   bool row_valid[2];
+  const char* mask_row[2];
+#pragma unroll
   for (int hh = 0; hh < 2; ++hh) {
     const int64_t i = w0 + g + 8 * hh;
     row_valid[hh] = i < L;
     seen[hh] = key_range(i + diag, Sk, p.window_left, p.window_right);
+    mask_row[hh] = has_mask && row_valid[hh]
+                       ? static_cast<const char*>(a.mask.data) +
+                             (h.offset(a.mask, 1) + i * a.mask.row_stride) * mask_size
+                       : nullptr;
   }
   const KeyRange warp_first = key_range(w0 + diag, Sk, p.window_left, p.window_right);
   const KeyRange warp_final = key_range(w_last + diag, Sk, p.window_left, p.window_right);
-  const char* mask = nullptr;
-  if (p.mask != AttentionMask::none)
-    mask = static_cast<const char*>(a.mask.data) +
-           h.offset(a.mask, 1) * (p.mask == AttentionMask::boolean ? 1 : sizeof(T));
 
   const T* const q_rows = h.rows(a.q);
   const T* const k_rows = h.key_rows(a.k);
@@ -176,26 +196,26 @@ __device__ __forceinline__ void forward_tc_rows(const TcArgs<T>& a, const dlkern
       }
 
       // Scale, then -inf outside the rows' windows (past S included) and
-      // under the mask. Element (n, e): row g + 8 (e / 2), key j0 + 8 n + 2 t4 + e % 2.
-      const bool masked = !inside || mask != nullptr;
+      // under the mask. Element (n, e) is row g + 8 (e / 2) and tile column
+      // 8 n + 2 t4 + e % 2; row g + 8 hh sees the tile's columns [lo, hi).
+      const bool masked = !inside || has_mask;
+      int lo[2], hi[2];
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        lo[hh] = static_cast<int>(clamp_to(seen[hh].begin - j0, kKeys));
+        hi[hh] = static_cast<int>(clamp_to(seen[hh].end - j0, kKeys));
+      }
 #pragma unroll
       for (int n = 0; n < kKeyTiles; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           float x = s[n][e] * a.scale;
           if (masked) {
-            const int hh = e / 2;
-            const int64_t j = j0 + 8 * n + 2 * t4 + e % 2;
-            const int64_t i = w0 + g + 8 * hh;
-            if (j < seen[hh].begin || j >= seen[hh].end) {
+            const int hh = e / 2, c = 8 * n + 2 * t4 + e % 2;
+            if (c < lo[hh] || c >= hi[hh])
               x = neg_inf<float>();
-            } else if (mask != nullptr && row_valid[hh]) {
-              const int64_t at = i * a.mask.row_stride + j * a.mask.col_stride;
-              if (p.mask == AttentionMask::boolean)
-                x = reinterpret_cast<const uint8_t*>(mask)[at] ? x : neg_inf<float>();
-              else
-                x += convert<float>(reinterpret_cast<const T*>(mask)[at]);
-            }
+            else if (mask_row[hh] != nullptr)
+              x = apply_mask<T>(x, p.mask, mask_row[hh], (j0 + c) * a.mask.col_stride);
           }
           s[n][e] = x;
         }
@@ -255,6 +275,7 @@ __device__ __forceinline__ void forward_tc_rows(const TcArgs<T>& a, const dlkern
   // The rows' sums over their four lanes, then O / sum through the warp's
   // rows of the Q tile (no other warp reads them) to the output.
   float factor[2], lse[2];
+#pragma unroll
   for (int hh = 0; hh < 2; ++hh) {
     state[hh].sum += __shfl_xor_sync(0xffffffffu, state[hh].sum, 1);
     state[hh].sum += __shfl_xor_sync(0xffffffffu, state[hh].sum, 2);
@@ -280,6 +301,7 @@ __device__ __forceinline__ void forward_tc_rows(const TcArgs<T>& a, const dlkern
   }
   float* const lse_rows = h.rows(a.lse);
   if (t4 == 0)
+#pragma unroll
     for (int hh = 0; hh < 2; ++hh)
       if (row_valid[hh]) lse_rows[(w0 + g + 8 * hh) * a.lse.row_stride] = lse[hh];
 }
