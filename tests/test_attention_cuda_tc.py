@@ -133,13 +133,18 @@ def test_causal(cuda, rng, dtype, L, S):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("window,is_causal,L,S", [((5, 3), False, 70, 75), ((20, -1), False, 75, 70),
-                                                  ((-1, 9), True, 31, 80), ((0, 0), False, 80, 21)],
-                         ids=str)
-def test_windows(cuda, rng, window, is_causal, L, S):
-    """Bounded sides skip whole tiles and mask the straddling ones; (0, 0) with
-    L > S leaves rows past S no key (0, lse -inf)."""
-    dense(cuda, rng, "float16", (1, L, 64), (1, S, 64), window=window, is_causal=is_causal)
+@pytest.mark.parametrize("dtype,E,window,is_causal,L,S", [
+    ("float16", 64, (5, 3), False, 70, 75),
+    ("bfloat16", 64, (20, -1), False, 150, 140),
+    ("float16", 64, (-1, 9), True, 31, 80),
+    ("bfloat16", 64, (0, 0), False, 80, 21),
+    ("float16", 256, (40, 10), False, 100, 120),
+], ids=str)
+def test_windows(cuda, rng, dtype, E, window, is_causal, L, S):
+    """Bounded sides skip whole key tiles (those before row 128's window, those
+    past the causal diagonal) and mask the straddling ones; (0, 0) with L > S
+    leaves rows past S no key (0, lse -inf); 256 has tiles of 32 keys."""
+    dense(cuda, rng, dtype, (1, L, E), (1, S, E), window=window, is_causal=is_causal)
 
 
 @pytest.mark.cuda

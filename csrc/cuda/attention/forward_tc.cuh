@@ -44,13 +44,12 @@ void allow_smem(Kernel kernel, int bytes, std::atomic<uint64_t>& configured) {
 }
 
 template <typename T, int D>
-void launch_forward_tc(const TcArgs<T>& a, cudaStream_t stream) {
+void launch_forward_tc(const TcArgs<T>& a, int64_t blocks, cudaStream_t stream) {
   using S = TcShape<D>;
   static std::atomic<uint64_t> configured{0};
   auto kernel = forward_tc_kernel<T, D>;
   allow_smem(kernel, S::kSmemBytes, configured);
-  const auto blocks = static_cast<unsigned>(a.items < INT_MAX ? a.items : INT_MAX);
-  DLKERN_LAUNCH(kernel, blocks, S::kThreads, S::kSmemBytes, stream, a);
+  DLKERN_LAUNCH(kernel, static_cast<unsigned>(blocks), S::kThreads, S::kSmemBytes, stream, a);
 }
 
 // Runs the forward and returns true when the problem is one this kernel
@@ -71,10 +70,13 @@ bool forward_tc(const AttentionParams& p, AttentionOperand<const T> q, Attention
   for (int d = 0; d < kAttentionLeadDims; ++d) heads *= p.lead[d];
   const int64_t q_blocks = (p.L + kTcRows - 1) / kTcRows;
   if (heads == 0 || q_blocks == 0) return true;
-  const TcArgs<T> a{p, q, k, v, mask, out, lse, static_cast<float>(p.scale), q_blocks,
-                    heads * q_blocks};
+  // A block per (head, query block) in gridDim.x: below 2^31 blocks, as Q
+  // alone would otherwise fill terabytes.
+  DLKERN_CHECK(heads * q_blocks <= INT_MAX, "attention: ", heads * q_blocks,
+               " blocks of query rows exceed a CUDA grid");
+  const TcArgs<T> a{p, q, k, v, mask, out, lse, static_cast<float>(p.scale), q_blocks};
   dispatch_int<Ints<64, 96, 128, 256>>(p.E, "attention head dimension", [&](auto d) {
-    launch_forward_tc<T, decltype(d)::value>(a, stream);
+    launch_forward_tc<T, decltype(d)::value>(a, heads * q_blocks, stream);
   });
   return true;
 }

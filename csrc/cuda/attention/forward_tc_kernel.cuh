@@ -58,7 +58,6 @@ struct TcArgs {
   AttentionOperand<float> lse;
   float scale;
   int64_t q_blocks;  // blocks of kTcRows rows per head (of the longest sequence)
-  int64_t items;     // heads x q_blocks
 };
 
 // Two floats as the T pair of one 32-bit fragment register (low half first).
@@ -122,9 +121,9 @@ __device__ __forceinline__ void forward_tc_rows(const TcArgs<T>& a, const dlkern
   const int64_t t_begin = keys.begin / kKeys;
   const int64_t t_end = keys.begin < keys.end ? (keys.end + kKeys - 1) / kKeys : t_begin;
 
-  // This warp's rows: i0 + w0 + g + 8 hh for hh = 0, 1, and the keys each sees.
+  // This warp's rows start at w0; the thread's are w0 + g + 8 hh (hh = 0, 1).
   const int64_t w0 = i0 + warp * 16;
-  const int64_t w_last = (w0 + 15 < L ? w0 + 15 : L - 1);  // below w0 when the warp has no row
+  const int64_t w_last = w0 + 15 < L ? w0 + 15 : L - 1;  // below w0 when the warp has no row
   const bool warp_live = w0 < L;
   // The mask's rows (null without a mask, and for rows past L).
   const bool has_mask = p.mask != AttentionMask::none;
@@ -306,20 +305,18 @@ __device__ __forceinline__ void forward_tc_rows(const TcArgs<T>& a, const dlkern
       if (row_valid[hh]) lse_rows[(w0 + g + 8 * hh) * a.lse.row_stride] = lse[hh];
 }
 
-// grid-stride over (head, query block) items, a head's blocks adjacent (they
-// share K and V in L2) and in reverse, so that under a causal window the
-// blocks that see the most keys start first.
+// One block per (head, query block), a head's blocks adjacent (they share K
+// and V in L2) and in reverse, so that under a causal window the blocks that
+// see the most keys start first.
 template <typename T, int D>
 __global__ void __launch_bounds__(TcShape<D>::kThreads) forward_tc_kernel(TcArgs<T> a) {
   static_assert(TcShape<D>::kRows == kTcRows, "one block height for every head dimension");
   DLKERN_DYNAMIC_SMEM(T, smem);
-  for (int64_t item = blockIdx.x; item < a.items; item += gridDim.x) {
-    const dlkern::attention::Head h(a.p, item / a.q_blocks);
-    const int64_t i0 = (a.q_blocks - 1 - item % a.q_blocks) * kTcRows;
-    if (i0 >= h.seq.L) continue;  // a varlen sequence shorter than the longest
-    forward_tc_rows<T, D>(a, h, i0, smem);
-    __syncthreads();  // before the next item's copies overwrite shared memory
-  }
+  const int64_t item = blockIdx.x;
+  const dlkern::attention::Head h(a.p, item / a.q_blocks);
+  const int64_t i0 = (a.q_blocks - 1 - item % a.q_blocks) * kTcRows;
+  if (i0 >= h.seq.L) return;  // a varlen sequence shorter than the longest
+  forward_tc_rows<T, D>(a, h, i0, smem);
 }
 
 }  // namespace dlkern::cuda::attention
