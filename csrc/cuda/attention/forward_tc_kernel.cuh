@@ -30,11 +30,14 @@
 
 namespace dlkern::cuda::attention {
 
+// Query rows per block, the same for every head dimension (the host sizes
+// the grid with it): 4 warps of 16 rows.
+constexpr int kTcRows = 64;
+
 template <int D>
 struct TcShape {
-  static constexpr int kWarps = 4;
-  static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kRows = 16 * kWarps;         // query rows per block
+  static constexpr int kRows = kTcRows;
+  static constexpr int kThreads = 32 * kRows / 16;
   static constexpr int kKeys = D == 256 ? 32 : 64;  // keys per tile (registers of S and O)
   static constexpr int kStride = D + 8;             // elements per shared row
   static constexpr int kChunks = D / 8;             // 16-byte chunks per row
@@ -45,10 +48,6 @@ struct TcShape {
   static constexpr int kSmemBytes = (kQElems + kStages * 2 * kTileElems) * 2;
 };
 
-// Query rows per block, the same for every head dimension (the host sizes
-// the grid with it).
-constexpr int kTcRows = 64;
-
 template <typename T>
 struct TcArgs {
   AttentionParams p;
@@ -56,7 +55,7 @@ struct TcArgs {
   AttentionOperand<const void> mask;
   AttentionOperand<T> out;
   AttentionOperand<float> lse;
-  float scale;
+  float scale;       // p.scale
   int64_t q_blocks;  // blocks of kTcRows rows per head (of the longest sequence)
 };
 
@@ -310,7 +309,6 @@ __device__ __forceinline__ void forward_tc_rows(const TcArgs<T>& a, const dlkern
 // see the most keys start first.
 template <typename T, int D>
 __global__ void __launch_bounds__(TcShape<D>::kThreads) forward_tc_kernel(TcArgs<T> a) {
-  static_assert(TcShape<D>::kRows == kTcRows, "one block height for every head dimension");
   DLKERN_DYNAMIC_SMEM(T, smem);
   const int64_t item = blockIdx.x;
   const dlkern::attention::Head h(a.p, item / a.q_blocks);
