@@ -99,8 +99,9 @@ __device__ __forceinline__ void load_rows(T* dst, const T* src, int64_t stride, 
 
 // One block's rows [i0, i0 + kRows) of head h.
 template <typename T, int D>
-__device__ __forceinline__ void forward_tc_rows(const TcArgs<T>& a, const dlkern::attention::Head& h,
-                                                int64_t i0, T* smem) {
+__device__ __forceinline__ void forward_tc_rows(const TcArgs<T>& a,
+                                                const dlkern::attention::Head& h, int64_t i0,
+                                                T* smem) {
   using S = TcShape<D>;
   using dlkern::attention::key_range;
   using dlkern::attention::KeyRange;
