@@ -308,10 +308,15 @@ def test_attention_cases_formulas_and_results():
             ref_got = ref_got if isinstance(ref_got, tuple) else (ref_got,)
             for r, w in zip(ref_got, want):
                 assert arrays.relative_error(r, w) < 1e-4, lib
-    # No CUDA kernels yet: CUDA runs skip the family, saying why.
+    # CUDA runs: float16 at L=S=4096 E=128 and decoding, on torch or CuPy arrays;
+    # without a GPU the family says why it has no cases.
     ctx = registry.Context(device="cuda", quick=True)
-    assert attention_cases.cases(ctx) == [] and ctx.skipped == [
-        ("attention", "the attention family has CPU kernels only so far")]
+    cuda_cases = attention_cases.cases(ctx)
+    if cuda_cases:
+        assert {c.dtype for c in cuda_cases} == {"float16"}
+        assert any(c.params["L"] == 4096 and c.params["E"] == 128 for c in cuda_cases)
+    else:
+        assert ctx.skipped == [("attention", "needs CuPy or torch with CUDA")]
 
 
 def test_conv_cases_without_gpu_skip_cleanly():

@@ -5,8 +5,10 @@ sequences of 64..2048 tokens (H=8, E=64; ``attention_varlen`` against torch
 run per sequence), and decoding (L=1 against S=8192, H=32 query heads over 8
 key/value heads, E=128); each forward and forward+backward except decoding
 (forward). torch gets the window as an
-explicit boolean mask and GQA through ``enable_gqa``. The attention family has
-CPU kernels only so far: CUDA runs skip it.
+explicit boolean mask and GQA through ``enable_gqa``. On CUDA: float16 (and
+bfloat16 in a full run) at B=1 H=16 L=S=4096 E=128, non-causal and causal,
+forward and forward+backward, against torch's SDPA on the same card (its
+flash backend for these), and the decoding case.
 
 FLOPs: the two products (Q K^T and P V) over the (query, key) pairs that take
 part, 2 * B * H * pairs * (E + Ev), which is the issue's 4 * B * H * L * S * E
@@ -27,7 +29,7 @@ from ...attention import (
 from ...testing import reference
 from .. import arrays, libraries
 from ..registry import Case, Context
-from ._factory import array_libraries, case
+from ._factory import array_libraries, case, kind_for
 
 # (batch, query heads, key/value heads, L, S, E, is_causal, window, passes)
 BOTH = ("forward", "forward+backward")
@@ -100,7 +102,7 @@ class _TorchSdpa:
         torch = libraries.get("torch")
         if self.window is not None and self.mask is None:
             self.mask = torch.from_numpy(_window_mask(v["q"].shape[-2], v["k"].shape[-2],
-                                                      self.window))
+                                                      self.window)).to(v["q"].device)
         q, k, val = v["q"], v["k"], v["v"]
         if self.backward:
             q, k, val = (x.detach().requires_grad_() for x in (q, k, val))
@@ -113,7 +115,7 @@ class _TorchSdpa:
 
 
 def _case(ctx: Context, batch, heads, kv_heads, L, S, E, is_causal, window, which,
-          refs) -> Case:
+          refs, dtype="float32", kind="numpy") -> Case:
     backward = which == "forward+backward"
     gqa = kv_heads != heads
     kw = dict(is_causal=is_causal, enable_gqa=gqa, window=window)
@@ -137,13 +139,12 @@ def _case(ctx: Context, batch, heads, kv_heads, L, S, E, is_causal, window, whic
     name += " causal" if is_causal else ""
     name += f" window{window}" if window is not None else ""
     return case(
-        ctx, "attention", f"{name} {which}", dtype="float32", kind="numpy",
+        ctx, "attention", f"{name} {which}", dtype=dtype, kind=kind,
         seed_name=name,
         params={"batch": batch, "heads": heads, "kv_heads": kv_heads, "L": L, "S": S, "E": E,
                 "is_causal": is_causal, "window": window, "pass": which},
         flops=flop_count(batch, heads, L, S, E, E, is_causal, window, backward),
-        bytes=byte_count(batch, heads, kv_heads, L, S, E, E, arrays.ITEMSIZE["float32"],
-                         backward),
+        bytes=byte_count(batch, heads, kv_heads, L, S, E, E, arrays.ITEMSIZE[dtype], backward),
         inputs=inputs,
         run=run,
         expected=expected,
@@ -217,10 +218,30 @@ def _varlen_case(ctx: Context, lengths, heads, E, is_causal, which, refs) -> Cas
     )
 
 
+# CUDA: (batch, query heads, key/value heads, L, S, E, is_causal, window, passes).
+CUDA_SHAPES = [
+    (1, 16, 16, 4096, 4096, 128, False, None, BOTH),
+    (1, 16, 16, 4096, 4096, 128, True, None, BOTH),
+    (1, 32, 8, 1, 8192, 128, False, None, ("forward",)),
+]
+
+
+def _cuda_cases(ctx: Context) -> list[Case]:
+    dtypes = ["float16"] if ctx.quick else ["float16", "bfloat16"]
+    out = []
+    for dtype in dtypes:
+        kind = kind_for(ctx, dtype, "attention", prefer=("torch", "cupy"))
+        if kind is None:
+            continue
+        refs = ["torch"] if "torch" in array_libraries(ctx, dtype) else []
+        out += [_case(ctx, *shape, which, refs, dtype, kind)
+                for *shape, passes in CUDA_SHAPES for which in passes]
+    return out
+
+
 def cases(ctx: Context) -> list[Case]:
     if ctx.device == "cuda":
-        ctx.skip("attention", "the attention family has CPU kernels only so far")
-        return []
+        return _cuda_cases(ctx)
     refs = [lib for lib in array_libraries(ctx, "float32") if lib == "torch"]
     dense = [_case(ctx, *shape, which, refs)
              for *shape, passes in (SHAPES_QUICK if ctx.quick else SHAPES) for which in passes]
