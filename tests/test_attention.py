@@ -574,17 +574,3 @@ def test_mixed_dtypes_and_saved_shapes(rng):
         dk.attention_backward(out, q, k, v, out, lse[..., :-1])
     with pytest.raises(ValueError, match="grad_output must have the forward output's shape"):
         dk.attention_backward(out[:1], q, k, v, out, lse)
-
-
-def test_cuda_path_is_refused(rng):
-    """No CUDA kernels yet: the CUDA path (a GPU or the emulator) raises
-    NotImplementedError."""
-    testing = pytest.importorskip("dlkern.testing")
-    try:
-        testing.emulator_module()
-    except ImportError:
-        pytest.skip("the CUDA emulator (_cuda_emu) was not built")
-    q, k, v = (random_array(rng, s, "float32") for s in SHAPES[0])
-    with testing.cuda_emulation():
-        with pytest.raises(NotImplementedError, match="CPU only so far"):
-            dk.attention_backward(q[..., :5], q, k, v, q[..., :5], q[..., 0])

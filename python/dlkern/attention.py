@@ -74,14 +74,6 @@ def _packed_operand(a: _arrays.Array) -> tuple:
     return (a.address, (0, 0, 0, a.strides[1]), a.strides[0], a.strides[2])
 
 
-def _refuse_cuda(op: str, cuda_path: bool) -> None:
-    if cuda_path:
-        raise NotImplementedError(
-            f"{op}: attention runs on the CPU only so far; its CUDA kernels are not written "
-            "yet (pass CPU arrays)"
-        )
-
-
 class _Problem:
     """The checked arguments of one dense call: arrays, module, params."""
 
@@ -176,7 +168,6 @@ def attention_backward(grad_output, query, key, value, output, lse, attn_mask=No
     block by block; gradients of broadcast inputs are summed to their shapes."""
     op = "attention_backward"
     a = _Problem(op, query, key, value, attn_mask, is_causal, scale, enable_gqa, window)
-    _refuse_cuda(op, a.cuda_path)
     p = a.params
     g = _arrays.take_grad_output(grad_output, a.q, a.out_shape, op)
     out = _take_saved(output, "output", a.q, a.dtype, a.out_shape, op)
@@ -340,7 +331,6 @@ def attention_varlen_backward(grad_output, q, k, v, output, lse, cu_seqlens_q, c
     op = "attention_varlen_backward"
     a = _Varlen(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                 is_causal, scale, window)
-    _refuse_cuda(op, a.cuda_path)
     g = _arrays.take_grad_output(grad_output, a.q, a.out_shape, op)
     out = _take_saved(output, "output", a.q, a.dtype, a.out_shape, op)
     saved_lse = _take_saved(lse, "lse", a.q, _lse_dtype(a.dtype), a.lse_shape, op)

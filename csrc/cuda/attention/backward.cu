@@ -1,17 +1,112 @@
-// Placeholder until the CUDA attention backward lands: python/dlkern refuses
-// the CUDA path before reaching it.
+// Host side of the CUDA attention backward: D = rowsum(dO * O) into
+// stream-ordered scratch, then the dK/dV pass and the dQ pass of
+// backward_general.cuh, each block owning the gradient rows it writes.
+#include <algorithm>
+#include <type_traits>
+
+#include "cuda/attention/backward_general.cuh"
+#include "cuda/launch.cuh"
+#include "cuda/numeric.cuh"
 #include "dlkern/attention.h"
-#include "dlkern/error.h"
 
 namespace dlkern {
+namespace {
 
-void attention_backward_cuda(DType, const AttentionParams&, AttentionOperand<const void>,
-                             AttentionOperand<const void>, AttentionOperand<const void>,
-                             AttentionOperand<const void>, AttentionOperand<const void>,
-                             AttentionOperand<const void>, AttentionOperand<const void>,
-                             AttentionOperand<void>, AttentionOperand<void>,
-                             AttentionOperand<void>, cudaStream_t) {
-  throw Error("attention_backward: the CUDA backward is not built yet");
+using namespace cuda::attention;
+
+template <typename U, typename V>
+AttentionOperand<U> typed(const AttentionOperand<V>& a) {
+  return {static_cast<U*>(a.data),
+          {a.lead_stride[0], a.lead_stride[1], a.lead_stride[2], a.lead_stride[3]},
+          a.row_stride,
+          a.col_stride};
+}
+
+// The largest tile (kMaxBlock rows, halved as needed) whose shared memory,
+// for both passes, fits the device's per-block limit.
+template <typename A>
+int64_t tile_rows(const AttentionParams& p) {
+  int device = 0, optin = 0;
+  DLKERN_CUDA_CHECK(cudaGetDevice(&device));
+  DLKERN_CUDA_CHECK(
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const auto bytes = [&](int64_t b) {
+    return static_cast<int64_t>(sizeof(A)) *
+           std::max(KeyGradsLayout(b, p.E, p.Ev).size, QueryGradsLayout(b, p.E, p.Ev).size);
+  };
+  int64_t b = kMaxBlock;
+  while (b > 1 && bytes(b) > optin) b /= 2;
+  DLKERN_CHECK(bytes(b) <= optin, "attention_backward on CUDA: head dimensions E=", p.E,
+               " and Ev=", p.Ev, " need ", bytes(b), " bytes of shared memory per block, more "
+               "than the device's ", optin, "; use smaller heads or the CPU");
+  return b;
+}
+
+template <typename T>
+void backward(const BackwardArgs<T>& args, cudaStream_t stream) {
+  using A = cuda::Accumulator<T>;
+  const AttentionParams& p = args.p;
+  int64_t heads = 1;
+  for (int d = 0; d < kAttentionLeadDims; ++d) heads *= p.lead[d];
+  if (heads == 0) return;
+  BackwardArgs<T> a = args;
+  a.block = tile_rows<A>(p);
+  cuda::Scratch delta(sizeof(A) * heads * p.L, stream);
+  a.delta = delta.get<A>();
+  if (heads * p.L > 0) {
+    auto kernel = delta_kernel<T>;
+    DLKERN_LAUNCH(kernel, cuda::grid_stride_blocks(heads * p.L, kBackwardThreads),
+                  kBackwardThreads, 0, stream, a);
+  }
+  const int64_t key_blocks = (p.S + a.block - 1) / a.block;
+  if (key_blocks > 0) {
+    const auto smem = static_cast<int>(sizeof(A) * KeyGradsLayout(a.block, p.E, p.Ev).size);
+    auto kernel = key_grads_kernel<T>;
+    DLKERN_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    DLKERN_LAUNCH(kernel, cuda::grid_stride_blocks(heads / p.group * key_blocks, 1),
+                  kBackwardThreads, smem, stream, a, key_blocks);
+  }
+  const int64_t query_blocks = (p.L + a.block - 1) / a.block;
+  if (query_blocks > 0) {
+    const auto smem = static_cast<int>(sizeof(A) * QueryGradsLayout(a.block, p.E, p.Ev).size);
+    auto kernel = query_grads_kernel<T>;
+    DLKERN_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    DLKERN_LAUNCH(kernel, cuda::grid_stride_blocks(heads * query_blocks, 1), kBackwardThreads,
+                  smem, stream, a, query_blocks);
+  }
+}
+
+}  // namespace
+
+void attention_backward_cuda(DType dtype, const AttentionParams& p,
+                             AttentionOperand<const void> grad_out,
+                             AttentionOperand<const void> query, AttentionOperand<const void> key,
+                             AttentionOperand<const void> value,
+                             AttentionOperand<const void> mask, AttentionOperand<const void> out,
+                             AttentionOperand<const void> lse, AttentionOperand<void> grad_query,
+                             AttentionOperand<void> grad_key, AttentionOperand<void> grad_value,
+                             cudaStream_t stream) {
+  using Types = Types<float, double, __half, __nv_bfloat16>;
+  dispatch_dtype<Types>(dtype, "attention_backward on CUDA", [&](auto tag) {
+    using T = decltype(tag);
+    using A = cuda::Accumulator<T>;
+    const BackwardArgs<T> a{p,
+                            typed<const T>(grad_out),
+                            typed<const T>(query),
+                            typed<const T>(key),
+                            typed<const T>(value),
+                            mask,
+                            typed<const T>(out),
+                            typed<const A>(lse),
+                            typed<T>(grad_query),
+                            typed<T>(grad_key),
+                            typed<T>(grad_value),
+                            nullptr,
+                            0};
+    backward<T>(a, stream);
+  });
 }
 
 }  // namespace dlkern
