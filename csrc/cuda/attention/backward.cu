@@ -2,7 +2,6 @@
 // stream-ordered scratch, then the dK/dV pass and the dQ pass of
 // backward_general.cuh, each block owning the gradient rows it writes.
 #include <algorithm>
-#include <type_traits>
 
 #include "cuda/attention/backward_general.cuh"
 #include "cuda/launch.cuh"
@@ -14,6 +13,7 @@ namespace {
 
 using namespace cuda::attention;
 
+// An operand of the element type U, from the entry point's untyped one.
 template <typename U, typename V>
 AttentionOperand<U> typed(const AttentionOperand<V>& a) {
   return {static_cast<U*>(a.data),
@@ -42,29 +42,31 @@ int64_t tile_rows(const AttentionParams& p) {
   return b;
 }
 
+// The three passes on the operands in `a`; sets its heads, block and the D
+// scratch.
 template <typename T>
-void backward(const BackwardArgs<T>& args, cudaStream_t stream) {
+void backward(BackwardArgs<T> a, cudaStream_t stream) {
   using A = cuda::Accumulator<T>;
-  const AttentionParams& p = args.p;
-  int64_t heads = 1;
-  for (int d = 0; d < kAttentionLeadDims; ++d) heads *= p.lead[d];
-  if (heads == 0) return;
-  BackwardArgs<T> a = args;
+  const AttentionParams& p = a.p;
+  a.heads = 1;
+  for (int d = 0; d < kAttentionLeadDims; ++d) a.heads *= p.lead[d];
+  if (a.heads == 0) return;
   a.block = tile_rows<A>(p);
-  cuda::Scratch delta(sizeof(A) * heads * p.L, stream);
+  cuda::Scratch delta(sizeof(A) * a.heads * p.L, stream);
   a.delta = delta.get<A>();
-  if (heads * p.L > 0) {
+  if (a.heads * p.L > 0) {
     auto kernel = delta_kernel<T>;
-    DLKERN_LAUNCH(kernel, cuda::grid_stride_blocks(heads * p.L, kBackwardThreads),
+    DLKERN_LAUNCH(kernel, cuda::grid_stride_blocks(a.heads * p.L, kBackwardThreads),
                   kBackwardThreads, 0, stream, a);
   }
+  // Grids of at most 65536 blocks in x (grid_stride_blocks); the kernels stride over the rest.
   const int64_t key_blocks = (p.S + a.block - 1) / a.block;
   if (key_blocks > 0) {
     const auto smem = static_cast<int>(sizeof(A) * KeyGradsLayout(a.block, p.E, p.Ev).size);
     auto kernel = key_grads_kernel<T>;
     DLKERN_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    DLKERN_LAUNCH(kernel, cuda::grid_stride_blocks(heads / p.group * key_blocks, 1),
+    DLKERN_LAUNCH(kernel, cuda::grid_stride_blocks(a.heads / p.group * key_blocks, 1),
                   kBackwardThreads, smem, stream, a, key_blocks);
   }
   const int64_t query_blocks = (p.L + a.block - 1) / a.block;
@@ -73,8 +75,8 @@ void backward(const BackwardArgs<T>& args, cudaStream_t stream) {
     auto kernel = query_grads_kernel<T>;
     DLKERN_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    DLKERN_LAUNCH(kernel, cuda::grid_stride_blocks(heads * query_blocks, 1), kBackwardThreads,
-                  smem, stream, a, query_blocks);
+    DLKERN_LAUNCH(kernel, cuda::grid_stride_blocks(a.heads * query_blocks, 1),
+                  kBackwardThreads, smem, stream, a, query_blocks);
   }
 }
 
@@ -92,20 +94,10 @@ void attention_backward_cuda(DType dtype, const AttentionParams& p,
   dispatch_dtype<Types>(dtype, "attention_backward on CUDA", [&](auto tag) {
     using T = decltype(tag);
     using A = cuda::Accumulator<T>;
-    const BackwardArgs<T> a{p,
-                            typed<const T>(grad_out),
-                            typed<const T>(query),
-                            typed<const T>(key),
-                            typed<const T>(value),
-                            mask,
-                            typed<const T>(out),
-                            typed<const A>(lse),
-                            typed<T>(grad_query),
-                            typed<T>(grad_key),
-                            typed<T>(grad_value),
-                            nullptr,
-                            0};
-    backward<T>(a, stream);
+    backward<T>({p, typed<const T>(grad_out), typed<const T>(query), typed<const T>(key),
+                 typed<const T>(value), mask, typed<const T>(out), typed<const A>(lse),
+                 typed<T>(grad_query), typed<T>(grad_key), typed<T>(grad_value), nullptr, 0, 0},
+                stream);
   });
 }
 

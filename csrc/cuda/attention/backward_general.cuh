@@ -41,6 +41,7 @@ struct BackwardArgs {
   AttentionOperand<const Accumulator<T>> lse;
   AttentionOperand<T> grad_query, grad_key, grad_value;
   Accumulator<T>* delta;  // D of row i of head n at n * L + i
+  int64_t heads;          // the product of p.lead
   int64_t block;          // query rows and keys per tile
 };
 
@@ -146,9 +147,7 @@ template <typename T>
 __global__ void __launch_bounds__(kBackwardThreads) delta_kernel(BackwardArgs<T> a) {
   using A = Accumulator<T>;
   const AttentionParams& p = a.p;
-  int64_t heads = 1;
-  for (int d = 0; d < kAttentionLeadDims; ++d) heads *= p.lead[d];
-  for (int64_t x = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; x < heads * p.L;
+  for (int64_t x = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; x < a.heads * p.L;
        x += int64_t{gridDim.x} * blockDim.x) {
     const int64_t n = x / p.L, i = x - n * p.L;
     const dlkern::attention::Head h(p, n);
@@ -163,7 +162,7 @@ __global__ void __launch_bounds__(kBackwardThreads) delta_kernel(BackwardArgs<T>
 }
 
 // dK and dV of key/value head nk, keys [j0, j0 + block), per block (see the
-// top of the file); `items` = key/value heads times key blocks, grid-strided.
+// top of the file), grid-strided over key/value heads times key blocks.
 template <typename T>
 __global__ void __launch_bounds__(kBackwardThreads)
     key_grads_kernel(BackwardArgs<T> a, int64_t key_blocks) {
@@ -176,10 +175,7 @@ __global__ void __launch_bounds__(kBackwardThreads)
   A *k = smem + at.k, *v = smem + at.v, *dk = smem + at.dk, *dv = smem + at.dv;
   A *q = smem + at.q, *dout = smem + at.dout, *lse = smem + at.lse, *delta = smem + at.delta;
   A *prob = smem + at.prob, *dscore = smem + at.dscore;
-  int64_t heads = 1;
-  for (int d = 0; d < kAttentionLeadDims; ++d) heads *= p.lead[d];
-  const int64_t items = heads / p.group * key_blocks;
-  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+  for (int64_t item = blockIdx.x; item < a.heads / p.group * key_blocks; item += gridDim.x) {
     const int64_t nk = item / key_blocks, j0 = (item - nk * key_blocks) * b;
     const Head first(p, nk * p.group);
     if (j0 >= first.seq.S) continue;  // a varlen sequence shorter than S
@@ -238,8 +234,8 @@ __global__ void __launch_bounds__(kBackwardThreads)
   }
 }
 
-// dQ of head n, query rows [i0, i0 + block), per block; `items` = heads times
-// query blocks, grid-strided.
+// dQ of head n, query rows [i0, i0 + block), per block, grid-strided over
+// heads times query blocks.
 template <typename T>
 __global__ void __launch_bounds__(kBackwardThreads)
     query_grads_kernel(BackwardArgs<T> a, int64_t query_blocks) {
@@ -252,9 +248,7 @@ __global__ void __launch_bounds__(kBackwardThreads)
   A *q = smem + at.q, *dout = smem + at.dout, *dq = smem + at.dq, *k = smem + at.k;
   A *v = smem + at.v, *lse = smem + at.lse, *delta = smem + at.delta;
   A* dscore = smem + at.dscore;
-  int64_t heads = 1;
-  for (int d = 0; d < kAttentionLeadDims; ++d) heads *= p.lead[d];
-  for (int64_t item = blockIdx.x; item < heads * query_blocks; item += gridDim.x) {
+  for (int64_t item = blockIdx.x; item < a.heads * query_blocks; item += gridDim.x) {
     const int64_t n = item / query_blocks, i0 = (item - n * query_blocks) * b;
     const Head h(p, n);
     if (i0 >= h.seq.L) continue;  // a varlen sequence shorter than L
