@@ -232,9 +232,6 @@ def test_varlen(cuda, monkeypatch, rng, dtype, lengths, kw):
 
 # ------------------------------------------------------- float16, bfloat16
 
-HALF = ["float16", "bfloat16"]
-
-
 def to_float32(x):
     return None if x is None else ref.as64(x).astype(np.float32)
 
@@ -262,76 +259,139 @@ def torch_grads(q, k, v, go, mask, kw, dtype):
     return [x.grad.double().numpy() for x in t]
 
 
+def saved_output_floor(q, k, v, go, mask, kw, dtype):
+    """What the saved output's rounding to ``dtype`` (|dO| <= u |O|) carries
+    into D = rowsum(dO * O), hence into dS = P (dP - D): at most u P
+    rowsum|dO * O| per score, so u scale (P rowsum|dO * O|) |K| in dQ and its
+    transpose times |Q| in dK (summed as the gradients are); nothing in dV.
+    torch recomputes O, so its own error may lack this term (a single key
+    gives it an exact zero dK)."""
+    q64, k64, v64, p, _ = ta._expanded(q, k, v, mask, kw.get("is_causal", False),
+                                       kw.get("scale"), kw.get("enable_gqa", False),
+                                       kw.get("window"))
+    scale = 1 / np.sqrt(q64.shape[-1]) if kw.get("scale") is None else kw["scale"]
+    go64 = np.broadcast_to(ref.as64(go), p.shape[:-1] + (v64.shape[-1],))
+    o_abs = (np.abs(go64) * (p @ np.abs(v64))).sum(axis=-1, keepdims=True)
+    ds_err = UNIT_ROUNDOFF[dtype] * p * o_abs
+    heads = k.shape[-3] if kw.get("enable_gqa") and k.ndim >= 3 else None
+    dq = ref._sum_to_shape(scale * ds_err @ np.abs(k64), q.shape)
+    dk = ref._sum_to_shape(scale * np.swapaxes(ds_err, -1, -2) @ np.abs(q64), k.shape, heads)
+    return [x.max(initial=0.0) for x in (dq, dk)] + [0.0]
+
+
+def assert_flash_rule(got, q, k, v, go, mask, kw, dtype):
+    """FlashAttention's rule (module docstring) for each gradient in ``got``,
+    with saved_output_floor's term added to the floor."""
+    exact = torch_grads(q, k, v, go, mask, kw, "float64")
+    same_dtype = torch_grads(q, k, v, go, mask, kw, dtype)
+    saved = saved_output_floor(q, k, v, go, mask, kw, dtype)
+    for name, g, e, t, s in zip(GRADS, got, exact, same_dtype, saved):
+        assert str(g.dtype).removeprefix("torch.") == dtype
+        g = ref.as64(g)
+        assert g.shape == e.shape and np.isfinite(g).all(), f"{name}: unwritten elements"
+        ours, theirs = np.abs(g - e).max(), np.abs(t - e).max()
+        floor = UNIT_ROUNDOFF[dtype] * np.abs(e).max() + s
+        assert ours <= 2 * theirs + floor, (f"{name} ({dtype}): error {ours:.3g}, torch's "
+                                            f"{theirs:.3g}, floor {floor:.3g}")
+
+
 def check_half(cuda, rng, dtype, q, k, v, mask=None, **kw):
-    """FlashAttention's rule (module docstring) for each gradient."""
     m32 = mask if mask is None or mask.dtype == bool else to_float32(mask)
     out32, lse = dk.attention(to_float32(q), to_float32(k), to_float32(v), m32, return_lse=True,
                               **kw)
     go = to_dtype(random_array(rng, out32.shape, "float64"), dtype)
     args = (go, q, k, v, to_dtype(out32, dtype), lse, mask)
     got = cuda.run(dk.attention_backward, *(place(cuda, x) for x in args), **kw)
-    exact = torch_grads(q, k, v, go, mask, kw, "float64")
-    same_dtype = torch_grads(q, k, v, go, mask, kw, dtype)
-    for name, g, e, t in zip(GRADS, got, exact, same_dtype):
-        assert str(g.dtype).removeprefix("torch.") == dtype
-        g = ref.as64(g)
-        assert g.shape == e.shape and np.isfinite(g).all(), f"{name}: unwritten elements"
-        ours, theirs = np.abs(g - e).max(), np.abs(t - e).max()
-        floor = UNIT_ROUNDOFF[dtype] * np.abs(e).max()
-        assert ours <= 2 * theirs + floor, (f"{name} ({dtype}): error {ours:.3g}, torch's "
-                                            f"{theirs:.3g}, floor {floor:.3g}")
+    assert_flash_rule(got, q, k, v, go, mask, kw, dtype)
+
+
+# (dtype, head dimension): 16 on the general kernels; 64 and 128 (with Ev = E)
+# on the tensor-core kernels, whose tiles (64 rows or keys per block, the
+# other side 32 at a time) are partial here and more than one each way.
+HALF_KERNELS = [("float16", 16), ("bfloat16", 16), ("float16", 64), ("bfloat16", 128)]
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("dtype,E", HALF_KERNELS)
 @pytest.mark.parametrize("case", ["plain", "causal", "causal-wide", "bool", "additive", "gqa",
                                   "window", "broadcast", "strided"])
-def test_half_types(cuda, rng, dtype, case):
-    q = random_array(rng, (2, 2, 37, 16), dtype)
-    k = random_array(rng, (2, 2, 45, 16), dtype)
-    v = random_array(rng, (2, 2, 45, 8), dtype)
+def test_half_types(cuda, rng, dtype, E, case):
+    q = random_array(rng, (2, 2, 37, E), dtype)
+    k = random_array(rng, (2, 2, 75, E), dtype)
+    v = random_array(rng, (2, 2, 75, E), dtype)
     if case == "plain":
         check_half(cuda, rng, dtype, q, k, v)
     elif case == "causal":  # L < S
         check_half(cuda, rng, dtype, q, k, v, is_causal=True)
     elif case == "causal-wide":  # L > S
-        check_half(cuda, rng, dtype, k, q, q[..., :8], is_causal=True)
+        check_half(cuda, rng, dtype, k, q, q, is_causal=True)
     elif case == "bool":
-        check_half(cuda, rng, dtype, q, k, v, rng.random((37, 45)) < 0.7)
+        check_half(cuda, rng, dtype, q, k, v, rng.random((37, 75)) < 0.7)
     elif case == "additive":
-        check_half(cuda, rng, dtype, q, k, v, random_array(rng, (2, 1, 37, 45), dtype, -2, 2))
-    elif case == "gqa":
-        qg = random_array(rng, (1, 4, 37, 16), dtype)
-        check_half(cuda, rng, dtype, qg, k[:1], v[:1], enable_gqa=True, is_causal=True)
+        check_half(cuda, rng, dtype, q, k, v, random_array(rng, (2, 1, 37, 75), dtype, -2, 2))
+    elif case == "gqa":  # and a mask of every query head
+        qg = random_array(rng, (1, 4, 37, E), dtype)
+        check_half(cuda, rng, dtype, qg, k[:1], v[:1], rng.random((1, 4, 37, 75)) < 0.8,
+                   enable_gqa=True)
     elif case == "window":
         check_half(cuda, rng, dtype, q, k, v, window=(6, 2))
+        check_half(cuda, rng, dtype, k, q, q, window=(40, 3), is_causal=True)
     elif case == "broadcast":
         check_half(cuda, rng, dtype, q, k[:1], v[0])
     else:  # positive steps: bfloat16 is a torch tensor
-        qs = random_array(rng, (2, 2, 16, 37), dtype).swapaxes(-1, -2)
-        check_half(cuda, rng, dtype, qs, k[:, :, ::2], v[:, :, ::2, ::2])
+        qs = random_array(rng, (2, 2, E, 37), dtype).swapaxes(-1, -2)
+        check_half(cuda, rng, dtype, qs, k[:, :, ::2], v[:, :, ::2])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,E", [("bfloat16", 16), ("float16", 64), ("bfloat16", 128)])
+@pytest.mark.parametrize("lengths,kw", [VARLEN[0], VARLEN[2], VARLEN[5]], ids=str)
+def test_varlen_half_types(cuda, rng, dtype, E, lengths, kw):
+    """Each sequence of a packed batch, as the dense problem it is, by
+    FlashAttention's rule."""
+    lq, lk, H, Hkv = lengths
+    cu_q, cu_k = np.cumsum([0] + lq), np.cumsum([0] + lk)
+    q = random_array(rng, (cu_q[-1], H, E), dtype)
+    k = random_array(rng, (cu_k[-1], Hkv, E), dtype)
+    v = random_array(rng, (cu_k[-1], Hkv, E), dtype)
+    out32, lse = dk.attention_varlen(to_float32(q), to_float32(k), to_float32(v), cu_q, cu_k,
+                                     return_lse=True, **kw)
+    go = to_dtype(random_array(rng, out32.shape, "float64"), dtype)
+    packed = (go, q, k, v, to_dtype(out32, dtype), lse, cu_q, cu_k)
+    got = cuda.run(dk.attention_varlen_backward, *(place(cuda, x) for x in packed), **kw)
+    for b in range(len(lq)):
+        rows, keys = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        sides = (rows, keys, keys)
+        if lq[b] == 0 or lk[b] == 0:  # no scores: zero gradients of the other side
+            assert all((ref.as64(g[s]) == 0).all() for g, s in zip(got, sides))
+            continue
+        mask = varlen_keep(lq[b], lk[b], kw.get("window"), kw.get("is_causal", False))
+        seq = [x[s].swapaxes(0, 1) for x, s in zip((q, k, v), sides)]
+        assert_flash_rule([g[s].swapaxes(0, 1) for g, s in zip(got, sides)], *seq,
+                          go[rows].swapaxes(0, 1), mask, dict(enable_gqa=True), dtype)
 
 
 # ------------------------------------------------------------ determinism
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_schedule_does_not_change_the_result(rng, dtype):
+@pytest.mark.parametrize("dtype,E", [("float32", 16), ("float16", 16), ("bfloat16", 64)])
+def test_schedule_does_not_change_the_result(rng, dtype, E):
     """Every fiber order gives the same bits: no element is summed by two
-    threads or in an order that depends on the schedule."""
+    threads or in an order that depends on the schedule (the general kernels,
+    and the tensor-core ones for bfloat16 with E = 64)."""
     pytest.importorskip("dlkern._cuda_emu", reason="the CUDA emulator was not built")
-    q = random_array(rng, (1, 4, 45, 16), dtype)
-    k = random_array(rng, (1, 2, 70, 16), dtype)
-    v = random_array(rng, (1, 2, 70, 8), dtype)
+    q = random_array(rng, (1, 4, 45, E), dtype)
+    k = random_array(rng, (1, 2, 70, E), dtype)
+    v = random_array(rng, (1, 2, 70, E), dtype)
     mask = rng.random((1, 4, 45, 70)) < 0.8
-    f32 = [x.astype(np.float32) for x in (q, k, v)]
-    out, lse = dk.attention(*f32, mask, enable_gqa=True, window=(30, 4), return_lse=True)
+    kw = dict(enable_gqa=True, window=(30, 4))
+    out, lse = dk.attention(*(to_float32(x) for x in (q, k, v)), mask, return_lse=True, **kw)
     go = random_array(rng, out.shape, dtype)
     results = []
     for order, seed in [("forward", 0), ("reverse", 0), ("shuffle", 7), ("shuffle", 8)]:
         with cuda_emulation(order, seed):
-            results.append(dk.attention_backward(go, q, k, v, out.astype(dtype), lse, mask,
-                                                 enable_gqa=True, window=(30, 4)))
+            grads = dk.attention_backward(go, q, k, v, to_dtype(out, dtype), lse, mask, **kw)
+        results.append([ref.as64(g) for g in grads])
     for r in results[1:]:
         for a, b in zip(results[0], r):
             assert np.array_equal(a, b)

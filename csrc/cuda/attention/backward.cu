@@ -1,9 +1,13 @@
 // Host side of the CUDA attention backward: D = rowsum(dO * O) into
-// stream-ordered scratch, then the dK/dV pass and the dQ pass of
-// backward_general.cuh, each block owning the gradient rows it writes.
+// stream-ordered scratch, then the dK/dV pass and the dQ pass, each block
+// owning the gradient rows it writes: on tensor cores (backward_tc.cuh) for
+// float16/bfloat16 with E = Ev of 64 or 128, else on CUDA cores
+// (backward_general.cuh).
 #include <algorithm>
 
+#include "common/dispatch.h"
 #include "cuda/attention/backward_general.cuh"
+#include "cuda/attention/backward_tc.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/numeric.cuh"
 #include "dlkern/attention.h"
@@ -42,8 +46,54 @@ int64_t tile_rows(const AttentionParams& p) {
   return b;
 }
 
-// The three passes on the operands in `a`; sets its heads, block and the D
-// scratch.
+// A grid-stride kernel over `items` blocks of `threads` threads: grids of at
+// most 65536 blocks in x (grid_stride_blocks), the kernel strides over the rest.
+template <typename Kernel, typename... Args>
+void launch(Kernel kernel, int64_t items, int threads, int smem, cudaStream_t stream,
+            Args... args) {
+  if (items == 0) return;
+  DLKERN_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  DLKERN_LAUNCH(kernel, cuda::grid_stride_blocks(items, 1), threads, smem, stream, args...);
+}
+
+// The two main passes on CUDA cores: any dtype and head dimensions.
+template <typename T>
+void general_passes(BackwardArgs<T> a, cudaStream_t stream) {
+  using A = cuda::Accumulator<T>;
+  const AttentionParams& p = a.p;
+  a.block = tile_rows<A>(p);
+  const int64_t key_blocks = (p.S + a.block - 1) / a.block;
+  launch(key_grads_kernel<T>, a.heads / p.group * key_blocks, kBackwardThreads,
+         static_cast<int>(sizeof(A) * KeyGradsLayout(a.block, p.E, p.Ev).size), stream, a,
+         key_blocks);
+  const int64_t query_blocks = (p.L + a.block - 1) / a.block;
+  launch(query_grads_kernel<T>, a.heads * query_blocks, kBackwardThreads,
+         static_cast<int>(sizeof(A) * QueryGradsLayout(a.block, p.E, p.Ev).size), stream, a,
+         query_blocks);
+}
+
+// The tensor-core passes when they take the problem; false, having queued
+// nothing, otherwise.
+template <typename T>
+bool tensor_core_passes(const BackwardArgs<T>& a, cudaStream_t stream) {
+  const AttentionParams& p = a.p;
+  if (!cuda::kTensorCore<T> || p.E != p.Ev || (p.E != 64 && p.E != 128)) return false;
+  if constexpr (cuda::kTensorCore<T>) {
+    dispatch_int<Ints<64, 128>>(static_cast<int>(p.E), "attention head dimension", [&](auto d) {
+      constexpr int D = decltype(d)::value;
+      const int64_t key_blocks = (p.S + kTcOuter - 1) / kTcOuter;
+      launch(key_grads_tc_kernel<T, D>, a.heads / p.group * key_blocks, kTcThreads,
+             TcLayout<D>::kBytes, stream, a, key_blocks);
+      const int64_t query_blocks = (p.L + kTcOuter - 1) / kTcOuter;
+      launch(query_grads_tc_kernel<T, D>, a.heads * query_blocks, kTcThreads,
+             TcLayout<D>::kBytes, stream, a, query_blocks);
+    });
+  }
+  return true;
+}
+
+// The three passes on the operands in `a`; sets its heads and the D scratch.
 template <typename T>
 void backward(BackwardArgs<T> a, cudaStream_t stream) {
   using A = cuda::Accumulator<T>;
@@ -51,7 +101,6 @@ void backward(BackwardArgs<T> a, cudaStream_t stream) {
   a.heads = 1;
   for (int d = 0; d < kAttentionLeadDims; ++d) a.heads *= p.lead[d];
   if (a.heads == 0) return;
-  a.block = tile_rows<A>(p);
   cuda::Scratch delta(sizeof(A) * a.heads * p.L, stream);
   a.delta = delta.get<A>();
   if (a.heads * p.L > 0) {
@@ -59,25 +108,7 @@ void backward(BackwardArgs<T> a, cudaStream_t stream) {
     DLKERN_LAUNCH(kernel, cuda::grid_stride_blocks(a.heads * p.L, kBackwardThreads),
                   kBackwardThreads, 0, stream, a);
   }
-  // Grids of at most 65536 blocks in x (grid_stride_blocks); the kernels stride over the rest.
-  const int64_t key_blocks = (p.S + a.block - 1) / a.block;
-  if (key_blocks > 0) {
-    const auto smem = static_cast<int>(sizeof(A) * KeyGradsLayout(a.block, p.E, p.Ev).size);
-    auto kernel = key_grads_kernel<T>;
-    DLKERN_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    DLKERN_LAUNCH(kernel, cuda::grid_stride_blocks(a.heads / p.group * key_blocks, 1),
-                  kBackwardThreads, smem, stream, a, key_blocks);
-  }
-  const int64_t query_blocks = (p.L + a.block - 1) / a.block;
-  if (query_blocks > 0) {
-    const auto smem = static_cast<int>(sizeof(A) * QueryGradsLayout(a.block, p.E, p.Ev).size);
-    auto kernel = query_grads_kernel<T>;
-    DLKERN_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    DLKERN_LAUNCH(kernel, cuda::grid_stride_blocks(a.heads * query_blocks, 1),
-                  kBackwardThreads, smem, stream, a, query_blocks);
-  }
+  if (!tensor_core_passes(a, stream)) general_passes(a, stream);
 }
 
 }  // namespace

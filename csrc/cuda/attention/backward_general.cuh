@@ -42,7 +42,7 @@ struct BackwardArgs {
   AttentionOperand<T> grad_query, grad_key, grad_value;
   Accumulator<T>* delta;  // D of row i of head n at n * L + i
   int64_t heads;          // the product of p.lead
-  int64_t block;          // query rows and keys per tile
+  int64_t block;          // query rows and keys per tile of the general kernels
 };
 
 // Shared-memory layouts, in accumulator elements, for tiles of `b` rows: the
@@ -99,11 +99,38 @@ __device__ __forceinline__ A dot(const A* x, const A* y, int64_t n) {
   return s;
 }
 
+// The element offset of head h's slice of the mask (0 without a mask).
+template <typename T>
+__device__ __forceinline__ int64_t mask_offset(const BackwardArgs<T>& a,
+                                               const dlkern::attention::Head& h) {
+  return a.p.mask == AttentionMask::none ? 0 : h.offset(a.mask, 1);
+}
+
+// P = exp(s - lse) of query row i and key j of head h (rows and keys within
+// its sequence) from their scaled score s = scale * q.k: the additive mask
+// added, 0 where the window or the boolean mask leaves the key out, or the
+// row has no key at all (lse -inf). `mask_at` is mask_offset(a, h).
+template <typename T>
+__device__ __forceinline__ Accumulator<T> probability(const BackwardArgs<T>& a,
+                                                      const dlkern::attention::Head& h,
+                                                      int64_t mask_at, int64_t i, int64_t j,
+                                                      Accumulator<T> s, Accumulator<T> lse) {
+  using A = Accumulator<T>;
+  using std::exp;
+  const AttentionParams& p = a.p;
+  const auto seen =
+      dlkern::attention::key_range(i + h.seq.diag, h.seq.S, p.window_left, p.window_right);
+  if (lse == dlkern::attention::neg_inf<A>() || j < seen.begin || j >= seen.end) return A(0);
+  const int64_t m = mask_at + i * a.mask.row_stride + j * a.mask.col_stride;
+  if (p.mask == AttentionMask::boolean && static_cast<const uint8_t*>(a.mask.data)[m] == 0)
+    return A(0);
+  if (p.mask == AttentionMask::additive) s += convert<A>(static_cast<const T*>(a.mask.data)[m]);
+  return exp(s - lse);
+}
+
 // P and dS = P (dO V^T - D) of query rows i0.. (`rows`, head h) against keys
 // j0.. (`cols`), from the tiles q, dout (rows) and k, v (cols), the rows' lse
-// and D: into prob (may be null) and dscore, of row stride cols. A key outside
-// the row's window or masked out, and every key of a row whose lse is -inf
-// (no key takes part), has P = dS = 0.
+// and D: into prob (may be null) and dscore, of row stride cols.
 template <typename T>
 __device__ __forceinline__ void score_grads(const BackwardArgs<T>& a,
                                             const dlkern::attention::Head& h, int64_t i0,
@@ -114,27 +141,13 @@ __device__ __forceinline__ void score_grads(const BackwardArgs<T>& a,
                                             const Accumulator<T>* delta, Accumulator<T>* prob,
                                             Accumulator<T>* dscore) {
   using A = Accumulator<T>;
-  using dlkern::attention::neg_inf;
-  using std::exp;
-  const AttentionParams& p = a.p;
-  const int64_t E = p.E, Ev = p.Ev;
-  const A scale = static_cast<A>(p.scale);
-  const int64_t mask_offset = p.mask == AttentionMask::none ? 0 : h.offset(a.mask, 1);
+  const int64_t E = a.p.E, Ev = a.p.Ev, mask_at = mask_offset(a, h);
+  const A scale = static_cast<A>(a.p.scale);
   for (int64_t x = threadIdx.x; x < rows * cols; x += blockDim.x) {
-    const int64_t r = x / cols, c = x - r * cols, i = i0 + r, j = j0 + c;
-    const auto seen = dlkern::attention::key_range(i + h.seq.diag, h.seq.S, p.window_left,
-                                                   p.window_right);
-    bool live = j >= seen.begin && j < seen.end && lse[r] != neg_inf<A>();
-    A s = A(0);  // also for E = 0, where the default scale 1/sqrt(E) is inf
-    if (live) {
-      if (E > 0) s = dot(q + r * (E + 1), k + c * (E + 1), E) * scale;
-      const int64_t m = mask_offset + i * a.mask.row_stride + j * a.mask.col_stride;
-      if (p.mask == AttentionMask::boolean)
-        live = static_cast<const uint8_t*>(a.mask.data)[m] != 0;
-      else if (p.mask == AttentionMask::additive)
-        s += convert<A>(static_cast<const T*>(a.mask.data)[m]);
-    }
-    const A pr = live ? exp(s - lse[r]) : A(0);
+    const int64_t r = x / cols, c = x - r * cols;
+    // E = 0: the score is 0 (the default scale 1/sqrt(E) is inf).
+    const A s = E > 0 ? dot(q + r * (E + 1), k + c * (E + 1), E) * scale : A(0);
+    const A pr = probability(a, h, mask_at, i0 + r, j0 + c, s, lse[r]);
     A ds = A(0);
     if (pr != A(0)) ds = pr * (dot(dout + r * (Ev + 1), v + c * (Ev + 1), Ev) - delta[r]);
     if (prob) prob[x] = pr;
