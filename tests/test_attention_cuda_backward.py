@@ -160,6 +160,17 @@ def test_empty_sizes(cuda, rng, shapes):
         np.testing.assert_allclose(g, e, rtol=1e-14, atol=1e-14)
 
 
+@pytest.mark.cuda
+def test_head_dims_beyond_shared_memory(cuda, rng):
+    """Heads so large that one row of every tile exceeds a block's shared
+    memory (float64, E = Ev = 5000: 240 KB) raise ValueError, not a launch
+    failure."""
+    q, k, v = (random_array(rng, (1, 2, 5000), "float64") for _ in range(3))
+    out, lse = dk.attention(q, k, v, return_lse=True)
+    with cuda.context(), pytest.raises(ValueError, match="bytes of shared memory per block"):
+        dk.attention_backward(*(cuda.array(x) for x in (out, q, k, v, out, lse)))
+
+
 # ------------------------------------------------------------------- varlen
 
 # (query lengths, key lengths, H, Hkv) and the window: sequences of length 0
