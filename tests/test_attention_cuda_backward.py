@@ -1,8 +1,8 @@
 """The CUDA attention backward (dk.attention_backward, dk.attention_varlen_backward
 on a GPU, or on the emulator in every fiber order: the ``cuda`` fixture).
 
-The forward's output and lse come from the CPU (the CUDA forward is another
-kernel's business): float32/float64 from dk.attention itself, float16/bfloat16
+The forward's output and lse come from the CPU (the CUDA forward is tested on
+its own): float32/float64 from dk.attention itself, float16/bfloat16
 computed in float32 and the output rounded to the half type (lse stays float32,
 as the CUDA interface takes it).
 
@@ -11,9 +11,8 @@ float32/float64 gradients are checked with test_attention's check_backward
 routed to the CUDA kernels, and against the CPU backward on the same inputs
 within 2b (both lie within b of the exact gradient). float16/bfloat16 follow
 FlashAttention's rule: the error against the float64 gradient at most twice
-that of torch's CPU autograd in the same dtype on the same inputs, plus half
-an ulp of the largest gradient (the rounding of the result to the storage
-dtype, which a lucky draw can spare torch)."""
+that of torch's CPU autograd in the same dtype on the same inputs, plus a
+floor (assert_flash_rule)."""
 
 from __future__ import annotations
 
@@ -31,19 +30,23 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 GRADS = ("grad_query", "grad_key", "grad_value")
+# As imported, before OnCuda patches the module attributes.
 CPU_BACKWARD = dk.attention_backward
 CPU_VARLEN_BACKWARD = dk.attention_varlen_backward
 ASSERT_BOUNDED = ta.assert_bounded
 
 
 def place(cuda, x):
+    """An array argument on the target; other arguments as they are."""
     return x if x is None or isinstance(x, (bool, int, float, tuple, str)) else cuda.array(x)
 
 
 class OnCuda:
     """test_attention's checks with dk.attention_backward on the ``cuda``
     target: each gradient against torch's float64 autograd with the bound b
-    derived there, and against the CPU backward's on the same inputs with 2b."""
+    derived there, and against the CPU backward's on the same inputs with 2b.
+    ``backward(*args, **kw)`` returns (CUDA gradients, CPU gradients): the
+    dense call by default."""
 
     def __init__(self, cuda, monkeypatch, backward=None):
         self.cuda = cuda
@@ -291,8 +294,11 @@ def saved_output_floor(q, k, v, go, mask, kw, dtype):
 
 
 def assert_flash_rule(got, q, k, v, go, mask, kw, dtype):
-    """FlashAttention's rule (module docstring) for each gradient in ``got``,
-    with saved_output_floor's term added to the floor."""
+    """FlashAttention's rule (module docstring) for each gradient in ``got``:
+    its largest error against torch's float64 gradient at most twice torch's
+    own in ``dtype``, plus a floor of half an ulp of the largest gradient (the
+    final rounding to ``dtype``, which a lucky draw can spare torch) and
+    saved_output_floor's term."""
     exact = torch_grads(q, k, v, go, mask, kw, "float64")
     same_dtype = torch_grads(q, k, v, go, mask, kw, dtype)
     saved = saved_output_floor(q, k, v, go, mask, kw, dtype)
