@@ -454,6 +454,8 @@ def test_gmm_cases_formulas_and_results():
     assert gmm_cases.flop_count(10, 3, 4, "diag") == gmm_cases.flop_count(10, 3, 4, "spherical")
     cases = gmm_cases.cases(registry.Context(device="cpu", quick=True))
     assert {c.params["covariance_type"] for c in cases} == {"full", "tied", "diag", "spherical"}
+    assert any("iterations" in c.params for c in cases)
+    assert gmm_cases.fit_flop_count(10, 3, 4, 2) == 2 * 4 * 10 * 4 * 9
     for c in cases:
         inputs = c.setup()
         want = c.expected(inputs)

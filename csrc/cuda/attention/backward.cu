@@ -8,6 +8,7 @@
 #include "common/dispatch.h"
 #include "cuda/attention/backward_general.cuh"
 #include "cuda/attention/backward_tc.cuh"
+#include "cuda/attention/operand.h"
 #include "cuda/launch.cuh"
 #include "cuda/numeric.cuh"
 #include "dlkern/attention.h"
@@ -16,15 +17,6 @@ namespace dlkern {
 namespace {
 
 using namespace cuda::attention;
-
-// An operand of the element type U, from the entry point's untyped one.
-template <typename U, typename V>
-AttentionOperand<U> typed(const AttentionOperand<V>& a) {
-  return {static_cast<U*>(a.data),
-          {a.lead_stride[0], a.lead_stride[1], a.lead_stride[2], a.lead_stride[3]},
-          a.row_stride,
-          a.col_stride};
-}
 
 // The largest tile (kMaxBlock rows, halved as needed) whose shared memory,
 // for both passes, fits the device's per-block limit.

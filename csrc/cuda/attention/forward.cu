@@ -3,6 +3,7 @@
 // kernel (forward_general.cuh) for everything else.
 #include "cuda/attention/forward_general.cuh"
 #include "cuda/attention/forward_tc.cuh"
+#include "cuda/attention/operand.h"
 #include "cuda/numeric.cuh"
 #include "dlkern/attention.h"
 
@@ -17,16 +18,10 @@ void attention_forward_cuda(DType dtype, const AttentionParams& p,
   dispatch_dtype<Types>(dtype, "attention on CUDA", [&](auto tag) {
     using T = decltype(tag);
     using A = cuda::Accumulator<T>;
-    const auto typed = [](auto a, auto* data) {
-      return AttentionOperand<std::remove_pointer_t<decltype(data)>>{
-          data, {a.lead_stride[0], a.lead_stride[1], a.lead_stride[2], a.lead_stride[3]},
-          a.row_stride, a.col_stride};
-    };
-    const auto q = typed(query, static_cast<const T*>(query.data));
-    const auto k = typed(key, static_cast<const T*>(key.data));
-    const auto v = typed(value, static_cast<const T*>(value.data));
-    const auto o = typed(out, static_cast<T*>(out.data));
-    const auto l = typed(lse, static_cast<A*>(lse.data));
+    using cuda::attention::typed;
+    const auto q = typed<const T>(query), k = typed<const T>(key), v = typed<const T>(value);
+    const auto o = typed<T>(out);
+    const auto l = typed<A>(lse);
     if constexpr (cuda::kTensorCore<T>)
       if (cuda::attention::forward_tc<T>(p, q, k, v, mask, o, l, stream)) return;
     cuda::attention::forward_general<T>(p, q, k, v, mask, o, l, stream);

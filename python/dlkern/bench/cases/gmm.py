@@ -1,7 +1,9 @@
 """``dk.gmm_estep`` against scikit-learn's ``GaussianMixture`` E-step
 (``_estimate_log_prob_resp``) on the CPU: N=100,000 D=32 K=16 for each
-covariance type in float64 and float32, and N=1,000,000 D=2 K=8 full. The
-mixture family has CPU kernels only so far: CUDA runs skip it.
+covariance type in float64 and float32, and N=1,000,000 D=2 K=8 full; and
+``GaussianMixture.fit`` against scikit-learn's on N=100,000 D=32 K=16 full,
+10 EM iterations from the same initial parameters (tol=0, so both run them
+all). The mixture family has CPU kernels only so far: CUDA runs skip it.
 
 FLOPs: the E-step's products, 2 * N * K * D^2 for full (each sample times
 each component's D x D factor); tied computes x P once (2 * N * D^2) and
@@ -20,6 +22,9 @@ from ._factory import case
 # (N, D, K, covariance type, dtype)
 SHAPES = [(100_000, 32, 16, c, dt) for dt in ("float64", "float32")
           for c in ("full", "tied", "diag", "spherical")] + [(1_000_000, 2, 8, "full", "float64")]
+# GaussianMixture.fit: (N, D, K, covariance type, iterations).
+FITS = [(100_000, 32, 16, "full", 10)]
+FITS_QUICK = [(3000, 8, 4, "full", 3)]
 SHAPES_QUICK = [(2000, 8, 4, c, "float64") for c in ("full", "tied", "diag", "spherical")] + [
     (5000, 2, 3, "full", "float32")]
 
@@ -91,6 +96,50 @@ def _case(ctx: Context, N, D, K, covariance_type, dtype, refs) -> Case:
     )
 
 
+def fit_flop_count(N: int, D: int, K: int, iterations: int) -> int:
+    """Per EM iteration the E-step's and the M-step's covariance products,
+    2 N K D^2 each (the full type)."""
+    return iterations * 4 * N * K * D * D
+
+
+class _Fit:
+    """A GaussianMixture class's fit from fixed initial parameters; the fitted means."""
+
+    def __init__(self, estimator, K, iterations, init):
+        self.estimator, self.K, self.iterations, self.init = estimator, K, iterations, init
+
+    def __call__(self, v):
+        import warnings
+
+        gm = self.estimator(self.K, tol=0.0, max_iter=self.iterations, **self.init)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tol=0 never converges: by design
+            gm.fit(v["X"])
+        return gm.means_
+
+
+def _fit_case(ctx: Context, N, D, K, covariance_type, iterations, refs) -> Case:
+    from ...mixture import GaussianMixture
+
+    rng = np.random.default_rng(D * 7 + K)
+    weights, means, chol = parameters(rng, D, K, covariance_type)
+    init = dict(covariance_type=covariance_type, weights_init=weights, means_init=means,
+                precisions_init=chol @ chol.transpose(0, 2, 1))
+    ours = _Fit(GaussianMixture, K, iterations, init)
+
+    reference = _Fit(libraries.get("sklearn.mixture").GaussianMixture, K, iterations, init)
+
+    return case(
+        ctx, "gmm", f"fit N{N} D{D} K{K} {covariance_type} {iterations} iterations",
+        dtype="float64", kind="numpy",
+        params={"N": N, "D": D, "K": K, "covariance_type": covariance_type,
+                "iterations": iterations},
+        flops=fit_flop_count(N, D, K, iterations), bytes=8 * N * (D + K) * iterations,
+        inputs={"X": (N, D)}, run=ours, expected=reference,
+        references={lib: reference for lib in refs},
+    )
+
+
 def cases(ctx: Context) -> list[Case]:
     if ctx.device == "cuda":
         ctx.skip("gmm", "the mixture family has CPU kernels only so far")
@@ -98,4 +147,8 @@ def cases(ctx: Context) -> list[Case]:
     refs = ["scikit-learn"] if libraries.get("sklearn.mixture") is not None else []
     if not refs:
         ctx.skip("gmm scikit-learn reference", "scikit-learn is not installed")
-    return [_case(ctx, *shape, refs) for shape in (SHAPES_QUICK if ctx.quick else SHAPES)]
+    estep = [_case(ctx, *shape, refs) for shape in (SHAPES_QUICK if ctx.quick else SHAPES)]
+    if not refs:  # the fit's expected result is scikit-learn's
+        ctx.skip("gmm fit", "scikit-learn is not installed")
+        return estep
+    return estep + [_fit_case(ctx, *fit, refs) for fit in (FITS_QUICK if ctx.quick else FITS)]
