@@ -65,17 +65,24 @@ def _torch_config() -> str:
         return ""
 
 
+def _numpy_owns(path: str) -> bool:
+    """Whether a library lies in the folders NumPy's wheels bundle theirs in."""
+    folder = os.path.dirname(path)
+    return os.path.basename(folder) == "numpy.libs" or folder.endswith(os.path.join("numpy",
+                                                                                   ".libs"))
+
+
 def numpy_blas() -> list[dict]:
     """NumPy's BLAS libraries as threadpoolctl reports them (empty without threadpoolctl)."""
     threadpoolctl = libraries.get("threadpoolctl")
     if threadpoolctl is None or libraries.get("numpy") is None:
         return []
     keys = ("internal_api", "version", "architecture", "threading_layer")
-    return [
-        {k: p.get(k) for k in keys}
-        for p in threadpoolctl.threadpool_info()
-        if p.get("user_api") == "blas"
-    ]
+    blas = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+    # SciPy (loaded with scikit-learn) brings a BLAS of its own: keep NumPy's,
+    # where the libraries' folders tell them apart (numpy.libs, numpy/.libs).
+    own = [p for p in blas if _numpy_owns(p.get("filepath") or "")]
+    return [{k: p.get(k) for k in keys} for p in (own or blas)]
 
 
 def torch_cpu() -> dict | None:
