@@ -254,6 +254,22 @@ def take_grad_output(grad_output, input: Array, expected: tuple, op: str) -> Arr
     return contiguous(g, "grad_output", op)
 
 
+def host_integers(x, name: str, op: str, what: str) -> np.ndarray:
+    """``x`` (a sequence, or a NumPy, CuPy or torch array, of integers) as a
+    NumPy array on the host; ``what`` says what the integers are, for the error."""
+    if _is_cupy(x):
+        x = x.get()
+    elif _is_torch(x):
+        x = x.detach().cpu().numpy()
+    try:
+        values = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{op}: {name} must be {what}, got {type(x).__name__}") from exc
+    if values.dtype.kind not in "iu":
+        raise TypeError(f"{op}: {name} must hold integers, got dtype {values.dtype}")
+    return values
+
+
 def _poison_value(dtype: str):
     return np.iinfo(np.int64).min if dtype == "int64" else float("nan")
 

@@ -189,18 +189,7 @@ def attention_backward(grad_output, query, key, value, output, lse, attn_mask=No
 
 def _host_offsets(x, name: str, op: str) -> np.ndarray:
     """``x`` (one offset per sequence boundary) read on the host as int64."""
-    if _arrays._is_cupy(x):
-        x = x.get()
-    elif _arrays._is_torch(x):
-        x = x.detach().cpu().numpy()
-    try:
-        values = np.asarray(x)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{op}: {name} must be a 1-D array of integers, got "
-                        f"{type(x).__name__}") from exc
-    if values.dtype.kind not in "iu":
-        raise TypeError(f"{op}: {name} must hold integers (int32 offsets), got dtype "
-                        f"{values.dtype}")
+    values = _arrays.host_integers(x, name, op, "a 1-D array of integers")
     if values.ndim != 1 or values.size < 1:
         raise ValueError(f"{op}: {name} must be 1-D with batch + 1 offsets, got shape "
                          f"{values.shape}")

@@ -14,6 +14,24 @@ from . import _arrays, _backend, _cpu
 _DTYPES = ("float32", "float64")
 
 
+def _take(op: str, covariance_type, **arrays) -> tuple[list, str, object]:
+    """The named arrays as Arrays on one device and of one float dtype, that
+    dtype, and the module that runs them; covariance_type must be a str (its
+    value is checked with the shapes)."""
+    named = [(name, _arrays.take(a, name, op)) for name, a in arrays.items()]
+    device = _arrays.check_same_device(op, *named)
+    dtype = _arrays.check_same_dtype(op, *named)
+    module, cuda_path = _backend.for_device(device)
+    if cuda_path:
+        raise NotImplementedError(f"{op}: the mixture family runs on the CPU only so far; its "
+                                  "CUDA kernels are not written yet (pass CPU arrays)")
+    _arrays.check_supported_dtype(op, named[0][0], named[0][1], cuda_path, _DTYPES)
+    if not isinstance(covariance_type, str):
+        raise TypeError(f"{op}: covariance_type must be a str, got "
+                        f"{type(covariance_type).__name__}")
+    return named, dtype, module
+
+
 def gmm_estep(X, weights, means, precisions_cholesky, covariance_type="full"):
     """``(log_resp (N, K), log_prob_norm (N,))``: the values of scikit-learn's
     ``GaussianMixture._estimate_log_prob_resp`` (which returns them in the
@@ -22,22 +40,9 @@ def gmm_estep(X, weights, means, precisions_cholesky, covariance_type="full"):
     share X's dtype and device; shapes are checked, parameter values are not.
     NaN or infinity in a sample propagates to its results."""
     op = "gmm_estep"
-    x = _arrays.take(X, "X", op)
-    named = [("X", x)] + [
-        (name, _arrays.take(a, name, op))
-        for name, a in (("weights", weights), ("means", means),
-                        ("precisions_cholesky", precisions_cholesky))
-    ]
-    device = _arrays.check_same_device(op, *named)
-    dtype = _arrays.check_same_dtype(op, *named)
-    module, cuda_path = _backend.for_device(device)
-    if cuda_path:
-        raise NotImplementedError(f"{op}: the mixture family runs on the CPU only so far; its "
-                                  "CUDA kernels are not written yet (pass CPU arrays)")
-    _arrays.check_supported_dtype(op, "X", x, cuda_path, _DTYPES)
-    if not isinstance(covariance_type, str):
-        raise TypeError(f"{op}: covariance_type must be a str, got "
-                        f"{type(covariance_type).__name__}")
+    named, dtype, module = _take(op, covariance_type, X=X, weights=weights, means=means,
+                                 precisions_cholesky=precisions_cholesky)
+    x = named[0][1]
     params = _cpu.gmm_params(*(list(a.shape) for _, a in named), covariance_type)
     w, m, p = (_arrays.contiguous(a, name, op) for name, a in named[1:])
     N, K = params.n_samples, params.n_components
@@ -56,18 +61,8 @@ def gmm_mstep(X, resp, reg_covar=1e-6, covariance_type="full"):
     covariances of ``precisions_cholesky``'s shape for the type with
     ``reg_covar`` on their diagonals. Deterministic at any thread count."""
     op = "gmm_mstep"
-    x = _arrays.take(X, "X", op)
-    r = _arrays.take(resp, "resp", op)
-    device = _arrays.check_same_device(op, ("X", x), ("resp", r))
-    dtype = _arrays.check_same_dtype(op, ("X", x), ("resp", r))
-    module, cuda_path = _backend.for_device(device)
-    if cuda_path:
-        raise NotImplementedError(f"{op}: the mixture family runs on the CPU only so far; its "
-                                  "CUDA kernels are not written yet (pass CPU arrays)")
-    _arrays.check_supported_dtype(op, "X", x, cuda_path, _DTYPES)
-    if not isinstance(covariance_type, str):
-        raise TypeError(f"{op}: covariance_type must be a str, got "
-                        f"{type(covariance_type).__name__}")
+    named, dtype, module = _take(op, covariance_type, X=X, resp=resp)
+    (_, x), (_, r) = named
     params = _cpu.gmm_mstep_params(list(x.shape), list(r.shape), covariance_type)
     K, D = params.n_components, params.n_features
     shape = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}

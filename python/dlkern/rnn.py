@@ -301,17 +301,7 @@ def _lengths(lengths, batch: int, op: str):
     """
     if lengths is None:
         return None
-    if _arrays._is_cupy(lengths):
-        lengths = lengths.get()
-    elif _arrays._is_torch(lengths):
-        lengths = lengths.detach().cpu().numpy()
-    try:
-        values = np.asarray(lengths)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{op}: lengths must be a sequence of integers, got "
-                        f"{type(lengths).__name__}") from exc
-    if values.dtype.kind not in "iu":
-        raise TypeError(f"{op}: lengths must hold integers, got dtype {values.dtype}")
+    values = _arrays.host_integers(lengths, "lengths", op, "a sequence of integers")
     if values.shape != (batch,):
         raise ValueError(f"{op}: lengths must hold one length per batch entry, shape "
                          f"({batch},), got shape {values.shape}")
