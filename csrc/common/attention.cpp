@@ -6,16 +6,11 @@
 
 #include "common/attention.h"
 #include "dlkern/attention.h"
+#include "common/shape.h"
 #include "dlkern/error.h"
 
 namespace dlkern {
 namespace {
-
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "(";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + (s.size() == 1 ? ",)" : ")");
-}
 
 // Leading dimension d (counted from the right, 0 = the one next to the
 // matrix) of a shape, 1 where it has none.

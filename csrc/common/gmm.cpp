@@ -1,19 +1,14 @@
-// Validation of gmm_estep's arguments, in words that name the argument, what
+// Validation of gmm_estep's and gmm_mstep's arguments, in words that name the argument, what
 // was expected and what was given.
 #include <string>
 #include <vector>
 
+#include "common/shape.h"
 #include "dlkern/error.h"
 #include "dlkern/gmm.h"
 
 namespace dlkern {
 namespace {
-
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "(";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + (s.size() == 1 ? ",)" : ")");
-}
 
 GmmCovariance covariance_of(const std::string& name, const char* op) {
   if (name == "full") return GmmCovariance::full;
