@@ -61,8 +61,9 @@ def kmeans_labels(X: np.ndarray, n_clusters: int, random_state, max_iter: int = 
     for _ in range(max_iter):
         labels, dist = _assign(X, centers)
         counts = np.bincount(labels, minlength=n_clusters).astype(X.dtype)
-        sums = np.zeros_like(centers)
-        np.add.at(sums, labels, X)
+        one_hot = np.zeros((n_clusters, len(X)), dtype=X.dtype)
+        one_hot[labels, np.arange(len(X))] = 1
+        sums = matmul(one_hot, X)  # each cluster's sum of samples
         empty = np.flatnonzero(counts == 0)
         if empty.size:
             far = np.argsort(-dist, kind="stable")[: empty.size]
