@@ -254,18 +254,26 @@ class _Varlen:
         self.out_shape = (total_q, heads, self.v.shape[2])
         self.lse_shape = (heads, total_q)
 
-    def _int32(self, values: np.ndarray) -> _arrays.Array:
+    def _int32(self, values: np.ndarray):
+        """The offsets as int32 in the kernels' memory: host, or on q's GPU as an
+        array of q's kind (copied on the caller's current stream, which the
+        kernels then run on)."""
         host = np.ascontiguousarray(values, dtype=np.int32)
         if self.q.device[0] != "cuda":
             return host
+        if self.q.kind == "torch":
+            return self.q.obj.new_tensor(host)
         cupy = _arrays._import_cupy("attention_varlen on a CUDA device")
         with cupy.cuda.Device(self.q.device[1]):
             return cupy.asarray(host)
 
     def offsets(self) -> tuple[int, int]:
-        if isinstance(self.cu_q, np.ndarray):
-            return self.cu_q.ctypes.data, self.cu_k.ctypes.data
-        return self.cu_q.data.ptr, self.cu_k.data.ptr
+        def address(a):
+            if isinstance(a, np.ndarray):
+                return a.ctypes.data
+            return a.data_ptr() if hasattr(a, "data_ptr") else a.data.ptr
+
+        return address(self.cu_q), address(self.cu_k)
 
     def inputs(self) -> tuple:
         return (*self.offsets(), _packed_operand(self.q), _packed_operand(self.k),
