@@ -8,7 +8,8 @@ k-means++), ``k-means++``, ``random`` and ``random_from_data`` draw from the
 random state as scikit-learn does. scikit-learn is not needed: when it is
 installed the estimator is one of its estimators (``BaseEstimator``,
 ``DensityMixin``, its ``ConvergenceWarning`` and ``NotFittedError``) and
-passes its ``check_estimator``. CPU data only so far.
+passes its ``check_estimator``. CPU data, in memory or as a Dask array
+(``_dask``: each EM iteration on the workers, chunk by chunk).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from time import time
 
 import numpy as np
 
-from . import _kmeans
+from . import _dask, _kmeans
 from .gmm import gmm_estep, gmm_mstep
 
 try:  # scikit-learn is optional: its base classes when present
@@ -270,6 +271,14 @@ class GaussianMixture(_Density, _Base):
         return nk / normalise(nk), means, cov
 
     def _initialize(self, X, random_state, inits):
+        weights_init, means_init, precisions_init = inits
+        if _dask.is_dask(X):
+            if all(i is not None for i in inits):  # nothing left to estimate from the data
+                weights = means = cov = None
+            else:
+                weights, means, cov = _dask.initial_resp_parameters(X, self, random_state)
+            self._set_initial(weights, means, cov, inits)
+            return
         n, K = X.shape[0], self.n_components
         resp = np.zeros((n, K), dtype=X.dtype)
         if self.init_params == "kmeans":
@@ -282,8 +291,12 @@ class GaussianMixture(_Density, _Base):
         else:
             _, indices = _kmeans.kmeans_plusplus(X, K, random_state)
             resp[indices, np.arange(K)] = 1
+        self._set_initial(*self._mstep(X, resp, lambda nk: n), inits)
+
+    def _set_initial(self, weights, means, cov, inits):
+        """The initial parameters: the user's where given, else those of the
+        initial responsibilities."""
         weights_init, means_init, precisions_init = inits
-        weights, means, cov = self._mstep(X, resp, lambda nk: n)
         self.weights_ = weights if weights_init is None else weights_init
         self.means_ = means if means_init is None else means_init
         if precisions_init is None:
@@ -303,7 +316,11 @@ class GaussianMixture(_Density, _Base):
     def fit_predict(self, X, y=None):
         """Fit as :meth:`fit`, then the labels of X under the fitted model."""
         self._check_parameters()
-        X = self._validate(X, reset=True)
+        if _dask.is_dask(X):
+            X = _dask.check(X)
+            self.n_features_in_ = X.shape[1]
+        else:
+            X = self._validate(X, reset=True)
         if X.shape[0] < self.n_components:
             raise ValueError("Expected n_samples >= n_components but got n_components = "
                              f"{self.n_components}, n_samples = {X.shape[0]}")
@@ -326,10 +343,7 @@ class GaussianMixture(_Density, _Base):
             converged = False
             for n_iter in range(1, self.max_iter + 1):
                 previous = lower_bound
-                log_resp, norm = self._estep(X)
-                lower_bound = float(np.mean(norm))
-                self.weights_, self.means_, self.covariances_ = self._mstep(
-                    X, np.exp(log_resp), np.sum)
+                lower_bound, (self.weights_, self.means_, self.covariances_) = self._em_step(X)
                 self.precisions_cholesky_ = _precisions_cholesky(self.covariances_,
                                                                  self.covariance_type)
                 current.append(lower_bound)
@@ -352,7 +366,17 @@ class GaussianMixture(_Density, _Base):
         self.n_iter_ = best_n_iter
         self.lower_bound_ = max_lower_bound
         self.lower_bounds_ = best_lower_bounds
+        if _dask.is_dask(X):
+            return _dask.labels_and_scores(X, self, "labels")
         return self._estep(X)[0].argmax(axis=1)
+
+    def _em_step(self, X):
+        """(the mean log-likelihood under the current parameters, the M-step's
+        (weights, means, covariances))."""
+        if _dask.is_dask(X):
+            return _dask.em_step(X, self)
+        log_resp, norm = self._estep(X)
+        return float(np.mean(norm)), self._mstep(X, np.exp(log_resp), np.sum)
 
     def _parameters(self):
         return (self.weights_, self.means_, getattr(self, "covariances_", None),
@@ -370,10 +394,24 @@ class GaussianMixture(_Density, _Base):
 
     # ----------------------------------------------------------- inference
 
+    def _infer(self, X, what):
+        """'labels', 'proba' or 'score' of X's samples: NumPy for in-memory
+        data, a lazy Dask array for a Dask array."""
+        self._check_is_fitted()
+        if _dask.is_dask(X):
+            X = _dask.check(X)
+            if X.shape[1] != self.n_features_in_:
+                raise ValueError(f"X has {X.shape[1]} features, but GaussianMixture is "
+                                 f"expecting {self.n_features_in_} features as input.")
+            return _dask.labels_and_scores(X, self, what)
+        log_resp, norm = self._estep(self._validate(X, reset=False))
+        if what == "labels":
+            return log_resp.argmax(axis=1)
+        return np.exp(log_resp) if what == "proba" else norm
+
     def score_samples(self, X):
         """The log-likelihood of each sample under the model, (n_samples,)."""
-        self._check_is_fitted()
-        return self._estep(self._validate(X, reset=False))[1]
+        return self._infer(X, "score")
 
     def score(self, X, y=None):
         """The mean log-likelihood of the samples."""
@@ -381,13 +419,11 @@ class GaussianMixture(_Density, _Base):
 
     def predict(self, X):
         """The most probable component of each sample."""
-        self._check_is_fitted()
-        return self._estep(self._validate(X, reset=False))[0].argmax(axis=1)
+        return self._infer(X, "labels")
 
     def predict_proba(self, X):
         """Each component's responsibility for each sample, (n_samples, n_components)."""
-        self._check_is_fitted()
-        return np.exp(self._estep(self._validate(X, reset=False))[0])
+        return self._infer(X, "proba")
 
     def _n_parameters(self):
         K, D = self.means_.shape
