@@ -9,6 +9,7 @@
 #include "bindings/common.h"
 #include "bindings/conv.h"
 #include "bindings/cuda_backend.h"
+#include "bindings/gmm.h"
 #include "bindings/matmul.h"
 #include "bindings/pool.h"
 #include "bindings/rnn.h"
@@ -89,6 +90,7 @@ PYBIND11_MODULE(DLKERN_MODULE_NAME, m) {
   bindings::def_matmul<bindings::Cuda>(m);
   bindings::def_rnn<bindings::Cuda>(m);
   bindings::def_attention<bindings::Cuda>(m);
+  bindings::def_gmm<bindings::Cuda>(m);
 
 #if defined(DLKERN_EMU)
   // The emulator's fiber order for launches from the calling thread

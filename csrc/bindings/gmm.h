@@ -1,7 +1,7 @@
 // Gaussian-mixture bindings: GmmParams and the shape rules that build it
-// (_cpu only), and the E-step and M-step as def_gmm<Backend> (see backend.h). The
-// family has CPU kernels only so far: python/dlkern/gmm.py refuses the CUDA
-// path before reaching a binding.
+// (_cpu only), and the E-step and M-step as def_gmm<Backend> (see backend.h).
+// The M-step has no CUDA kernel: it is defined for the CPU backend only, and
+// python/dlkern/gmm.py refuses its CUDA path before reaching a binding.
 #pragma once
 
 #include <cstdint>
@@ -24,34 +24,39 @@ inline void def_gmm_params(py::module_& m) {
 
 template <class Backend>
 void def_gmm(py::module_& m) {
-  static_assert(!Backend::cuda, "the mixture family has CPU kernels only so far");
   m.def(
       "gmm_estep",
       [](const std::string& dtype, const GmmParams& p, Address x, int64_t x_row_stride,
          int64_t x_col_stride, Address weights, Address means, Address prec, Address log_resp,
-         Address log_prob_norm, int device, Address) {
+         Address log_prob_norm, int device, Address stream) {
         [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        dispatch_float(dtype, "gmm_estep", [&](auto t) {
-          using T = decltype(t);
-          gmm_estep_cpu<T>(p, view<const T>(x, x_row_stride, x_col_stride), weights, means,
-                           prec, log_resp, log_prob_norm);
-        });
+        if constexpr (Backend::cuda)
+          gmm_estep_cuda(parse_dtype(dtype), p, view<const void>(x, x_row_stride, x_col_stride),
+                         weights, means, prec, log_resp, log_prob_norm, stream);
+        else
+          dispatch_float(dtype, "gmm_estep", [&](auto t) {
+            using T = decltype(t);
+            gmm_estep_cpu<T>(p, view<const T>(x, x_row_stride, x_col_stride), weights, means,
+                             prec, log_resp, log_prob_norm);
+          });
       },
       py::call_guard<py::gil_scoped_release>());
-  m.def(
-      "gmm_mstep",
-      [](const std::string& dtype, const GmmParams& p, Address x, int64_t x_row_stride,
-         int64_t x_col_stride, Address resp, int64_t resp_row_stride, int64_t resp_col_stride,
-         double reg_covar, Address nk, Address means, Address covariances, int device, Address) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        dispatch_float(dtype, "gmm_mstep", [&](auto t) {
-          using T = decltype(t);
-          gmm_mstep_cpu<T>(p, view<const T>(x, x_row_stride, x_col_stride),
-                           view<const T>(resp, resp_row_stride, resp_col_stride), reg_covar, nk,
-                           means, covariances);
-        });
-      },
-      py::call_guard<py::gil_scoped_release>());
+  if constexpr (!Backend::cuda) {
+    m.def(
+        "gmm_mstep",
+        [](const std::string& dtype, const GmmParams& p, Address x, int64_t x_row_stride,
+           int64_t x_col_stride, Address resp, int64_t resp_row_stride, int64_t resp_col_stride,
+           double reg_covar, Address nk, Address means, Address covariances, int device, Address) {
+          [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+          dispatch_float(dtype, "gmm_mstep", [&](auto t) {
+            using T = decltype(t);
+            gmm_mstep_cpu<T>(p, view<const T>(x, x_row_stride, x_col_stride),
+                             view<const T>(resp, resp_row_stride, resp_col_stride), reg_covar, nk,
+                             means, covariances);
+          });
+        },
+        py::call_guard<py::gil_scoped_release>());
+  }
 }
 
 }  // namespace dlkern::bindings

@@ -4,7 +4,7 @@ M-step's statistics of scikit-learn's ``GaussianMixture``.
 The parameters are scikit-learn's fitted attributes: ``weights_`` (K,),
 ``means_`` (K, D) and ``precisions_cholesky_``, of shape (K, D, D) for
 ``covariance_type="full"``, (D, D) tied, (K, D) diag and (K,) spherical.
-CPU kernels only so far.
+The E-step runs on the CPU and on CUDA; the M-step on the CPU only so far.
 """
 
 from __future__ import annotations
@@ -14,17 +14,18 @@ from . import _arrays, _backend, _cpu
 _DTYPES = ("float32", "float64")
 
 
-def _take(op: str, covariance_type, **arrays) -> tuple[list, str, object]:
+def _take(op: str, covariance_type, cuda: bool, **arrays) -> tuple[list, str, object]:
     """The named arrays as Arrays on one device and of one float dtype, that
-    dtype, and the module that runs them; covariance_type must be a str (its
-    value is checked with the shapes)."""
+    dtype, and the module that runs them (NotImplementedError on the CUDA path
+    unless ``cuda``); covariance_type must be a str (its value is checked with
+    the shapes)."""
     named = [(name, _arrays.take(a, name, op)) for name, a in arrays.items()]
     device = _arrays.check_same_device(op, *named)
     dtype = _arrays.check_same_dtype(op, *named)
     module, cuda_path = _backend.for_device(device)
-    if cuda_path:
-        raise NotImplementedError(f"{op}: the mixture family runs on the CPU only so far; its "
-                                  "CUDA kernels are not written yet (pass CPU arrays)")
+    if cuda_path and not cuda:
+        raise NotImplementedError(f"{op}: runs on the CPU only so far; its CUDA kernel is not "
+                                  "written yet (pass CPU arrays)")
     _arrays.check_supported_dtype(op, named[0][0], named[0][1], cuda_path, _DTYPES)
     if not isinstance(covariance_type, str):
         raise TypeError(f"{op}: covariance_type must be a str, got "
@@ -40,7 +41,7 @@ def gmm_estep(X, weights, means, precisions_cholesky, covariance_type="full"):
     share X's dtype and device; shapes are checked, parameter values are not.
     NaN or infinity in a sample propagates to its results."""
     op = "gmm_estep"
-    named, dtype, module = _take(op, covariance_type, X=X, weights=weights, means=means,
+    named, dtype, module = _take(op, covariance_type, True, X=X, weights=weights, means=means,
                                  precisions_cholesky=precisions_cholesky)
     x = named[0][1]
     params = _cpu.gmm_params(*(list(a.shape) for _, a in named), covariance_type)
@@ -61,7 +62,7 @@ def gmm_mstep(X, resp, reg_covar=1e-6, covariance_type="full"):
     covariances of ``precisions_cholesky``'s shape for the type with
     ``reg_covar`` on their diagonals. Deterministic at any thread count."""
     op = "gmm_mstep"
-    named, dtype, module = _take(op, covariance_type, X=X, resp=resp)
+    named, dtype, module = _take(op, covariance_type, False, X=X, resp=resp)
     (_, x), (_, r) = named
     params = _cpu.gmm_mstep_params(list(x.shape), list(r.shape), covariance_type)
     K, D = params.n_components, params.n_features

@@ -49,6 +49,12 @@ template <typename T>
 void gmm_estep_cpu(const GmmParams& p, MatrixView<const T> x, const T* weights, const T* means,
                    const T* precisions_cholesky, T* log_resp, T* log_prob_norm);
 
+// CUDA, float32 and float64 (TypeError for other dtypes): gmm_estep_cpu's
+// semantics on device pointers, queued on `stream`.
+void gmm_estep_cuda(DType dtype, const GmmParams& p, MatrixView<const void> x, const void* weights,
+                    const void* means, const void* precisions_cholesky, void* log_resp,
+                    void* log_prob_norm, cudaStream_t stream);
+
 // CPU, float and double: scikit-learn's _estimate_gaussian_parameters. From
 // samples x (N, D) and responsibilities resp (N, K), both strided:
 //   nk (K) = sum_n resp + 10 eps,  means (K, D) = resp^T x / nk,
