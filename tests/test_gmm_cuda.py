@@ -22,25 +22,23 @@ TYPES = ["full", "tied", "diag", "spherical"]
 DTYPES = ["float32", "float64"]
 
 
-def check(cuda, X, weights, means, prec, covariance_type, x_view=None):
-    """dk.gmm_estep on the target within test_gmm's bounds of scikit-learn's
-    float64 values, both sides' rounding counted. x_view, when given, makes
-    the target's X from the placed one (a strided view of it)."""
+def assert_bounded(log_resp, norm, X, weights, means, prec, covariance_type, keep=None):
+    """Results within test_gmm's bounds of scikit-learn's float64 values, both
+    sides' rounding counted; log_resp over the components `keep` (all by
+    default), whose log-sum-exp must be the whole (the others of weight 0)."""
     dtype = str(X.dtype)
-    x = cuda.array(X)
-    if x_view is not None:
-        x, X = x_view(x), x_view(X)
-    log_resp, norm = cuda.run(dk.gmm_estep, x, *(cuda.array(a) for a in (weights, means, prec)),
-                              covariance_type)
     assert log_resp.dtype == dtype and norm.dtype == dtype
     want_resp, want_norm = reference(X, weights, means, prec, covariance_type)
-    log_prob = want_resp + want_norm[:, None]
-    lp_err, norm_err = error_bounds(X, means, prec, covariance_type, log_prob, dtype)
-    lp_err64, norm_err64 = error_bounds(X, means, prec, covariance_type, log_prob, "float64")
+    keep = list(range(len(weights))) if keep is None else keep
+    log_prob = (want_resp + want_norm[:, None])[:, keep]
+    model = (means[keep], prec if covariance_type == "tied" else prec[keep], covariance_type,
+             log_prob)
+    lp_err, norm_err = error_bounds(X, *model, dtype)
+    lp_err64, norm_err64 = error_bounds(X, *model, "float64")
     for got, want, bound, what in [
         (norm, want_norm, norm_err + norm_err64, "log_prob_norm"),
-        (log_resp, want_resp, lp_err + norm_err[:, None] + lp_err64 + norm_err64[:, None],
-         "log_resp"),
+        (log_resp[:, keep], want_resp[:, keep],
+         lp_err + norm_err[:, None] + lp_err64 + norm_err64[:, None], "log_resp"),
     ]:
         got = np.asarray(got, np.float64)
         assert got.shape == want.shape and np.isfinite(got).all(), what
@@ -48,6 +46,18 @@ def check(cuda, X, weights, means, prec, covariance_type, x_view=None):
         worst = np.unravel_index(np.argmax(err / bound), err.shape)
         assert (err <= bound).all(), (f"{what} off by {err[worst]:.3g} at {worst} (bound "
                                       f"{bound[worst]:.3g})")
+
+
+def check(cuda, X, weights, means, prec, covariance_type, x_view=None):
+    """dk.gmm_estep on the target against scikit-learn (assert_bounded).
+    x_view, when given, makes the target's X from the placed one (a strided
+    view of it)."""
+    x = cuda.array(X)
+    if x_view is not None:
+        x, X = x_view(x), x_view(X)
+    log_resp, norm = cuda.run(dk.gmm_estep, x, *(cuda.array(a) for a in (weights, means, prec)),
+                              covariance_type)
+    assert_bounded(log_resp, norm, X, weights, means, prec, covariance_type)
 
 
 @pytest.mark.cuda
@@ -119,16 +129,7 @@ def test_far_samples_and_zero_weight(cuda, rng, dtype, covariance_type):
     log_resp, norm = cuda.run(dk.gmm_estep, *(cuda.array(a) for a in (X, w, m, p)),
                               covariance_type)
     assert np.isneginf(log_resp[:, 1]).all()
-    want_resp, want_norm = reference(X, w, m, p, covariance_type)
-    # The bounds over the other two components, the whole log-sum-exp.
-    keep = [0, 2]
-    log_prob = (want_resp + want_norm[:, None])[:, keep]
-    live = [m[keep], p if covariance_type == "tied" else p[keep], covariance_type, log_prob]
-    lp_err, norm_err = error_bounds(X, *live, dtype)
-    lp64, norm64 = error_bounds(X, *live, "float64")
-    assert (np.abs(norm - want_norm) <= norm_err + norm64).all()
-    bound = lp_err + norm_err[:, None] + lp64 + norm64[:, None]
-    assert (np.abs(log_resp[:, keep] - want_resp[:, keep]) <= bound).all()
+    assert_bounded(log_resp, norm, X, w, m, p, covariance_type, keep=[0, 2])
     assert norm[-5:].max() < -1e3
 
 
