@@ -1,6 +1,5 @@
 """dlkern: hand-written CUDA and C++ kernels for deep learning: conv2d, max/avg pooling, matmul,
-LSTM and GRU cells and sequences, scaled-dot-product attention, Gaussian mixtures
-(CPU so far).
+LSTM and GRU cells and sequences, scaled-dot-product attention, Gaussian mixtures.
 
 ``import dlkern as dk``; every function takes NumPy, CuPy or DLPack arrays
 (torch, JAX) and returns the caller's kind on the caller's device.
