@@ -102,6 +102,23 @@ def fitted(rng, N, D, K, covariance_type):
     return X, gm
 
 
+def random_problem(rng, N, D, K, covariance_type):
+    """(X, weights, means, precisions_cholesky): random parameters, not a fit,
+    the factors of random covariances down to 1e-2 on the diagonal
+    (ill-conditioned)."""
+    X = random_array(rng, (N, D), "float64", -3, 3)
+    means = random_array(rng, (K, D), "float64", -2, 2)
+    weights = rng.dirichlet(np.ones(K))
+    cov = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[covariance_type]
+    if covariance_type in ("full", "tied"):
+        a = rng.normal(size=cov)
+        spd = a @ np.swapaxes(a, -1, -2) / D + np.eye(D) * 1e-2
+        prec = _compute_precision_cholesky(spd, covariance_type)
+    else:
+        prec = _compute_precision_cholesky(rng.uniform(0.01, 3, cov), covariance_type)
+    return X, weights, means, prec
+
+
 def cast(dtype, *arrays):
     return [np.asarray(a, dtype) for a in arrays]
 
@@ -123,18 +140,8 @@ def test_fitted_models(rng, dtype, covariance_type, DK):
 def test_random_parameters_many_components(rng, dtype, covariance_type):
     """Random parameters (not a fit), K large enough that the full type's
     components run in several product groups, and ill-conditioned factors."""
-    N, D, K = 257, 32, 21
-    X = random_array(rng, (N, D), "float64", -3, 3)
-    means = random_array(rng, (K, D), "float64", -2, 2)
-    weights = rng.dirichlet(np.ones(K))
-    cov = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[covariance_type]
-    if covariance_type in ("full", "tied"):
-        a = rng.normal(size=cov)
-        spd = a @ np.swapaxes(a, -1, -2) / D + np.eye(D) * 1e-2
-        prec = _compute_precision_cholesky(spd, covariance_type)
-    else:
-        prec = _compute_precision_cholesky(rng.uniform(0.01, 3, cov), covariance_type)
-    check_estep(*cast(dtype, X, weights, means, prec), covariance_type)
+    check_estep(*cast(dtype, *random_problem(rng, 257, 32, 21, covariance_type)),
+                covariance_type)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

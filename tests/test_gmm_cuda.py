@@ -13,10 +13,7 @@ import numpy as np
 import pytest
 
 import dlkern as dk
-from conftest import random_array
-from test_gmm import cast, error_bounds, fitted, reference
-
-from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
+from test_gmm import cast, error_bounds, fitted, random_problem, reference
 
 TYPES = ["full", "tied", "diag", "spherical"]
 DTYPES = ["float32", "float64"]
@@ -84,18 +81,7 @@ def test_random_parameters(cuda, rng, dtype, covariance_type, NDK):
     components (full: 420 columns, components across tile edges), and D = 70,
     more features than one column tile (tied, diag and spherical add their
     terms over two tiles)."""
-    N, D, K = NDK
-    X = random_array(rng, (N, D), "float64", -3, 3)
-    means = random_array(rng, (K, D), "float64", -2, 2)
-    weights = rng.dirichlet(np.ones(K))
-    cov = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[covariance_type]
-    if covariance_type in ("full", "tied"):
-        a = rng.normal(size=cov)
-        spd = a @ np.swapaxes(a, -1, -2) / D + np.eye(D) * 1e-2
-        prec = _compute_precision_cholesky(spd, covariance_type)
-    else:
-        prec = _compute_precision_cholesky(rng.uniform(0.01, 3, cov), covariance_type)
-    check(cuda, *cast(dtype, X, weights, means, prec), covariance_type)
+    check(cuda, *cast(dtype, *random_problem(rng, *NDK, covariance_type)), covariance_type)
 
 
 @pytest.mark.cuda
