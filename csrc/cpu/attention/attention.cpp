@@ -135,9 +135,7 @@ struct Slice : Head {
     bool live = false;  // a block no row sees adds nothing to the accumulator
     for (int64_t r = 0; r < rows; ++r) {
       T* row = s + r * kBlockK;
-      T block_max = neg_inf<T>();
-#pragma omp simd reduction(max : block_max)
-      for (int64_t c = 0; c < cols; ++c) block_max = std::max(block_max, row[c]);
+      const T block_max = k.row_max(row, cols);
       T rescale;
       const T m = dlkern::attention::update_max(state[r], block_max, rescale);
       if (m == neg_inf<T>()) {

@@ -15,6 +15,9 @@ struct SoftmaxKernels {
   // x[j] = exp(x[j] - shift) for j < n, in place (exactly 0 where x[j] is
   // -inf); returns the sum of the new values. shift is finite.
   T (*exp_shifted)(T* x, int64_t n, T shift);
+  // The largest of x[0 .. n) (-inf for n = 0): a block row's max, in the
+  // widest vectors (the driver is built for the baseline instruction set).
+  T (*row_max)(const T* x, int64_t n);
   // The products of a few query rows (decoding), for rows of unit column
   // stride: s[r * ss + j] = alpha * sum_e q[r * qs + e] * k[j * ks + e] for
   // r < rows, j < n.

@@ -27,6 +27,14 @@ T exp_shifted(T* x, int64_t n, T shift) {
   return sum;
 }
 
+template <typename T>
+T row_max(const T* x, int64_t n) {
+  T m = dlkern::attention::neg_inf<T>();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
 // Decoding's two products for a few query rows against keys read once, on
 // the compiler's vector types (64 bytes: one AVX-512 register, two AVX2 ones)
 // so that the sums stay in registers: written as `omp simd` loops, the
@@ -118,11 +126,11 @@ void few_accumulate(const T* p, int64_t ps, int64_t rows, int64_t n, const T* v,
 
 template <>
 SoftmaxKernels<float> DLKERN_ATTENTION_ISA<float>() {
-  return {&exp_shifted<float>, &few_scores<float>, &few_accumulate<float>};
+  return {&exp_shifted<float>, &row_max<float>, &few_scores<float>, &few_accumulate<float>};
 }
 template <>
 SoftmaxKernels<double> DLKERN_ATTENTION_ISA<double>() {
-  return {&exp_shifted<double>, &few_scores<double>, &few_accumulate<double>};
+  return {&exp_shifted<double>, &row_max<double>, &few_scores<double>, &few_accumulate<double>};
 }
 
 }  // namespace dlkern::cpu::attention
