@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import dlkern as dk
+from dlkern.gmm import precisions_shape
 from checks import UNIT_ROUNDOFF
 from conftest import random_array
 
@@ -109,7 +110,7 @@ def random_problem(rng, N, D, K, covariance_type):
     X = random_array(rng, (N, D), "float64", -3, 3)
     means = random_array(rng, (K, D), "float64", -2, 2)
     weights = rng.dirichlet(np.ones(K))
-    cov = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[covariance_type]
+    cov = precisions_shape(covariance_type, K, D)
     if covariance_type in ("full", "tied"):
         a = rng.normal(size=cov)
         spd = a @ np.swapaxes(a, -1, -2) / D + np.eye(D) * 1e-2

@@ -24,20 +24,16 @@ def is_dask(x) -> bool:
     return type(x).__module__.split(".")[0] == "dask"
 
 
-def check(X):
+def check(X, check_shape):
     """X as a Dask array of float64 or float32 samples, one chunk across the
-    features, checked as the in-memory path checks a NumPy array."""
+    features, checked as the in-memory path checks a NumPy array (its shape
+    by check_shape, the estimator's rule for fit or for inference)."""
     if X.ndim != 2:
         raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
     if X.dtype not in (np.float64, np.float32):
         X = X.astype(np.float64)
     X = X.rechunk({1: -1})
-    if X.shape[1] < 1:
-        raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of "
-                         "1 is required by GaussianMixture.")
-    if X.shape[0] < 2:
-        raise ValueError(f"Found array with {X.shape[0]} sample(s) (shape={X.shape}) while a "
-                         "minimum of 2 is required by GaussianMixture.")
+    check_shape(X.shape)
     import dask.array as da
 
     nan, inf = da.compute(da.isnan(X).any(), da.isinf(X).any())

@@ -14,6 +14,11 @@ from . import _arrays, _backend, _cpu
 _DTYPES = ("float32", "float64")
 
 
+def precisions_shape(covariance_type: str, K: int, D: int) -> tuple:
+    """The shape of precisions_cholesky (and of the covariances) for the type."""
+    return {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[covariance_type]
+
+
 def _take(op: str, covariance_type, cuda: bool, **arrays) -> tuple[list, str, object]:
     """The named arrays as Arrays on one device and of one float dtype, that
     dtype, and the module that runs them (NotImplementedError on the CUDA path
@@ -66,10 +71,9 @@ def gmm_mstep(X, resp, reg_covar=1e-6, covariance_type="full"):
     (_, x), (_, r) = named
     params = _cpu.gmm_mstep_params(list(x.shape), list(r.shape), covariance_type)
     K, D = params.n_components, params.n_features
-    shape = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}
     nk, nk_result = _arrays.empty((K,), dtype, x)
     means, means_result = _arrays.empty((K, D), dtype, x)
-    cov, cov_result = _arrays.empty(shape[covariance_type], dtype, x)
+    cov, cov_result = _arrays.empty(precisions_shape(covariance_type, K, D), dtype, x)
     _backend.launch(module.gmm_mstep, x, dtype, params, x.address, *x.strides, r.address,
                     *r.strides, float(reg_covar), nk.address, means.address, cov.address)
     return nk_result, means_result, cov_result

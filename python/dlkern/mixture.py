@@ -22,7 +22,7 @@ from time import time
 import numpy as np
 
 from . import _dask, _kmeans
-from .gmm import gmm_estep, gmm_mstep
+from .gmm import gmm_estep, gmm_mstep, precisions_shape
 
 try:  # scikit-learn is optional: its base classes when present
     from sklearn.base import BaseEstimator as _Base
@@ -118,6 +118,16 @@ def _as_float_array(x, name, ensure_2d=True, allow_nd=False, dtypes=(np.float64,
             f"{arr.dtype!r}"
         raise ValueError(f"Input {name} contains {what}.")
     return arr
+
+
+def _check_fit_shape(shape):
+    """What scikit-learn's fit requires of X's shape: a feature, two samples."""
+    if shape[1] < 1:
+        raise ValueError(f"Found array with 0 feature(s) (shape={shape}) while a minimum of 1 "
+                         "is required by GaussianMixture.")
+    if shape[0] < 2:
+        raise ValueError(f"Found array with {shape[0]} sample(s) (shape={shape}) while a "
+                         "minimum of 2 is required by GaussianMixture.")
 
 
 def _check_shape(a, shape, name):
@@ -219,8 +229,7 @@ class GaussianMixture(_Density, _Base):
         if self.precisions_init is not None:
             precisions = _as_float_array(self.precisions_init, "precisions", ensure_2d=False,
                                          allow_nd=True)
-            shape = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[c]
-            _check_shape(precisions, shape, f"{c} precision")
+            _check_shape(precisions, precisions_shape(c, K, D), f"{c} precision")
             if c in ("full", "tied"):
                 for p in precisions.reshape(-1, D, D):
                     if not (np.allclose(p, p.T) and (np.linalg.eigvalsh(p) > 0).all()):
@@ -233,20 +242,21 @@ class GaussianMixture(_Density, _Base):
     def _validate(self, X, reset):
         X = _as_float_array(X, "X")
         if reset:
-            if X.shape[1] < 1:
-                raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a "
-                                 "minimum of 1 is required by GaussianMixture.")
-            if X.shape[0] < 2:
-                raise ValueError(f"Found array with {X.shape[0]} sample(s) (shape={X.shape}) "
-                                 "while a minimum of 2 is required by GaussianMixture.")
+            _check_fit_shape(X.shape)
             self.n_features_in_ = X.shape[1]
-        elif X.shape[0] < 1:
-            raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum "
-                             "of 1 is required by GaussianMixture.")
-        elif X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but GaussianMixture is expecting "
-                             f"{self.n_features_in_} features as input.")
+        else:
+            self._check_inference_shape(X.shape)
         return X
+
+    def _check_inference_shape(self, shape):
+        """What scikit-learn's predict requires of X's shape: a sample, and the
+        features fit saw."""
+        if shape[0] < 1:
+            raise ValueError(f"Found array with 0 sample(s) (shape={shape}) while a minimum "
+                             "of 1 is required by GaussianMixture.")
+        if shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {shape[1]} features, but GaussianMixture is expecting "
+                             f"{self.n_features_in_} features as input.")
 
     def _check_is_fitted(self):
         if not hasattr(self, "precisions_cholesky_"):
@@ -317,7 +327,7 @@ class GaussianMixture(_Density, _Base):
         """Fit as :meth:`fit`, then the labels of X under the fitted model."""
         self._check_parameters()
         if _dask.is_dask(X):
-            X = _dask.check(X)
+            X = _dask.check(X, _check_fit_shape)
             self.n_features_in_ = X.shape[1]
         else:
             X = self._validate(X, reset=True)
@@ -399,10 +409,7 @@ class GaussianMixture(_Density, _Base):
         data, a lazy Dask array for a Dask array."""
         self._check_is_fitted()
         if _dask.is_dask(X):
-            X = _dask.check(X)
-            if X.shape[1] != self.n_features_in_:
-                raise ValueError(f"X has {X.shape[1]} features, but GaussianMixture is "
-                                 f"expecting {self.n_features_in_} features as input.")
+            X = _dask.check(X, self._check_inference_shape)
             return _dask.labels_and_scores(X, self, what)
         log_resp, norm = self._estep(self._validate(X, reset=False))
         if what == "labels":
