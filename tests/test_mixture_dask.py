@@ -4,6 +4,7 @@ in-memory fit's parameters from the same initialisation."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -21,6 +22,9 @@ TYPES = ["full", "tied", "diag", "spherical"]
 
 @pytest.fixture(scope="module")
 def client():
+    # Starting worker processes sets OMP_NUM_THREADS=1 (and more) in this
+    # process's environment, which later tests' thread counts would inherit.
+    environ = dict(os.environ)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -28,6 +32,8 @@ def client():
         with distributed.Client(cluster) as c:
             yield c
         cluster.close()
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def data(seed=0):
