@@ -46,12 +46,15 @@ def factors(prec, covariance_type, K, D):
     return prec[:, None, None] * np.eye(D)
 
 
-def error_bounds(X, means, prec, covariance_type, log_prob, dtype):
+def error_bounds(X, means, prec, covariance_type, log_prob, dtype, reference=False):
     """Bounds on log_prob's (N, K) and log_prob_norm's errors. y_e = x P_e -
     b_e: a dot product over D (and b's own over D), so |error| <= (2D + 2) u Y_e
     with Y_e = |x| |P_e| + |mu| |P_e|; the sum of D squares adds (D + 2) u maha
     and 2 |y_e| err(y_e) each; log_prob = c - maha / 2 a few u |log_prob| (c's
-    logs and the subtraction); the log-sum-exp then a few u of its terms."""
+    logs and the subtraction); the log-sum-exp then a few u of its terms.
+    reference: the bound of scikit-learn's own computation, whose diag and
+    spherical Mahalanobis terms take the expanded form sum p^2 mu^2 - 2 x .
+    (p^2 mu) + x^2 . p^2 and so cancel by up to (D + 3) u sum Y_e^2 more."""
     u = UNIT_ROUNDOFF[dtype]
     x = np.asarray(X, np.float64)
     K, D = np.shape(means)
@@ -62,6 +65,8 @@ def error_bounds(X, means, prec, covariance_type, log_prob, dtype):
     y = np.einsum("nd,kde->nke", x, P) - np.einsum("kd,kde->ke", mu, P)[None]
     maha = (y * y).sum(-1)
     maha_err = (2 * np.abs(y) * (2 * D + 2) * u * big_y).sum(-1) + (D + 2) * u * maha
+    if reference and covariance_type in ("diag", "spherical"):
+        maha_err = maha_err + (D + 3) * u * (big_y * big_y).sum(-1)
     lp_err = 0.5 * maha_err + 8 * u * (np.abs(log_prob) + D)
     resp = np.exp(log_prob - log_prob.max(1, keepdims=True))
     resp /= resp.sum(1, keepdims=True)
@@ -77,7 +82,8 @@ def check_estep(X, weights, means, prec, covariance_type):
     log_prob = want_resp + want_norm[:, None]
     lp_err, norm_err = error_bounds(X, means, prec, covariance_type, log_prob, dtype)
     # Both sides' errors: scikit-learn's own float64 rounding counts too.
-    lp_err64, norm_err64 = error_bounds(X, means, prec, covariance_type, log_prob, "float64")
+    lp_err64, norm_err64 = error_bounds(X, means, prec, covariance_type, log_prob, "float64",
+                                        reference=True)
     for got, want, bound, what in [
         (norm, want_norm, norm_err + norm_err64, "log_prob_norm"),
         (log_resp, want_resp, lp_err + norm_err[:, None] + lp_err64 + norm_err64[:, None],

@@ -1,7 +1,7 @@
 // Gaussian-mixture bindings: GmmParams and the shape rules that build it
-// (_cpu only), and the E-step and M-step as def_gmm<Backend> (see backend.h).
-// The M-step has no CUDA kernel: it is defined for the CPU backend only, and
-// python/dlkern/gmm.py refuses its CUDA path before reaching a binding.
+// (_cpu only), and the E-step, the M-step and (CUDA only: the CPU's runs
+// through LAPACK in Python) the precisions' factorisation as
+// def_gmm<Backend> (see backend.h).
 #pragma once
 
 #include <cstdint>
@@ -20,6 +20,7 @@ inline void def_gmm_params(py::module_& m) {
       .def_readonly("n_components", &GmmParams::n_components);
   m.def("gmm_params", &gmm_params);
   m.def("gmm_mstep_params", &gmm_mstep_params);
+  m.def("gmm_cholesky_params", &gmm_cholesky_params);
 }
 
 template <class Backend>
@@ -41,19 +42,33 @@ void def_gmm(py::module_& m) {
           });
       },
       py::call_guard<py::gil_scoped_release>());
-  if constexpr (!Backend::cuda) {
-    m.def(
-        "gmm_mstep",
-        [](const std::string& dtype, const GmmParams& p, Address x, int64_t x_row_stride,
-           int64_t x_col_stride, Address resp, int64_t resp_row_stride, int64_t resp_col_stride,
-           double reg_covar, Address nk, Address means, Address covariances, int device, Address) {
-          [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  m.def(
+      "gmm_mstep",
+      [](const std::string& dtype, const GmmParams& p, Address x, int64_t x_row_stride,
+         int64_t x_col_stride, Address resp, int64_t resp_row_stride, int64_t resp_col_stride,
+         double reg_covar, Address nk, Address means, Address covariances, int device,
+         Address stream) {
+        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+        if constexpr (Backend::cuda)
+          gmm_mstep_cuda(parse_dtype(dtype), p, view<const void>(x, x_row_stride, x_col_stride),
+                         view<const void>(resp, resp_row_stride, resp_col_stride), reg_covar, nk,
+                         means, covariances, stream);
+        else
           dispatch_float(dtype, "gmm_mstep", [&](auto t) {
             using T = decltype(t);
             gmm_mstep_cpu<T>(p, view<const T>(x, x_row_stride, x_col_stride),
                              view<const T>(resp, resp_row_stride, resp_col_stride), reg_covar, nk,
                              means, covariances);
           });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  if constexpr (Backend::cuda) {
+    m.def(
+        "gmm_precisions_cholesky",
+        [](const std::string& dtype, const GmmParams& p, Address covariances, Address prec,
+           Address failed, int device, Address stream) {
+          [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+          gmm_precisions_cholesky_cuda(parse_dtype(dtype), p, covariances, prec, failed, stream);
         },
         py::call_guard<py::gil_scoped_release>());
   }

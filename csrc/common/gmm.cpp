@@ -69,4 +69,27 @@ GmmParams gmm_mstep_params(const std::vector<int64_t>& x, const std::vector<int6
   return p;
 }
 
+GmmParams gmm_cholesky_params(const std::vector<int64_t>& cov,
+                              const std::string& covariance_type) {
+  const char* op = "gmm_precisions_cholesky";
+  GmmParams p{};
+  p.covariance = covariance_of(covariance_type, op);
+  const size_t ndim = p.covariance == GmmCovariance::full        ? 3
+                      : p.covariance == GmmCovariance::spherical ? 1
+                                                                 : 2;
+  const char* want = p.covariance == GmmCovariance::full   ? "(n_components, n_features, n_features)"
+                     : p.covariance == GmmCovariance::tied ? "(n_features, n_features)"
+                     : p.covariance == GmmCovariance::diag ? "(n_components, n_features)"
+                                                           : "(n_components,)";
+  bool ok = cov.size() == ndim;
+  for (int64_t n : cov) ok = ok && n >= 1;
+  if (ok && p.covariance == GmmCovariance::full) ok = cov[1] == cov[2];
+  if (ok && p.covariance == GmmCovariance::tied) ok = cov[0] == cov[1];
+  DLKERN_CHECK(ok, op, ": covariances of covariance_type '", covariance_type, "' must have shape ",
+               want, " with sizes >= 1, got ", shape_str(cov));
+  p.n_components = p.covariance == GmmCovariance::tied ? 1 : cov[0];
+  p.n_features = p.covariance == GmmCovariance::spherical ? 1 : cov.back();
+  return p;
+}
+
 }  // namespace dlkern

@@ -20,7 +20,7 @@ from .attention import (
     attention_varlen_backward,
 )
 from .conv import conv2d, conv2d_backward
-from .gmm import gmm_estep, gmm_mstep
+from .gmm import gmm_estep, gmm_mstep, gmm_precisions_cholesky
 from .matmul import matmul
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from .rnn import (
@@ -47,6 +47,7 @@ __all__ = [
     "conv2d_backward",
     "gmm_estep",
     "gmm_mstep",
+    "gmm_precisions_cholesky",
     "cuda_available",
     "cuda_unavailable_reason",
     "get_num_threads",

@@ -37,7 +37,8 @@ CUDA_DTYPES = FLOAT_DTYPES
 # writes show up instead of passing as leftover memory.
 POISON_OUTPUTS = False
 
-_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int64": 8, "bool": 1}
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int32": 4, "int64": 8,
+             "bool": 1}
 
 # DLPack device types (dlpack.h): kDLCPU, kDLCUDA, kDLCUDAHost, kDLCUDAManaged.
 _DLPACK_CPU = (1, 3)
@@ -271,13 +272,13 @@ def host_integers(x, name: str, op: str, what: str) -> np.ndarray:
 
 
 def _poison_value(dtype: str):
-    return np.iinfo(np.int64).min if dtype == "int64" else float("nan")
+    return np.iinfo(dtype).min if dtype.startswith("int") else float("nan")
 
 
 def empty(shape, dtype: str, like: Array) -> tuple[Array, object]:
     """A new C-contiguous array of ``like``'s kind and device: (view, result object).
 
-    ``dtype`` is a float dtype or "int64".
+    ``dtype`` is a float dtype, "int32" or "int64".
     """
     shape = tuple(map(int, shape))
     allowed = (dtype,)

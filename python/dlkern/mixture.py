@@ -8,8 +8,12 @@ k-means++), ``k-means++``, ``random`` and ``random_from_data`` draw from the
 random state as scikit-learn does. scikit-learn is not needed: when it is
 installed the estimator is one of its estimators (``BaseEstimator``,
 ``DensityMixin``, its ``ConvergenceWarning`` and ``NotFittedError``) and
-passes its ``check_estimator``. CPU data, in memory or as a Dask array
-(``_dask``: each EM iteration on the workers, chunk by chunk).
+passes its ``check_estimator``. EM runs where the data lives: NumPy data
+on the CPU kernels, CuPy data on the CUDA kernels (every step of an
+iteration, the factorisation of the precisions included, on the GPU; the
+one value read back per iteration is the lower bound), and Dask arrays on
+their workers (``_dask``: each EM iteration chunk by chunk). The fitted
+attributes are arrays of the data's kind.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from time import time
 import numpy as np
 
 from . import _dask, _kmeans
-from .gmm import gmm_estep, gmm_mstep, precisions_shape
+from ._kmeans import array_module, to_host
+from .gmm import (gmm_estep, gmm_mstep, gmm_precisions_cholesky, precision_error,
+                  precisions_cholesky, precisions_shape)
 
 try:  # scikit-learn is optional: its base classes when present
     from sklearn.base import BaseEstimator as _Base
@@ -60,10 +66,6 @@ _PARAMS = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n
            "warm_start", "verbose", "verbose_interval")
 _TYPES = ("full", "tied", "diag", "spherical")
 _INITS = ("kmeans", "k-means++", "random", "random_from_data")
-_PRECISION_ERROR = (
-    "Fitting the mixture model failed because some components have ill-defined empirical "
-    "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
-    "number of components, increase reg_covar, or scale the input data.")
 
 
 def _random_state(seed) -> np.random.RandomState:
@@ -89,18 +91,20 @@ def _check_real(value, name):
 
 
 def _as_float_array(x, name, ensure_2d=True, allow_nd=False, dtypes=(np.float64, np.float32)):
-    """``x`` as a float64 or float32 NumPy array, checked as scikit-learn's
-    check_array checks it (messages included)."""
+    """``x`` as a float64 or float32 NumPy or CuPy array (CuPy stays CuPy),
+    checked as scikit-learn's check_array checks it (messages included)."""
     if hasattr(x, "tocsr") or hasattr(x, "toarray"):
         raise TypeError(f"GaussianMixture does not support sparse input ({name}); pass a "
                         "dense array")
-    if hasattr(x, "__cuda_array_interface__") or (hasattr(x, "device") and
-                                                  "cuda" in str(getattr(x, "device", ""))):
-        raise NotImplementedError("GaussianMixture runs on CPU data only so far")
+    xp = array_module(x)
+    if xp is np and (hasattr(x, "__cuda_array_interface__") or
+                     "cuda" in str(getattr(x, "device", ""))):
+        raise TypeError(f"GaussianMixture takes GPU data ({name}) as CuPy arrays; got "
+                        f"{type(x).__module__}.{type(x).__name__} (cupy.asarray shares it)")
     if hasattr(x, "detach"):  # a torch tensor on the CPU
         x = x.detach().numpy()
-    arr = np.asarray(x)
-    if np.iscomplexobj(arr):
+    arr = xp.asarray(x)
+    if xp.iscomplexobj(arr):
         raise ValueError("Complex data not supported\n{}\n".format(arr))
     if arr.dtype not in dtypes:
         arr = arr.astype(dtypes[0])  # NumPy's TypeError/ValueError for what is not a number
@@ -113,8 +117,8 @@ def _as_float_array(x, name, ensure_2d=True, allow_nd=False, dtypes=(np.float64,
                 "single sample.")
         if not allow_nd:
             raise ValueError(f"Found array with dim {arr.ndim}. GaussianMixture expected <= 2.")
-    if not np.isfinite(arr).all():
-        what = "NaN" if np.isnan(arr).any() else "infinity or a value too large for " \
+    if not bool(xp.isfinite(arr).all()):
+        what = "NaN" if bool(xp.isnan(arr).any()) else "infinity or a value too large for " \
             f"{arr.dtype!r}"
         raise ValueError(f"Input {name} contains {what}.")
     return arr
@@ -134,24 +138,6 @@ def _check_shape(a, shape, name):
     if a.shape != shape:
         raise ValueError(f"The parameter '{name}' should have the shape of {shape}, but got "
                          f"{a.shape}")
-
-
-def _precisions_cholesky(cov, covariance_type):
-    """scikit-learn's _compute_precision_cholesky on the host: upper factors
-    with precision = P P^T, from the covariances' lower Cholesky factors."""
-    message = _PRECISION_ERROR + (" The numerical accuracy can also be improved by passing "
-                                  "float64 data instead of float32." if cov.dtype == np.float32
-                                  else "")
-    if covariance_type in ("full", "tied"):
-        try:
-            chol = np.linalg.cholesky(cov)
-        except np.linalg.LinAlgError:
-            raise ValueError(message) from None
-        eye = np.broadcast_to(np.eye(cov.shape[-1], dtype=cov.dtype), chol.shape)
-        return np.ascontiguousarray(np.swapaxes(np.linalg.solve(chol, eye), -1, -2))
-    if (cov <= 0).any():
-        raise ValueError(message)
-    return 1.0 / np.sqrt(cov)
 
 
 def _flip(a):
@@ -213,7 +199,7 @@ class GaussianMixture(_Density, _Base):
         K, c = self.n_components, self.covariance_type
         weights = means = precisions = None
         if self.weights_init is not None:
-            weights = _as_float_array(self.weights_init, "weights", ensure_2d=False)
+            weights = to_host(_as_float_array(self.weights_init, "weights", ensure_2d=False))
             _check_shape(weights, (K,), "weights")
             if (weights < 0).any() or (weights > 1).any():
                 raise ValueError("The parameter 'weights' should be in the range [0, 1], but "
@@ -224,11 +210,11 @@ class GaussianMixture(_Density, _Base):
                 raise ValueError("The parameter 'weights' should be normalized, but got "
                                  f"sum(weights) = {weights.sum():.5f}")
         if self.means_init is not None:
-            means = _as_float_array(self.means_init, "means", ensure_2d=False)
+            means = to_host(_as_float_array(self.means_init, "means", ensure_2d=False))
             _check_shape(means, (K, D), "means")
         if self.precisions_init is not None:
-            precisions = _as_float_array(self.precisions_init, "precisions", ensure_2d=False,
-                                         allow_nd=True)
+            precisions = to_host(_as_float_array(self.precisions_init, "precisions",
+                                                 ensure_2d=False, allow_nd=True))
             _check_shape(precisions, precisions_shape(c, K, D), f"{c} precision")
             if c in ("full", "tied"):
                 for p in precisions.reshape(-1, D, D):
@@ -269,16 +255,30 @@ class GaussianMixture(_Density, _Base):
     def _estep(self, X):
         """(log_resp, log_prob_norm) of the current parameters, in the dtype NumPy
         would promote X's and the parameters' to (as scikit-learn computes)."""
+        xp = array_module(X)
         dt = np.result_type(X.dtype, self.means_.dtype)
         return gmm_estep(X.astype(dt, copy=False),
-                         *(np.asarray(a, dt) for a in (self.weights_, self.means_,
-                                                       self.precisions_cholesky_)),
+                         *(xp.asarray(a, dtype=dt) for a in (self.weights_, self.means_,
+                                                             self.precisions_cholesky_)),
                          self.covariance_type)
 
     def _mstep(self, X, resp, normalise):
-        nk, means, cov = gmm_mstep(X, np.ascontiguousarray(resp, dtype=X.dtype),
+        xp = array_module(X)
+        nk, means, cov = gmm_mstep(X, xp.ascontiguousarray(resp, dtype=X.dtype),
                                    self.reg_covar, self.covariance_type)
         return nk / normalise(nk), means, cov
+
+    def _factorise(self):
+        """precisions_cholesky_ of covariances_, without waiting for a GPU; a
+        failure shows as a NaN lower bound at the next E-step and is checked
+        then (_check_factorised), or at the end of fit."""
+        self.precisions_cholesky_, self._failed = precisions_cholesky(self.covariances_,
+                                                                      self.covariance_type)
+
+    def _check_factorised(self):
+        failed, self._failed = getattr(self, "_failed", None), None
+        if failed is not None and bool(failed.any()):
+            raise ValueError(precision_error(self.covariances_.dtype))
 
     def _initialize(self, X, random_state, inits):
         weights_init, means_init, precisions_init = inits
@@ -287,36 +287,39 @@ class GaussianMixture(_Density, _Base):
                 weights = means = cov = None
             else:
                 weights, means, cov = _dask.initial_resp_parameters(X, self, random_state)
-            self._set_initial(weights, means, cov, inits)
+            self._set_initial(weights, means, cov, inits, np)
             return
+        xp = array_module(X)
         n, K = X.shape[0], self.n_components
-        resp = np.zeros((n, K), dtype=X.dtype)
+        resp = xp.zeros((n, K), dtype=X.dtype)
         if self.init_params == "kmeans":
-            resp[np.arange(n), _kmeans.kmeans_labels(X, K, random_state)] = 1
+            resp[xp.arange(n), _kmeans.kmeans_labels(X, K, random_state)] = 1
         elif self.init_params == "random":
-            resp = np.asarray(random_state.uniform(size=(n, K)), dtype=X.dtype)
+            resp = xp.asarray(random_state.uniform(size=(n, K)), dtype=X.dtype)
             resp /= resp.sum(axis=1)[:, None]
         elif self.init_params == "random_from_data":
-            resp[random_state.choice(n, size=K, replace=False), np.arange(K)] = 1
+            rows = random_state.choice(n, size=K, replace=False)
+            resp[xp.asarray(rows), xp.arange(K)] = 1
         else:
             _, indices = _kmeans.kmeans_plusplus(X, K, random_state)
-            resp[indices, np.arange(K)] = 1
-        self._set_initial(*self._mstep(X, resp, lambda nk: n), inits)
+            resp[xp.asarray(indices), xp.arange(K)] = 1
+        self._set_initial(*self._mstep(X, resp, lambda nk: n), inits, xp)
 
-    def _set_initial(self, weights, means, cov, inits):
-        """The initial parameters: the user's where given, else those of the
-        initial responsibilities."""
+    def _set_initial(self, weights, means, cov, inits, xp):
+        """The initial parameters, arrays of xp: the user's where given, else
+        those of the initial responsibilities."""
         weights_init, means_init, precisions_init = inits
-        self.weights_ = weights if weights_init is None else weights_init
-        self.means_ = means if means_init is None else means_init
+        self.weights_ = weights if weights_init is None else xp.asarray(weights_init)
+        self.means_ = means if means_init is None else xp.asarray(means_init)
         if precisions_init is None:
             self.covariances_ = cov
-            self.precisions_cholesky_ = _precisions_cholesky(cov, self.covariance_type)
+            self.precisions_cholesky_ = gmm_precisions_cholesky(cov, self.covariance_type)
         elif self.covariance_type in ("full", "tied"):
             # The upper factor U of precision = U U^T: Cholesky of the flipped matrix, flipped.
-            self.precisions_cholesky_ = _flip(np.linalg.cholesky(_flip(precisions_init)))
+            factor = _flip(np.linalg.cholesky(_flip(precisions_init)))
+            self.precisions_cholesky_ = xp.asarray(np.ascontiguousarray(factor))
         else:
-            self.precisions_cholesky_ = np.sqrt(precisions_init)
+            self.precisions_cholesky_ = xp.asarray(np.sqrt(precisions_init))
 
     def fit(self, X, y=None):
         """Fit the model with EM, ``n_init`` times, keeping the best lower bound."""
@@ -354,14 +357,14 @@ class GaussianMixture(_Density, _Base):
             for n_iter in range(1, self.max_iter + 1):
                 previous = lower_bound
                 lower_bound, (self.weights_, self.means_, self.covariances_) = self._em_step(X)
-                self.precisions_cholesky_ = _precisions_cholesky(self.covariances_,
-                                                                 self.covariance_type)
+                self._factorise()
                 current.append(lower_bound)
                 change = lower_bound - previous
                 self._verbose_iter_end(n_iter, change)
                 if abs(change) < self.tol:
                     converged = True
                     break
+            self._check_factorised()
             self._verbose_init_end(lower_bound, converged)
             if lower_bound > max_lower_bound or max_lower_bound == -np.inf:
                 max_lower_bound = lower_bound
@@ -385,8 +388,12 @@ class GaussianMixture(_Density, _Base):
         (weights, means, covariances))."""
         if _dask.is_dask(X):
             return _dask.em_step(X, self)
+        xp = array_module(X)
         log_resp, norm = self._estep(X)
-        return float(np.mean(norm)), self._mstep(X, np.exp(log_resp), np.sum)
+        lower_bound = float(xp.mean(norm))  # the one value read back per iteration
+        if not math.isfinite(lower_bound):
+            self._check_factorised()
+        return lower_bound, self._mstep(X, xp.exp(log_resp), xp.sum)
 
     def _parameters(self):
         return (self.weights_, self.means_, getattr(self, "covariances_", None),
@@ -398,7 +405,7 @@ class GaussianMixture(_Density, _Base):
             self.covariances_ = covariances
         pc = self.precisions_cholesky_
         if self.covariance_type in ("full", "tied"):
-            self.precisions_ = pc @ np.swapaxes(pc, -1, -2)
+            self.precisions_ = pc @ pc.swapaxes(-1, -2)
         else:
             self.precisions_ = pc**2
 
@@ -414,7 +421,7 @@ class GaussianMixture(_Density, _Base):
         log_resp, norm = self._estep(self._validate(X, reset=False))
         if what == "labels":
             return log_resp.argmax(axis=1)
-        return np.exp(log_resp) if what == "proba" else norm
+        return array_module(log_resp).exp(log_resp) if what == "proba" else norm
 
     def score_samples(self, X):
         """The log-likelihood of each sample under the model, (n_samples,)."""
@@ -422,7 +429,7 @@ class GaussianMixture(_Density, _Base):
 
     def score(self, X, y=None):
         """The mean log-likelihood of the samples."""
-        return float(np.mean(self.score_samples(X)))
+        return float(self.score_samples(X).mean())
 
     def predict(self, X):
         """The most probable component of each sample."""
@@ -454,21 +461,26 @@ class GaussianMixture(_Density, _Base):
         if n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples} . The sampling "
                              "requires at least one sample.")
-        D = self.means_.shape[1]
+        # Drawn on the host from the random state, as scikit-learn draws;
+        # returned as arrays of the fitted attributes' kind.
+        xp = array_module(self.means_)
+        weights, means, covariances = map(to_host, (self.weights_, self.means_,
+                                                    self.covariances_))
+        D = means.shape[1]
         rng = _random_state(self.random_state)
-        counts = rng.multinomial(n_samples, self.weights_)
+        counts = rng.multinomial(n_samples, weights)
         c = self.covariance_type
         if c == "full":
             X = np.vstack([rng.multivariate_normal(m, cov, int(n))
-                           for m, cov, n in zip(self.means_, self.covariances_, counts)])
+                           for m, cov, n in zip(means, covariances, counts)])
         elif c == "tied":
-            X = np.vstack([rng.multivariate_normal(m, self.covariances_, int(n))
-                           for m, n in zip(self.means_, counts)])
+            X = np.vstack([rng.multivariate_normal(m, covariances, int(n))
+                           for m, n in zip(means, counts)])
         else:
             X = np.vstack([m + rng.standard_normal(size=(n, D)) * np.sqrt(cov)
-                           for m, cov, n in zip(self.means_, self.covariances_, counts)])
+                           for m, cov, n in zip(means, covariances, counts)])
         y = np.concatenate([np.full(n, j, dtype=np.int64) for j, n in enumerate(counts)])
-        return X, y
+        return xp.asarray(X), xp.asarray(y)
 
     # ------------------------------------------------------------ verbose
 

@@ -69,4 +69,31 @@ template <typename T>
 void gmm_mstep_cpu(const GmmParams& p, MatrixView<const T> x, MatrixView<const T> resp,
                    double reg_covar, T* nk, T* means, T* covariances);
 
+// CUDA, float32 and float64 (TypeError for other dtypes): gmm_mstep_cpu's
+// semantics on device pointers, queued on `stream`. Sums over samples run in
+// chunks fixed by the shape alone, each chunk's partial sums written by one
+// block and added in chunk order: the result is the same from run to run.
+void gmm_mstep_cuda(DType dtype, const GmmParams& p, MatrixView<const void> x,
+                    MatrixView<const void> resp, double reg_covar, void* nk, void* means,
+                    void* covariances, cudaStream_t stream);
+
+// The precisions' factorisation's argument: covariances of the type's shape,
+// (K, D, D) full, (D, D) tied, (K, D) diag, (K,) spherical, K and D >= 1.
+// Gives n_components K (1 for tied), n_features D (1 for spherical) and
+// n_samples 0. Throws ValueError naming the argument.
+GmmParams gmm_cholesky_params(const std::vector<int64_t>& covariances_shape,
+                              const std::string& covariance_type);
+
+// CUDA, float32 and float64: scikit-learn's _compute_precision_cholesky
+// (the CPU runs it through LAPACK in Python), covariances and
+// precisions_cholesky contiguous, of the type's shape. full and tied: each
+// matrix's upper factor P = L^-T of its covariance's lower Cholesky factor L
+// (precision = P P^T), one block per matrix; diag and spherical: 1 /
+// sqrt(covariance). failed (p.n_components ints) is set to 1 for a matrix
+// whose factorisation fails (a pivot not > 0, NaN included; diag and
+// spherical: a covariance <= 0), whose factor is then filled with NaN, and
+// to 0 for the others.
+void gmm_precisions_cholesky_cuda(DType dtype, const GmmParams& p, const void* covariances,
+                                  void* precisions_cholesky, int* failed, cudaStream_t stream);
+
 }  // namespace dlkern
