@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+import dlkern as dk
 from dlkern.testing.reference import as64
 
 # Unit roundoff of each storage dtype (half the distance from 1 to the next value).
@@ -61,3 +62,9 @@ def finite_difference(f, x, g, h=1e-6):
         xm[i] -= h
         grad[i] = ((f(xp) - f(xm)) * g).sum() / (2 * h)
     return grad
+
+
+def isas() -> list:
+    """Every CPU instruction set this machine runs, the best first."""
+    best = dk._cpu.cpu_isa_supported()
+    return {"avx512": ["avx512", "avx2", "generic"], "avx2": ["avx2", "generic"]}.get(best, [best])

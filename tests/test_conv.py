@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import dlkern as dk
 from dlkern.testing import reference as ref
-from checks import assert_sums_close, finite_difference
+from checks import assert_sums_close, finite_difference, isas
 from conftest import random_array
 
 torch = pytest.importorskip("torch")
@@ -338,11 +338,6 @@ def conv_paths(x, w, stride, padding, dilation, groups):
                                    pw, *d, groups)
     strides = tuple(v // x.itemsize for v in x.strides)
     return tuple(_cpu_testing.conv2d_paths(str(x.dtype), params, strides))
-
-
-def isas():
-    best = dk._cpu.cpu_isa_supported()
-    return {"avx512": ["avx512", "avx2", "generic"], "avx2": ["avx2", "generic"]}.get(best, [best])
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 import dlkern as dk
 from dlkern.gmm import precisions_shape
-from checks import UNIT_ROUNDOFF
+from checks import UNIT_ROUNDOFF, isas
 from conftest import random_array
 
 sklearn_mixture = pytest.importorskip("sklearn.mixture")
@@ -146,9 +146,27 @@ def test_fitted_models(rng, dtype, covariance_type, DK):
 @pytest.mark.parametrize("covariance_type", TYPES)
 def test_random_parameters_many_components(rng, dtype, covariance_type):
     """Random parameters (not a fit), K large enough that the full type's
-    components run in several product groups, and ill-conditioned factors."""
+    product rows (K * D) cross many micro-panels, components starting mid-panel,
+    and ill-conditioned factors."""
     check_estep(*cast(dtype, *random_problem(rng, 257, 32, 21, covariance_type)),
                 covariance_type)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_products_on_every_instruction_set(rng, covariance_type):
+    """The products' micro-kernels of every instruction set this CPU runs,
+    D = 9 (a few product rows) and D = 400 (past every kernel's depth block of
+    at most 384: the products add over depth blocks), float32 and float64."""
+    isa = dk._cpu.cpu_isa()
+    problems = [random_problem(rng, 37, D, 2, covariance_type) for D in (9, 400)]
+    try:
+        for name in isas():
+            dk._cpu.set_cpu_isa(name)
+            for problem in problems:
+                for dtype in DTYPES:
+                    check_estep(*cast(dtype, *problem), covariance_type)
+    finally:
+        dk._cpu.set_cpu_isa(isa)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

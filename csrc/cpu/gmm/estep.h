@@ -24,12 +24,17 @@ struct EstepKernels {
   // where a product per tile would do little work per call. scratch: ldx values.
   void (*small_products)(const T* xt, int64_t ldx, const T* prec, int64_t step, const T* b,
                          int64_t D, int64_t K, int64_t rows, T* maha, int64_t ld, T* scratch);
-  // maha[k * ld + r] = sum_d (xt[(k * comp_rows + d) * ldx + r] s[k * D + d] -
-  // b[k * D + d])^2: the diagonal factors' terms on the tile transposed
-  // (comp_rows 0), or, with s all ones, the centred norms of the products
-  // y^T (component k's D rows at k * comp_rows; 0 sharing one product).
-  void (*scaled_norms)(const T* xt, int64_t ldx, int64_t comp_rows, const T* s, const T* b,
-                       int64_t D, int64_t K, int64_t rows, T* maha, int64_t ld);
+  // maha[k * ld + r] = sum_d (xt[d * ldx + r] s[k * D + d] - b[k * D + d])^2:
+  // the diagonal factors' terms on the tile transposed.
+  void (*scaled_norms)(const T* xt, int64_t ldx, const T* s, const T* b, int64_t D, int64_t K,
+                       int64_t rows, T* maha, int64_t ld);
+  // Adds the centred squares of product rows first .. first + rows - 1 of y^T
+  // (y[i * ldy + j], samples j < cols) to the Mahalanobis terms: row g is
+  // feature g % D of component g / D (full), or with `shared` (tied) feature
+  // g of every component: maha[k * ld + j] += (y - b[k * D + e])^2.
+  void (*centred_squares)(const T* y, int64_t ldy, int64_t rows, int64_t first, int64_t D,
+                          int64_t K, bool shared, const T* b, int64_t cols, T* maha,
+                          int64_t ld);
   // log_prob[k] = c[k] - maha[k] / 2, their log-sum-exp into log_prob_norm[r],
   // log_resp[r * K + k] = log_prob[k] - log_prob_norm[r]. maha is overwritten;
   // scratch: rows values.

@@ -4,6 +4,7 @@
 // vectorise). DLKERN_GMM_ISA names the kernels_<isa> accessor to define.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -39,21 +40,65 @@ void small_products(const T* xt, int64_t ldx, const T* prec, int64_t step, const
 }
 
 template <typename T>
-void scaled_norms(const T* xt, int64_t ldx, int64_t comp_rows, const T* s, const T* b,
-                  int64_t D, int64_t K, int64_t rows, T* maha, int64_t ld) {
+void scaled_norms(const T* xt, int64_t ldx, const T* s, const T* b, int64_t D, int64_t K,
+                  int64_t rows, T* maha, int64_t ld) {
   for (int64_t k = 0; k < K; ++k) {
     T* acc = maha + k * ld;
 #pragma omp simd
     for (int64_t r = 0; r < rows; ++r) acc[r] = T(0);
     for (int64_t d = 0; d < D; ++d) {
       const T sd = s[k * D + d], bd = b[k * D + d];
-      const T* x = xt + (k * comp_rows + d) * ldx;
+      const T* x = xt + d * ldx;
 #pragma omp simd
       for (int64_t r = 0; r < rows; ++r) {
         const T u = x[r] * sd - bd;
         acc[r] += u * u;
       }
     }
+  }
+}
+
+// centred_squares over W samples (W a compile-time width: a micro-tile's
+// full row of samples; 0: `cols` of them). Each run of rows of one component
+// sums its squares in registers and stores once.
+template <typename T, int W>
+void centred_squares_of(const T* y, int64_t ldy, int64_t rows, int64_t first, int64_t D,
+                        int64_t K, bool shared, const T* b, int64_t cols, T* maha, int64_t ld) {
+  const int64_t n = W > 0 ? W : cols;
+  int64_t k = first / D, e = first % D;
+  for (int64_t i = 0; i < rows; k++, e = 0) {
+    const int64_t run = std::min(rows - i, D - e);
+    for (int64_t c = shared ? 0 : k; c < (shared ? K : k + 1); ++c) {
+      T* acc = maha + c * ld;
+      const T* bc = b + c * D + e;
+      T sum[W > 0 ? W : 64];
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) sum[j] = acc[j];
+      for (int64_t r = 0; r < run; ++r) {
+        const T* yr = y + (i + r) * ldy;
+        const T bias = bc[r];
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          const T u = yr[j] - bias;
+          sum[j] += u * u;
+        }
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) acc[j] = sum[j];
+    }
+    i += run;
+  }
+}
+
+template <typename T>
+void centred_squares(const T* y, int64_t ldy, int64_t rows, int64_t first, int64_t D, int64_t K,
+                     bool shared, const T* b, int64_t cols, T* maha, int64_t ld) {
+  switch (cols) {
+    case 4: return centred_squares_of<T, 4>(y, ldy, rows, first, D, K, shared, b, 4, maha, ld);
+    case 8: return centred_squares_of<T, 8>(y, ldy, rows, first, D, K, shared, b, 8, maha, ld);
+    case 16: return centred_squares_of<T, 16>(y, ldy, rows, first, D, K, shared, b, 16, maha, ld);
+    case 32: return centred_squares_of<T, 32>(y, ldy, rows, first, D, K, shared, b, 32, maha, ld);
+    default: return centred_squares_of<T, 0>(y, ldy, rows, first, D, K, shared, b, cols, maha, ld);
   }
 }
 
@@ -119,12 +164,13 @@ void finish(T* maha, int64_t ld, const T* c, int64_t K, int64_t rows, T* log_res
 
 template <>
 EstepKernels<float> DLKERN_GMM_ISA<float>() {
-  return {&transpose<float>, &small_products<float>, &scaled_norms<float>, &finish<float>};
+  return {&transpose<float>, &small_products<float>, &scaled_norms<float>,
+          &centred_squares<float>, &finish<float>};
 }
 template <>
 EstepKernels<double> DLKERN_GMM_ISA<double>() {
   return {&transpose<double>, &small_products<double>, &scaled_norms<double>,
-          &finish<double>};
+          &centred_squares<double>, &finish<double>};
 }
 
 }  // namespace dlkern::cpu::gmm
