@@ -65,14 +65,15 @@ def _combine(a, b):
     return n, mean, M2, xx
 
 
-def _tree(parts, combine):
-    """Pairwise tree reduction of delayed parts, in a fixed order."""
+def _tree(parts, combine, *args):
+    """Pairwise tree reduction of delayed parts, in a fixed order; combine
+    takes two parts and args."""
     from dask import delayed
 
     parts = list(parts)
     while len(parts) > 1:
-        parts = [delayed(combine)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
-                 for i in range(0, len(parts), 2)]
+        parts = [delayed(combine)(parts[i], parts[i + 1], *args) if i + 1 < len(parts)
+                 else parts[i] for i in range(0, len(parts), 2)]
     return parts[0]
 
 
@@ -130,34 +131,56 @@ def em_step(X, model):
     return total / X.shape[0], (nk / nk.sum(), means, cov)
 
 
+def _one_hot_at(chosen, K):
+    """resp_of for responsibilities 1 at (chosen[k], k): each chunk sets the
+    chosen samples it holds."""
+    def resp_of(x, start, _):
+        r = np.zeros((len(x), K), dtype=x.dtype)
+        inside = (chosen >= start) & (chosen < start + len(x))
+        r[chosen[inside] - start, np.flatnonzero(inside)] = 1
+        return r, 0
+    return resp_of
+
+
+def _one_hot_labels(K):
+    """resp_of for responsibilities 1 at each sample's label, the labels
+    handed to each chunk as its arg."""
+    def resp_of(x, _, labels):
+        r = np.zeros((len(x), K), dtype=x.dtype)
+        r[np.arange(len(x)), labels] = 1
+        return r, 0
+    return resp_of
+
+
 def initial_resp_parameters(X, model, random_state):
     """scikit-learn's initial (weights, means, covariances) from its initial
-    responsibilities, drawn from random_state as it draws them: 'random'
+    responsibilities, drawn from random_state as the in-memory fit draws
+    them: 'kmeans' (Lloyd's labels, kept per chunk on the workers) and
+    'k-means++' (the seeding's samples), both from ``_dask_kmeans``, 'random'
     (an (n, K) uniform draw made on the client, then chunked) and
     'random_from_data'."""
+    from . import _dask_kmeans
+
     n, K = X.shape[0], model.n_components
-    starts = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(int)
-    if model.init_params == "random":
+    args = None
+    if model.init_params == "kmeans":
+        args = _dask_kmeans.kmeans_labels(X, K, random_state)
+        resp_of = _one_hot_labels(K)
+    elif model.init_params == "k-means++":
+        _, chosen = _dask_kmeans.kmeans_plusplus(X, K, random_state)
+        resp_of = _one_hot_at(chosen, K)
+    elif model.init_params == "random":
         resp = np.asarray(random_state.uniform(size=(n, K)), dtype=X.dtype)
         resp /= resp.sum(axis=1)[:, None]
+        starts = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(int)
         args = [resp[a:b] for a, b in zip(starts[:-1], starts[1:])]
 
         def resp_of(x, start, r):
             return r, 0
     elif model.init_params == "random_from_data":
-        chosen = random_state.choice(n, size=K, replace=False)
-        args = [None] * (len(starts) - 1)
-
-        def resp_of(x, start, _):
-            r = np.zeros((len(x), K), dtype=x.dtype)
-            inside = (chosen >= start) & (chosen < start + len(x))
-            r[chosen[inside] - start, np.flatnonzero(inside)] = 1
-            return r, 0
+        resp_of = _one_hot_at(random_state.choice(n, size=K, replace=False), K)
     else:
-        raise NotImplementedError(
-            f"GaussianMixture: init_params={model.init_params!r} is not available for Dask "
-            "arrays yet; pass init_params='random' or 'random_from_data', or the initial "
-            "parameters (weights_init, means_init, precisions_init)")
+        raise ValueError(f"GaussianMixture: unknown init_params {model.init_params!r}")
     (nk, means, cov), _ = statistics(X, resp_of, model.covariance_type, model.reg_covar, args)
     return nk / n, means, cov
 
