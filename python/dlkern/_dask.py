@@ -11,6 +11,13 @@ two chunks' statistics combine exactly (Chan et al.'s pairwise update),
 M2 = M2_a + M2_b + (mean_b - mean_a)(mean_b - mean_a)^T n_a n_b / n, so
 the covariances come out as scikit-learn's, about the new means. The tied
 type also sums x^T x over the samples, as scikit-learn's formula does.
+
+Initialisation: every ``init_params`` starts where the in-memory fit starts
+from the same random state. 'kmeans' and 'k-means++' come from
+``_dask_kmeans``: the exact k-means++ seeding, one pass over the data per
+center (K passes), and for 'kmeans' Lloyd's iterations, one pass each, the
+labels kept on the workers; their one-hot responsibilities then go through
+``statistics`` as 'random_from_data''s do.
 """
 
 from __future__ import annotations
