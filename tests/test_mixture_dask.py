@@ -155,12 +155,13 @@ def test_dask_kmeans_labels_equal_in_memory(client, rng):
 
 
 def test_dask_kmeans_empty_cluster(client, rng):
-    # Four distinct points (+-a, +-b, small integers: every distance exact,
-    # their mean exactly 0), repeated, and 6 clusters: once the seeding has
-    # all four its potential is 0, so the last two centers repeat one of
-    # them and two clusters start empty, filled by the farthest samples
-    # (all at distance 0: the lowest indices, across chunks).
-    a, b = rng.integers(1, 20, size=(2, 3)) * rng.choice([-1, 1], size=(2, 3))
+    # Four distinct points (+-a, +-b, small integers, |a_0| < |b_0|: every
+    # distance exact, their mean exactly 0), repeated, and 6 clusters: once
+    # the seeding has all four its potential is 0, so the last two centers
+    # repeat one of them and two clusters start empty, filled by the
+    # farthest samples (all at distance 0: the lowest indices, across chunks).
+    signs = rng.choice([-1, 1], size=(2, 3))
+    a, b = rng.integers(1, 10, size=3) * signs[0], rng.integers(10, 20, size=3) * signs[1]
     points = np.array([a, -a, b, -b], dtype=np.float64)
     X = points[rng.permutation(np.repeat(np.arange(4), 40))]
     Xd = da.from_array(X, chunks=((1, 57, 3, 99), 3))

@@ -259,17 +259,18 @@ def _fill_empty(chunks, parts, empty, sums, counts):
 
 
 def _moments(x):
-    """(count, mean, sum of squared deviations) of a chunk's features, in float64."""
+    """(count, sum, sum of squared deviations) of a chunk's features, in float64."""
     x = np.asarray(x, dtype=np.float64)
-    mean = x.mean(0)
-    return len(x), mean, ((x - mean) ** 2).sum(0)
+    total = x.sum(0)
+    return len(x), total, ((x - total / len(x)) ** 2).sum(0)
 
 
 def _add_moments(a, b):
-    """Two chunks' moments combined (Chan et al.'s pairwise update)."""
+    """Two chunks' moments combined (Chan et al.'s pairwise update); sums,
+    not means, are added, so the mean is the sum's over the count."""
     n = a[0] + b[0]
-    d = b[1] - a[1]
-    return n, a[1] + d * (b[0] / n), a[2] + b[2] + d * d * (a[0] * b[0] / n)
+    d = b[1] / b[0] - a[1] / a[0]
+    return n, a[1] + b[1], a[2] + b[2] + d * d * (a[0] * b[0] / n)
 
 
 def _persist_assign(chunks, centers):
@@ -286,9 +287,9 @@ def kmeans_labels(X, n_clusters, random_state, max_iter=300, tol=1e-4):
     import dask
     from dask import delayed
 
-    n, mean, m2 = dask.compute(_tree([delayed(_moments)(b) for b in _Chunks(X).blocks],
-                                     _add_moments))[0]
-    X = X - mean.astype(X.dtype)  # lazy: centred chunk by chunk in each pass
+    n, total, m2 = dask.compute(_tree([delayed(_moments)(b) for b in _Chunks(X).blocks],
+                                      _add_moments))[0]
+    X = X - (total / n).astype(X.dtype)  # lazy: centred chunk by chunk in each pass
     tol = float(np.mean(m2 / n) * tol)
     chunks = _Chunks(X)
     centers, _ = kmeans_plusplus(X, n_clusters, random_state, chunks)
