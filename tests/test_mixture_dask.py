@@ -216,3 +216,27 @@ def test_dask_kmeans_fit_equals_in_memory_fit(client, rng, covariance_type, init
         want = getattr(mem, name)
         np.testing.assert_allclose(getattr(dist, name), want, rtol=1e-8,
                                    atol=1e-8 * np.abs(want).max(), err_msg=name)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("init_params", ["kmeans", "random"])
+def test_dask_array_of_cupy_chunks(cuda, init_params):
+    """CuPy chunks (a GPU only: the emulator has no device arrays): every
+    chunk's E-step, statistics and k-means on its GPU, the fit equal to the
+    in-memory one, inference lazy with CuPy chunks."""
+    if cuda.emulated:
+        pytest.skip("Dask arrays of CuPy chunks need a GPU")
+    import cupy
+    import dask
+
+    X, _ = data()
+    Xd = da.from_array(cupy.asarray(X), chunks=(211, 4), asarray=False)
+    kw = dict(covariance_type="full", init_params=init_params, random_state=1, tol=1e-6)
+    with dask.config.set(scheduler="synchronous"):
+        mem, dist = fit(X, **kw), fit(Xd, **kw)
+        labels = dist.predict(Xd)
+        assert isinstance(labels._meta, cupy.ndarray)
+        labels = labels.compute().get()
+    assert dist.n_iter_ == mem.n_iter_
+    np.testing.assert_allclose(dist.means_, mem.means_, rtol=1e-8, atol=1e-8)
+    assert (labels == mem.predict(X)).all()

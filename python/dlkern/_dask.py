@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._kmeans import array_module, to_host
 from .gmm import gmm_estep, gmm_mstep
 
 
@@ -51,13 +52,14 @@ def check(X, check_shape):
 
 def _chunk_stats(x, resp, tied):
     """(n, mean, M2, x^T x or None) of one chunk for the given
-    responsibilities; n without scikit-learn's 10 eps."""
+    responsibilities, as float64 NumPy arrays for the reduction (a CuPy
+    chunk's come back from its GPU); n without scikit-learn's 10 eps."""
+    xp = array_module(x)
     eps = 10 * np.finfo(x.dtype).eps
-    nk, means, cov = gmm_mstep(x, np.ascontiguousarray(resp, dtype=x.dtype), 0.0, "full")
-    n = nk - eps
-    xx = (x.T @ x).astype(np.float64) if tied else None
-    return n.astype(np.float64), means.astype(np.float64), (cov * nk[:, None, None]).astype(
-        np.float64), xx
+    nk, means, cov = gmm_mstep(x, xp.ascontiguousarray(resp, dtype=x.dtype), 0.0, "full")
+    stats = (nk - eps, means, cov * nk[:, None, None]) + ((x.T @ x,) if tied else ())
+    n, mean, M2, *xx = (to_host(a).astype(np.float64) for a in stats)
+    return n, mean, M2, (xx[0] if tied else None)
 
 
 def _combine(a, b):
@@ -132,7 +134,7 @@ def em_step(X, model):
     current parameters, (weights, means, covariances) of the M-step)."""
     def resp_of(x, _, __):
         log_resp, norm = model._estep(x)
-        return np.exp(log_resp), float(norm.sum())
+        return array_module(log_resp).exp(log_resp), float(norm.sum())
 
     (nk, means, cov), total = statistics(X, resp_of, model.covariance_type, model.reg_covar)
     return total / X.shape[0], (nk / nk.sum(), means, cov)
@@ -142,9 +144,10 @@ def _one_hot_at(chosen, K):
     """resp_of for responsibilities 1 at (chosen[k], k): each chunk sets the
     chosen samples it holds."""
     def resp_of(x, start, _):
-        r = np.zeros((len(x), K), dtype=x.dtype)
+        xp = array_module(x)
+        r = xp.zeros((len(x), K), dtype=x.dtype)
         inside = (chosen >= start) & (chosen < start + len(x))
-        r[chosen[inside] - start, np.flatnonzero(inside)] = 1
+        r[xp.asarray(chosen[inside] - start), xp.asarray(np.flatnonzero(inside))] = 1
         return r, 0
     return resp_of
 
@@ -153,8 +156,9 @@ def _one_hot_labels(K):
     """resp_of for responsibilities 1 at each sample's label, the labels
     handed to each chunk as its arg."""
     def resp_of(x, _, labels):
-        r = np.zeros((len(x), K), dtype=x.dtype)
-        r[np.arange(len(x)), labels] = 1
+        xp = array_module(x)
+        r = xp.zeros((len(x), K), dtype=x.dtype)
+        r[xp.arange(len(x)), xp.asarray(labels)] = 1
         return r, 0
     return resp_of
 
@@ -183,7 +187,7 @@ def initial_resp_parameters(X, model, random_state):
         args = [resp[a:b] for a, b in zip(starts[:-1], starts[1:])]
 
         def resp_of(x, start, r):
-            return r, 0
+            return array_module(x).asarray(r), 0
     elif model.init_params == "random_from_data":
         resp_of = _one_hot_at(random_state.choice(n, size=K, replace=False), K)
     else:
@@ -195,10 +199,11 @@ def initial_resp_parameters(X, model, random_state):
 def labels_and_scores(X, model, what):
     """A lazy Dask array of each chunk's predictions: 'labels', 'proba' or 'score'."""
     def block(x):
-        log_resp, norm = model._estep(np.ascontiguousarray(x))
+        xp = array_module(x)
+        log_resp, norm = model._estep(xp.ascontiguousarray(x))
         if what == "labels":
             return log_resp.argmax(axis=1)
-        return np.exp(log_resp) if what == "proba" else norm
+        return xp.exp(log_resp) if what == "proba" else norm
 
     if what == "proba":
         return X.map_blocks(block, chunks=(X.chunks[0], (model.n_components,)), dtype=X.dtype)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._dask import _tree
-from ._kmeans import _assign, _sq_distances
+from ._kmeans import _assign, _farthest as _stable_farthest, _sq_distances, array_module, to_host
 from .matmul import matmul
 
 
@@ -76,7 +76,7 @@ class _Chunks:
 
 
 def _take(x, local):
-    return np.asarray(x)[local]
+    return to_host(x[array_module(x).asarray(local)])
 
 
 # --------------------------------------------------------------- k-means++
@@ -109,16 +109,17 @@ def _cumsum_from(carry, m, p):
 def _to_candidates(x, rows, closest):
     """Each chunk sample's squared distance to the nearest of the chosen
     centers once rows is added, one row per candidate: (len(rows), len(x))."""
-    x = np.asarray(x)
-    d = _sq_distances(rows, x, (x * x).sum(1))
-    return d if closest is None else np.minimum(closest, d)
+    xp = array_module(x)
+    d = _sq_distances(xp.asarray(rows), x, (x * x).sum(1))
+    return d if closest is None else xp.minimum(closest, d)
 
 
 def _totals(to_candidates):
     """Per candidate: the chunk's potential (as the in-memory sum) and the
     last entry of its float64 cumulative sum (for the global search)."""
-    return (to_candidates.sum(1).astype(np.float64),
-            np.cumsum(to_candidates, axis=1, dtype=np.float64)[:, -1])
+    xp = array_module(to_candidates)
+    return (to_host(to_candidates.sum(1).astype(np.float64)),
+            to_host(xp.cumsum(to_candidates, axis=1, dtype=np.float64)[:, -1]))
 
 
 def _row(a, i):
@@ -128,8 +129,9 @@ def _row(a, i):
 def _search(closest, draws):
     """Local indices of draws (already less the chunk's offset) in the chunk's
     cumulative sum, clipped to the chunk as the global search is clipped."""
-    local = np.searchsorted(np.cumsum(closest, dtype=np.float64), draws)
-    return np.minimum(local, len(closest) - 1)
+    xp = array_module(closest)
+    local = xp.searchsorted(xp.cumsum(closest, dtype=np.float64), xp.asarray(draws))
+    return to_host(xp.minimum(local, len(closest) - 1))
 
 
 def _candidate_pass(chunks, rows, closest):
@@ -203,19 +205,22 @@ def kmeans_plusplus(X, n_clusters, random_state, chunks=None):
 
 
 def _lloyd_chunk(x, centers):
-    """(labels, distances to them, counts (K,), sums (K, D)) of one chunk."""
-    x = np.asarray(x)
+    """(labels, distances to them, counts (K,), sums (K, D)) of one chunk;
+    the labels and distances stay on the chunk's device, the counts and sums
+    come back for the reduction."""
+    xp = array_module(x)
     K = len(centers)
-    labels, dist = _assign(x, centers)
-    one_hot = np.zeros((K, len(x)), dtype=x.dtype)
-    one_hot[labels, np.arange(len(x))] = 1
-    return labels, dist, np.bincount(labels, minlength=K), matmul(one_hot, x)
+    labels, dist = _assign(x, xp.asarray(centers))
+    one_hot = xp.zeros((K, len(x)), dtype=x.dtype)
+    one_hot[labels, xp.arange(len(x))] = 1
+    return (labels, dist, to_host(xp.bincount(labels, minlength=K)),
+            to_host(matmul(one_hot, x)))
 
 
 def _stats(part, old):
     """(counts, sums, whether a label changed) of one chunk's assignment."""
     labels, _, counts, sums = part
-    return counts, sums, old is None or not np.array_equal(labels, old[0])
+    return counts, sums, old is None or not bool(array_module(labels).array_equal(labels, old[0]))
 
 
 def _add_stats(a, b):
@@ -230,8 +235,9 @@ def _farthest(part, start, e):
     """The chunk's e samples farthest from their centers, in the stable
     order of decreasing distance: (distances, global indices, labels)."""
     labels, dist = part[:2]
-    order = np.argsort(-dist, kind="stable")[:e]
-    return dist[order], start + order, labels[order]
+    order = _stable_farthest(dist, e)
+    at = array_module(dist).asarray(order)
+    return to_host(dist[at]), start + order, to_host(labels[at])
 
 
 def _merge_farthest(a, b, e):
@@ -260,9 +266,9 @@ def _fill_empty(chunks, parts, empty, sums, counts):
 
 def _moments(x):
     """(count, sum, sum of squared deviations) of a chunk's features, in float64."""
-    x = np.asarray(x, dtype=np.float64)
+    x = x.astype(np.float64)
     total = x.sum(0)
-    return len(x), total, ((x - total / len(x)) ** 2).sum(0)
+    return len(x), to_host(total), to_host(((x - total / len(x)) ** 2).sum(0))
 
 
 def _add_moments(a, b):
@@ -289,7 +295,9 @@ def kmeans_labels(X, n_clusters, random_state, max_iter=300, tol=1e-4):
 
     n, total, m2 = dask.compute(_tree([delayed(_moments)(b) for b in _Chunks(X).blocks],
                                       _add_moments))[0]
-    X = X - (total / n).astype(X.dtype)  # lazy: centred chunk by chunk in each pass
+    mean = (total / n).astype(X.dtype)
+    # Lazy: centred chunk by chunk in each pass, on the chunk's device.
+    X = X.map_blocks(lambda x: x - array_module(x).asarray(mean), dtype=X.dtype)
     tol = float(np.mean(m2 / n) * tol)
     chunks = _Chunks(X)
     centers, _ = kmeans_plusplus(X, n_clusters, random_state, chunks)
