@@ -1,10 +1,13 @@
 // Attention on the CPU, flash-style: a block of query rows against blocks of
 // keys, the score block kept in cache and never an L x S matrix, the online
-// softmax of common/attention.h, products on the GEMM engine (matmul_cpu,
-// single-threaded inside the thread region here). Threads take (batch and
-// head, query block) items (a packed varlen batch: (sequence and head, query
-// block), common/attention.h's sequence_of placing each sequence); key blocks
-// wholly outside a row's window are never visited. Decoding (few query rows per key/value head, many keys)
+// softmax of common/attention.h, products on the GEMM engine. The forward's
+// threads take (batch and head, run of query blocks) items (a packed varlen
+// batch: (sequence and head, ...), common/attention.h's sequence_of placing
+// each sequence) and walk the run's key blocks once, each block's K and V
+// packed once for every query block that sees it (ForwardRun, on the
+// micro-kernel through gemm/packed.h); key blocks wholly outside a row's
+// window are never visited. The backward's products run on matmul_cpu
+// (single-threaded inside the thread region here). Decoding (few query rows per key/value head, many keys)
 // splits each key/value head's keys into chunks instead (split-KV, split.h),
 // all query heads of a GQA group together, and combines the chunks'
 // partial results by log-sum-exp.
@@ -24,6 +27,7 @@
 #include "common/attention.h"
 #include "cpu/attention/softmax.h"
 #include "cpu/attention/split.h"
+#include "cpu/gemm/packed.h"
 #include "dlkern/attention.h"
 #include "dlkern/config.h"
 #include "dlkern/matmul.h"
@@ -132,7 +136,20 @@ struct Slice : Head {
   // into the rows' states and accumulator (row stride Ev): the online
   // softmax, then acc += P V_blk. s is left holding P.
   void fold(T* s, int64_t rows, int64_t j0, int64_t cols, RowState<T>* state, T* acc) const {
-    bool live = false;  // a block no row sees adds nothing to the accumulator
+    if (!online_softmax(s, rows, cols, state, acc)) return;
+    if (rows <= kFewRows && v_cs == 1)
+      return k.few_accumulate(s, kBlockK, rows, cols, v + j0 * v_rs, v_rs, p.Ev, acc);
+    MatmulEpilogue<T> ep;
+    ep.accumulate = true;
+    matmul_cpu<T>({rows, p.Ev, cols}, {s, kBlockK, 1}, {v + j0 * v_rs, v_rs, v_cs},
+                  {acc, p.Ev, 1}, ep);
+  }
+
+  // The online softmax of fold: the rows' states updated by the masked
+  // scores s, their accumulators rescaled, s turned into P. False when no row
+  // sees any of the keys: P V then adds nothing.
+  bool online_softmax(T* s, int64_t rows, int64_t cols, RowState<T>* state, T* acc) const {
+    bool live = false;
     for (int64_t r = 0; r < rows; ++r) {
       T* row = s + r * kBlockK;
       const T block_max = k.row_max(row, cols);
@@ -150,13 +167,7 @@ struct Slice : Head {
         for (int64_t e = 0; e < p.Ev; ++e) a[e] *= rescale;
       }
     }
-    if (!live) return;
-    if (rows <= kFewRows && v_cs == 1)
-      return k.few_accumulate(s, kBlockK, rows, cols, v + j0 * v_rs, v_rs, p.Ev, acc);
-    MatmulEpilogue<T> ep;
-    ep.accumulate = true;
-    matmul_cpu<T>({rows, p.Ev, cols}, {s, kBlockK, 1}, {v + j0 * v_rs, v_rs, v_cs},
-                  {acc, p.Ev, 1}, ep);
+    return live;
   }
 
   // Scores into probabilities exp(s - lse) in place, lse of row stride ls (0
@@ -204,6 +215,98 @@ void finish(const AttentionParams& p, int64_t rows, const RowState<T>* state, co
     lse[r * ls] = dlkern::attention::log_sum_exp(state[r]);
   }
 }
+
+// The forward of one item, query blocks [b0, b1) of one head, key block by
+// key block: each key block's K and V are packed once for all the item's
+// query blocks that see it, and each query block's Q once (the scale folded
+// in), where a product per block pair would pack both every time. Blocks of
+// at most kFewRows rows take fold's few-row kernels instead. The
+// accumulators and row states of the item's rows are kept meanwhile: O(L)
+// per thread.
+template <typename T>
+struct ForwardRun {
+  const gemm::GemmKernel<T>& gk;
+  std::vector<gemm::Packed<T>> q;  // one per query block of the item
+  gemm::Packed<T> k, v, prob;
+  std::vector<T> s, acc;
+  std::vector<RowState<T>> state;
+
+  ForwardRun(const AttentionParams& p, int64_t blocks)
+      : gk(gemm::kernels<T>()), q(blocks), s(kBlockQ * kBlockK), acc(blocks * kBlockQ * p.Ev),
+        state(blocks * kBlockQ) {}
+
+  void run(const Slice<T>& h, int64_t b0, int64_t b1, AttentionOperand<T> out,
+           AttentionOperand<T> lse) {
+    const AttentionParams& p = h.p;
+    const int64_t L = h.seq.L;
+    b1 = std::min(b1, ceil_div(L, kBlockQ));  // a varlen sequence may be shorter than p.L
+    if (b0 >= b1) return;
+    const int64_t first = b0 * kBlockQ, last = std::min(L, b1 * kBlockQ);
+    std::fill(acc.begin(), acc.begin() + (last - first) * p.Ev, T(0));
+    std::fill(state.begin(), state.begin() + (last - first), RowState<T>{});
+    const auto rows_of = [&](int64_t b) { return std::min(kBlockQ, L - b * kBlockQ); };
+    for (int64_t b = b0; b < b1; ++b)
+      if (rows_of(b) > kFewRows)
+        q[b - b0].pack(gk, true, rows_of(b), p.E, h.q + b * kBlockQ * h.q_rs, h.q_rs, h.q_cs,
+                       static_cast<T>(p.scale));
+    const KeyRange keys = h.keys_of(first, last - first);
+    for (int64_t j0 = keys.begin; j0 < keys.end; j0 += kBlockK) {
+      const int64_t cols = std::min(kBlockK, keys.end - j0);
+      bool packed = false;
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t i0 = b * kBlockQ, rows = rows_of(b);
+        const KeyRange seen = h.keys_of(i0, rows);
+        const int64_t n = std::min(j0 + cols, seen.end) - j0;  // the keys these rows may see
+        if (n <= 0 || j0 + cols <= seen.begin) continue;
+        T* a = acc.data() + (i0 - first) * p.Ev;
+        RowState<T>* st = state.data() + (i0 - first);
+        if (rows <= kFewRows) {
+          h.scores(i0, rows, j0, n, s.data());
+          h.fold(s.data(), rows, j0, n, st, a);
+          continue;
+        }
+        if (!packed) {
+          k.pack(gk, false, cols, p.E, h.kk + j0 * h.k_rs, h.k_rs, h.k_cs);
+          v.pack(gk, false, p.Ev, cols, h.v + j0 * h.v_rs, h.v_cs, h.v_rs);
+          packed = true;
+        }
+        fold_packed(h, q[b - b0], i0, rows, j0, n, st, a);
+      }
+    }
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i0 = b * kBlockQ;
+      finish<T>(p, rows_of(b), state.data() + (i0 - first), acc.data() + (i0 - first) * p.Ev,
+                {h.rows(out) + i0 * out.row_stride, out.row_stride, out.col_stride},
+                h.rows(lse) + i0 * lse.row_stride, lse.row_stride);
+    }
+  }
+
+  // Scores of a query block (Q packed) against the first n keys of the
+  // packed block, masked, the online softmax, then P V into the block's
+  // accumulator (row stride Ev). The key and value blocks hold at most
+  // kBlockK keys, within every kernel's kc: one depth block each.
+  void fold_packed(const Slice<T>& h, const gemm::Packed<T>& qb, int64_t i0, int64_t rows,
+                   int64_t j0, int64_t n, RowState<T>* st, T* a) {
+    const int64_t Ev = h.p.Ev;
+    const auto none = [](int64_t, int, int64_t, int) {};
+    gemm::multiply_packed(
+        gk, qb, k, n,
+        [&](int64_t i, int, int64_t j, int) {
+          return gemm::TileStore<T>{s.data() + i * kBlockK + j, kBlockK, 1, 0, 0, false,
+                                    nullptr, nullptr, 1};
+        },
+        none);
+    h.mask_scores(i0, rows, j0, n, s.data());
+    if (!h.online_softmax(s.data(), rows, n, st, a)) return;
+    prob.pack(gk, true, rows, n, s.data(), kBlockK, 1);
+    gemm::multiply_packed(
+        gk, prob, v, Ev,
+        [&](int64_t i, int, int64_t j, int) {
+          return gemm::TileStore<T>{a + i * Ev + j, Ev, 1, 0, 0, true, nullptr, nullptr, 1};
+        },
+        none);
+  }
+};
 
 // split.h's rule: at most kFewRows query rows per key/value head (a few
 // decoded tokens of every query head of a GQA group), and about kSplitItems
@@ -311,27 +414,21 @@ void attention_forward_cpu(const AttentionParams& p, AttentionOperand<const T> q
     return forward_split(p, chunk, query, key, value, mask, out, lse);
   const int64_t heads = lead_count(p), q_blocks = ceil_div(p.L, kBlockQ);
   const auto kernels = cpu::attention::kernels<T>();
-#pragma omp parallel num_threads(get_num_threads())
+  // Items: (head, run of query blocks), a head's blocks in as few runs as
+  // keep about four items per thread, so that its key and value blocks are
+  // packed as few times as the threads allow.
+  const int threads = get_num_threads();
+  const int64_t runs = std::clamp<int64_t>(ceil_div(4 * threads, std::max<int64_t>(heads, 1)),
+                                           1, std::max<int64_t>(q_blocks, 1));
+  const int64_t per_run = ceil_div(q_blocks, runs);
+#pragma omp parallel num_threads(threads)
   {
-    std::vector<T> s(kBlockQ * kBlockK), acc(kBlockQ * p.Ev);
-    std::vector<RowState<T>> state(kBlockQ);
+    ForwardRun<T> run(p, per_run);
 #pragma omp for schedule(dynamic)
-    for (int64_t item = 0; item < heads * q_blocks; ++item) {
-      const int64_t n = item / q_blocks, i0 = (item % q_blocks) * kBlockQ;
+    for (int64_t item = 0; item < heads * runs; ++item) {
+      const int64_t n = item / runs, b0 = (item % runs) * per_run;
       const Slice<T> slice(p, kernels, query, key, value, mask, n);
-      if (i0 >= slice.seq.L) continue;  // a varlen sequence shorter than p.L
-      const int64_t rows = std::min(kBlockQ, slice.seq.L - i0);
-      std::fill(acc.begin(), acc.end(), T(0));
-      std::fill(state.begin(), state.end(), RowState<T>{});
-      const auto keys = slice.keys_of(i0, rows);
-      for (int64_t j0 = keys.begin; j0 < keys.end; j0 += kBlockK) {
-        const int64_t cols = std::min(kBlockK, keys.end - j0);
-        slice.scores(i0, rows, j0, cols, s.data());
-        slice.fold(s.data(), rows, j0, cols, state.data(), acc.data());
-      }
-      finish<T>(p, rows, state.data(), acc.data(),
-                {slice.rows(out) + i0 * out.row_stride, out.row_stride, out.col_stride},
-                slice.rows(lse) + i0 * lse.row_stride, lse.row_stride);
+      run.run(slice, b0, b0 + per_run, out, lse);
     }
   }
 }

@@ -19,11 +19,10 @@
 //     (spherical as diag with p_k repeated D times).
 #include <algorithm>
 #include <cstdint>
-#include <optional>
 #include <vector>
 
 #include "common/gmm.h"
-#include "cpu/gemm/driver.h"
+#include "cpu/gemm/packed.h"
 #include "cpu/gmm/estep.h"
 #include "dlkern/config.h"
 #include "dlkern/gmm.h"
@@ -79,65 +78,42 @@ struct Constants {
   }
 };
 
-// The factors as the micro-kernel's A operand, packed once per call: the
-// product rows (k, e) of P_k^T stacked (full: K*D rows; tied: D), depth d in
-// blocks of at most the kernel's kc, each block's micro-panels one after
-// another.
+// The factors as the products' A operand, packed once per call: the product
+// rows (k, e) of P_k^T stacked (full: K*D rows; tied: D), depth d.
 template <typename T>
-struct PackedFactors {
-  const gemm::GemmKernel<T>& gk;
-  int64_t rows, D, kc, panels;
-  std::vector<T> data;
-
-  PackedFactors(const gemm::GemmKernel<T>& kernel, bool full, const T* prec, int64_t K,
-                int64_t D_)
-      : gk(kernel), rows(full ? K * D_ : D_), D(D_), kc(std::min<int64_t>(D_, kernel.kc)),
-        panels((rows + kernel.mr - 1) / kernel.mr) {
-    data.resize(panels * gk.mr * D);
-    // Row (k, e), depth d: P_k[d][e], at prec + k*D*D + d*D + e; a component's
-    // rows are one apart, so each component packs as its own lines.
-    const int64_t comps = full ? K : 1;
-    std::vector<T> rows_of(rows * D);
-    for (int64_t k = 0; k < comps; ++k)
-      for (int64_t e = 0; e < D; ++e)
-        for (int64_t d = 0; d < D; ++d) rows_of[(k * D + e) * D + d] = prec[k * D * D + d * D + e];
-    for (int64_t p0 = 0; p0 < D; p0 += kc)
-      gk.pack_a(rows, std::min(kc, D - p0), rows_of.data() + p0, D, 1, T(1), block(p0));
-  }
-
-  // The micro-panels of the depth block starting at p0.
-  T* block(int64_t p0) { return data.data() + panels * gk.mr * p0; }
-  const T* block(int64_t p0) const { return data.data() + panels * gk.mr * p0; }
-};
+gemm::Packed<T> packed_factors(const gemm::GemmKernel<T>& gk, bool full, const T* prec,
+                               int64_t K, int64_t D) {
+  // Row (k, e), depth d: P_k[d][e]; a component's rows are one apart, the
+  // components D * D apart: copied into one row-major matrix first.
+  const int64_t rows = full ? K * D : D;
+  std::vector<T> rows_of(rows * D);
+  for (int64_t k = 0; k < rows / D; ++k)
+    for (int64_t e = 0; e < D; ++e)
+      for (int64_t d = 0; d < D; ++d) rows_of[(k * D + e) * D + d] = prec[k * D * D + d * D + e];
+  gemm::Packed<T> a;
+  a.pack(gk, true, rows, D, rows_of.data(), D, 1);
+  return a;
+}
 
 // maha (K x ld) = the tile's Mahalanobis terms from the products y^T = A x^T,
-// micro-tile by micro-tile; xp: room for the tile's packed samples.
+// micro-tile by micro-tile through y (room for one micro-tile); xp: the
+// tile's samples, packed here.
 template <typename T>
-void product_norms(const PackedFactors<T>& a, MatrixView<const T> x, int64_t rows, bool full,
-                   const T* b, int64_t K, const EstepKernels<T>& kernels, T* xp, T* maha,
-                   int64_t ld) {
-  const auto& gk = a.gk;
-  const int64_t D = a.D, nr = gk.nr, mr = gk.mr;
-  const int64_t b_panels = (rows + nr - 1) / nr;
-  for (int64_t p0 = 0; p0 < D; p0 += a.kc)
-    gk.pack_b(rows, std::min(a.kc, D - p0), x.data + p0 * x.col_stride, x.row_stride,
-              x.col_stride, T(1), xp + b_panels * nr * p0);
+void product_norms(const gemm::GemmKernel<T>& gk, const gemm::Packed<T>& a,
+                   MatrixView<const T> x, int64_t rows, int64_t D, bool full, const T* b,
+                   int64_t K, const EstepKernels<T>& kernels, gemm::Packed<T>& xp, T* y,
+                   T* maha, int64_t ld) {
+  xp.pack(gk, false, rows, D, x.data, x.row_stride, x.col_stride);
   std::fill(maha, maha + K * ld, T(0));
-  alignas(64) T y[64 * 64];  // one micro-tile, mr x nr <= 64 x 64
-  for (int64_t j = 0; j < b_panels; ++j) {
-    const int64_t j0 = j * nr, cols = std::min(nr, rows - j0);
-    for (int64_t q = 0; q < a.panels; ++q) {
-      const int64_t i0 = q * mr, m = std::min(mr, a.rows - i0);
-      for (int64_t p0 = 0; p0 < D; p0 += a.kc) {
-        const int64_t kc = std::min(a.kc, D - p0);
-        const gemm::TileStore<T> out{y, nr, 1, static_cast<int>(m), static_cast<int>(cols),
-                                     p0 > 0, nullptr, nullptr, 1};
-        gk.micro_kernels[m - 1](kc, a.block(p0) + q * mr * kc, xp + b_panels * nr * p0 + j0 * kc,
-                                out);
-      }
-      kernels.centred_squares(y, nr, m, i0, D, K, !full, b, cols, maha + j0, ld);
-    }
-  }
+  const int64_t ly = xp.width();
+  gemm::multiply_packed(
+      gk, a, xp, rows,
+      [&](int64_t, int, int64_t, int) {
+        return gemm::TileStore<T>{y, ly, 1, 0, 0, false, nullptr, nullptr, 1};
+      },
+      [&](int64_t i0, int m, int64_t j0, int n) {
+        kernels.centred_squares(y, ly, m, i0, D, K, !full, b, n, maha + j0, ld);
+      });
 }
 
 }  // namespace
@@ -151,24 +127,25 @@ void gmm_estep_cpu(const GmmParams& p, MatrixView<const T> x, const T* weights, 
   if (N == 0) return;
   const bool factored = p.covariance == GmmCovariance::full || p.covariance == GmmCovariance::tied;
   const bool full = p.covariance == GmmCovariance::full;
-  const bool gemm = factored && D >= kProductMinD;
+  const bool products = factored && D >= kProductMinD;
   const Constants<T> consts(p, weights, means, prec);
   const auto kernels = cpu::gmm::kernels<T>();
   const auto& gk = cpu::gemm::kernels<T>();
-  const std::optional<PackedFactors<T>> factors =
-      gemm ? std::optional<PackedFactors<T>>(std::in_place, gk, full, prec, K, D) : std::nullopt;
+  const cpu::gemm::Packed<T> factors =
+      products ? packed_factors(gk, full, prec, K, D) : cpu::gemm::Packed<T>{};
   const int64_t tiles = (N + kTile - 1) / kTile;
 #pragma omp parallel num_threads(std::min<int64_t>(get_num_threads(), tiles))
   {
-    const int64_t packed = (kTile + gk.nr - 1) / gk.nr * gk.nr * D;
-    std::vector<T> maha(K * kTile), xt(gemm ? packed : D * kTile), scratch(kTile);
+    std::vector<T> maha(K * kTile), xt(products ? 0 : D * kTile), scratch(kTile);
+    std::vector<T> y(products ? gk.mr * gk.nr : 0);  // one micro-tile of the products
+    cpu::gemm::Packed<T> xp;
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t r0 = tile * kTile, rows = std::min(kTile, N - r0);
       const T* x0 = x.data + r0 * x.row_stride;
-      if (gemm) {
-        product_norms(*factors, {x0, x.row_stride, x.col_stride}, rows, full, consts.b.data(),
-                      K, kernels, xt.data(), maha.data(), kTile);
+      if (products) {
+        product_norms(gk, factors, {x0, x.row_stride, x.col_stride}, rows, D, full,
+                      consts.b.data(), K, kernels, xp, y.data(), maha.data(), kTile);
       } else {
         kernels.transpose(x0, x.row_stride, x.col_stride, rows, D, xt.data(), kTile);
         if (factored)
