@@ -6,8 +6,8 @@
 // each sequence) and walk the run's key blocks once, each block's K and V
 // packed once for every query block that sees it (ForwardRun, on the
 // micro-kernel through gemm/packed.h); key blocks wholly outside a row's
-// window are never visited. The backward's products run on matmul_cpu
-// (single-threaded inside the thread region here). Decoding (few query rows per key/value head, many keys)
+// window are never visited. The backward's products run on the same packed
+// operands, each packed once per item where the item reuses it. Decoding (few query rows per key/value head, many keys)
 // splits each key/value head's keys into chunks instead (split-KV, split.h),
 // all query heads of a GQA group together, and combines the chunks'
 // partial results by log-sum-exp.
@@ -182,11 +182,9 @@ struct Slice : Head {
     }
   }
 
-  // dS = P * (dO V^T - D) into dp (row stride kBlockK), from P in s, the rows'
-  // dO and D = rowsum(dO * O).
-  void score_grads(const T* s, MatrixView<const T> dout, const T* delta, int64_t rows,
-                   int64_t j0, int64_t cols, T* dp) const {
-    matmul_cpu<T>({rows, cols, p.Ev}, dout, {v + j0 * v_rs, v_cs, v_rs}, {dp, kBlockK, 1});
+  // dS = P * (dO V^T - D) in place in dp (row stride kBlockK), which holds
+  // dO V^T, from P in s and the rows' D = rowsum(dO * O).
+  void score_grads(const T* s, const T* delta, int64_t rows, int64_t cols, T* dp) const {
     for (int64_t r = 0; r < rows; ++r) {
       T* d = dp + r * kBlockK;
       const T* pr = s + r * kBlockK;
@@ -287,24 +285,11 @@ struct ForwardRun {
   // kBlockK keys, within every kernel's kc: one depth block each.
   void fold_packed(const Slice<T>& h, const gemm::Packed<T>& qb, int64_t i0, int64_t rows,
                    int64_t j0, int64_t n, RowState<T>* st, T* a) {
-    const int64_t Ev = h.p.Ev;
-    const auto none = [](int64_t, int, int64_t, int) {};
-    gemm::multiply_packed(
-        gk, qb, k, n,
-        [&](int64_t i, int, int64_t j, int) {
-          return gemm::TileStore<T>{s.data() + i * kBlockK + j, kBlockK, 1, 0, 0, false,
-                                    nullptr, nullptr, 1};
-        },
-        none);
+    gemm::multiply_into(gk, qb, k, n, {s.data(), kBlockK, 1}, false);
     h.mask_scores(i0, rows, j0, n, s.data());
     if (!h.online_softmax(s.data(), rows, n, st, a)) return;
     prob.pack(gk, true, rows, n, s.data(), kBlockK, 1);
-    gemm::multiply_packed(
-        gk, prob, v, Ev,
-        [&](int64_t i, int, int64_t j, int) {
-          return gemm::TileStore<T>{a + i * Ev + j, Ev, 1, 0, 0, true, nullptr, nullptr, 1};
-        },
-        none);
+    gemm::multiply_into(gk, prob, v, h.p.Ev, {a, h.p.Ev, 1}, true);
   }
 };
 
@@ -465,11 +450,13 @@ void attention_backward_cpu(const AttentionParams& p, AttentionOperand<const T> 
       }
     }
 
+    // Every product on operands packed once where they are reused: K and V
+    // of the key block for all of pass 1's query blocks, Q and dO of the
+    // query block for all of pass 2's key blocks.
+    const auto& gk = cpu::gemm::kernels<T>();
     std::vector<T> s(kBlockQ * kBlockK), dp(kBlockQ * kBlockK);
-    MatmulEpilogue<T> acc;
-    acc.accumulate = true;
-    MatmulEpilogue<T> acc_scaled = acc;
-    acc_scaled.alpha = static_cast<T>(p.scale);
+    cpu::gemm::Packed<T> kp, vp, qp, dop, lhs, rhs;
+    const T scale = static_cast<T>(p.scale);
 
     // dK and dV: each (key/value head, key block) by one thread.
 #pragma omp for schedule(dynamic)
@@ -487,21 +474,34 @@ void attention_backward_cpu(const AttentionParams& p, AttentionOperand<const T> 
         for (int64_t e = 0; e < p.Ev; ++e) dv.data[c * dv.row_stride + e * dv.col_stride] = T(0);
       }
       const auto rows_in = first.queries_of(j0, cols);
+      if (rows_in.begin >= rows_in.end) continue;
+      kp.pack(gk, false, cols, p.E, first.kk + j0 * first.k_rs, first.k_rs, first.k_cs);
+      vp.pack(gk, false, cols, p.Ev, first.v + j0 * first.v_rs, first.v_rs, first.v_cs);
       for (int64_t g = 0; g < p.group; ++g) {
         const int64_t n = nk * p.group + g;
         const Slice<T> slice(p, kernels, query, key, value, mask, n);
         const T* l = slice.rows(lse);
         for (int64_t i0 = rows_in.begin / kBlockQ * kBlockQ; i0 < rows_in.end; i0 += kBlockQ) {
           const int64_t rows = std::min(kBlockQ, slice.seq.L - i0);
-          const MatrixView<const T> dout{slice.rows(grad_out) + i0 * grad_out.row_stride,
-                                         grad_out.row_stride, grad_out.col_stride};
-          slice.scores(i0, rows, j0, cols, s.data());
+          const T* q = slice.q + i0 * slice.q_rs;
+          const T* dout = slice.rows(grad_out) + i0 * grad_out.row_stride;
+          // P = exp(scale Q K^T - lse), masked.
+          lhs.pack(gk, true, rows, p.E, q, slice.q_rs, slice.q_cs, scale);
+          cpu::gemm::multiply_into(gk, lhs, kp, cols, {s.data(), kBlockK, 1}, false);
+          slice.mask_scores(i0, rows, j0, cols, s.data());
           slice.probabilities(s.data(), rows, cols, l + i0 * lse.row_stride, lse.row_stride);
-          matmul_cpu<T>({cols, p.Ev, rows}, {s.data(), 1, kBlockK}, dout, dv, acc);
-          slice.score_grads(s.data(), dout, delta.data() + n * p.L + i0, rows, j0, cols,
-                            dp.data());
-          matmul_cpu<T>({cols, p.E, rows}, {dp.data(), 1, kBlockK},
-                        {slice.q + i0 * slice.q_rs, slice.q_rs, slice.q_cs}, dk, acc_scaled);
+          // dV += P^T dO.
+          lhs.pack(gk, true, cols, rows, s.data(), 1, kBlockK);
+          rhs.pack(gk, false, p.Ev, rows, dout, grad_out.col_stride, grad_out.row_stride);
+          cpu::gemm::multiply_into(gk, lhs, rhs, p.Ev, dv, true);
+          // dS = P * (dO V^T - D).
+          lhs.pack(gk, true, rows, p.Ev, dout, grad_out.row_stride, grad_out.col_stride);
+          cpu::gemm::multiply_into(gk, lhs, vp, cols, {dp.data(), kBlockK, 1}, false);
+          slice.score_grads(s.data(), delta.data() + n * p.L + i0, rows, cols, dp.data());
+          // dK += scale dS^T Q.
+          lhs.pack(gk, true, cols, rows, dp.data(), 1, kBlockK, scale);
+          rhs.pack(gk, false, p.E, rows, q, slice.q_cs, slice.q_rs);
+          cpu::gemm::multiply_into(gk, lhs, rhs, p.E, dk, true);
         }
       }
     }
@@ -517,18 +517,26 @@ void attention_backward_cpu(const AttentionParams& p, AttentionOperand<const T> 
                              grad_query.row_stride, grad_query.col_stride};
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t e = 0; e < p.E; ++e) dq.data[r * dq.row_stride + e * dq.col_stride] = T(0);
-      const MatrixView<const T> dout{slice.rows(grad_out) + i0 * grad_out.row_stride,
-                                     grad_out.row_stride, grad_out.col_stride};
       const T* l = slice.rows(lse) + i0 * lse.row_stride;
       const auto keys = slice.keys_of(i0, rows);
+      if (keys.begin >= keys.end) continue;
+      qp.pack(gk, true, rows, p.E, slice.q + i0 * slice.q_rs, slice.q_rs, slice.q_cs, scale);
+      dop.pack(gk, true, rows, p.Ev, slice.rows(grad_out) + i0 * grad_out.row_stride,
+               grad_out.row_stride, grad_out.col_stride);
       for (int64_t j0 = keys.begin; j0 < keys.end; j0 += kBlockK) {
         const int64_t cols = std::min(kBlockK, keys.end - j0);
-        slice.scores(i0, rows, j0, cols, s.data());
+        const T* kj = slice.kk + j0 * slice.k_rs;
+        rhs.pack(gk, false, cols, p.E, kj, slice.k_rs, slice.k_cs);
+        cpu::gemm::multiply_into(gk, qp, rhs, cols, {s.data(), kBlockK, 1}, false);
+        slice.mask_scores(i0, rows, j0, cols, s.data());
         slice.probabilities(s.data(), rows, cols, l, lse.row_stride);
-        slice.score_grads(s.data(), dout, delta.data() + n * p.L + i0, rows, j0, cols,
-                          dp.data());
-        matmul_cpu<T>({rows, p.E, cols}, {dp.data(), kBlockK, 1},
-                      {slice.kk + j0 * slice.k_rs, slice.k_rs, slice.k_cs}, dq, acc_scaled);
+        rhs.pack(gk, false, cols, p.Ev, slice.v + j0 * slice.v_rs, slice.v_rs, slice.v_cs);
+        cpu::gemm::multiply_into(gk, dop, rhs, cols, {dp.data(), kBlockK, 1}, false);
+        slice.score_grads(s.data(), delta.data() + n * p.L + i0, rows, cols, dp.data());
+        // dQ += scale dS K.
+        lhs.pack(gk, true, rows, cols, dp.data(), kBlockK, 1, scale);
+        rhs.pack(gk, false, p.E, cols, kj, slice.k_cs, slice.k_rs);
+        cpu::gemm::multiply_into(gk, lhs, rhs, p.E, dq, true);
       }
     }
   }

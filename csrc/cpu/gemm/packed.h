@@ -82,4 +82,17 @@ void multiply_packed(const GemmKernel<T>& gk, const Packed<T>& a, const Packed<T
   }
 }
 
+// c (= or +=) A B over the first n lines of B, c of any strides.
+template <typename T>
+void multiply_into(const GemmKernel<T>& gk, const Packed<T>& a, const Packed<T>& b, int64_t n,
+                   MatrixView<T> c, bool accumulate) {
+  multiply_packed(
+      gk, a, b, n,
+      [&](int64_t i, int, int64_t j, int) {
+        return TileStore<T>{c.data + i * c.row_stride + j * c.col_stride, c.row_stride,
+                            c.col_stride, 0, 0, accumulate, nullptr, nullptr, 1};
+      },
+      [](int64_t, int, int64_t, int) {});
+}
+
 }  // namespace dlkern::cpu::gemm
