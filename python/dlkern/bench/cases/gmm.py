@@ -19,7 +19,7 @@ import numpy as np
 from ...gmm import gmm_estep
 from .. import arrays, libraries
 from ..registry import Case, Context
-from ._factory import case, kind_for
+from ._factory import array_libraries, case, kind_for
 
 # (N, D, K, covariance type, dtype)
 SHAPES = [(100_000, 32, 16, c, dt) for dt in ("float64", "float32")
@@ -179,9 +179,12 @@ def cases(ctx: Context) -> list[Case]:
         # The E-step against scikit-learn on this machine's CPU; the estimator
         # fits CuPy data only (torch tensors are not its input).
         kind = kind_for(ctx, "float32", "gmm", prefer=("cupy", "torch"))
-        out = [] if kind is None else [_case(ctx, 1_000_000, 64, 64, "full", "float32", refs,
-                                             kind)]
-        if refs and kind_for(ctx, "float64", "gmm", prefer=("cupy",)) == "cupy":
+        if kind is None:
+            return []
+        out = [_case(ctx, 1_000_000, 64, 64, "full", "float32", refs, kind)]
+        if "cupy" not in array_libraries(ctx, "float64"):
+            ctx.skip("gmm fit", "needs CuPy (the estimator fits CuPy data)")
+        elif refs:
             out += [_fit_case(ctx, *fit, refs, "cupy")
                     for fit in (FITS_QUICK if ctx.quick else FITS)]
         return out
