@@ -33,6 +33,12 @@ from .rnn import (
     lstm_cell,
     lstm_cell_backward,
 )
+from .tree import (
+    TreeLevels,
+    tree_compose,
+    tree_compose_backward,
+    tree_levels,
+)
 
 __all__ = [
     "__version__",
@@ -63,6 +69,10 @@ __all__ = [
     "max_pool2d_backward",
     "set_num_threads",
     "show_config",
+    "TreeLevels",
+    "tree_compose",
+    "tree_compose_backward",
+    "tree_levels",
 ]
 
 

@@ -1,0 +1,47 @@
+// Tree math shared by the CPU and CUDA kernels: tree_compose's activations
+// and their derivatives (from the activated value, which the backward reads
+// from the forward's output), and the N-ary Tree-LSTM node update. The shape
+// rules and the depth schedule are in tree.cpp.
+#pragma once
+
+#include "common/host_device.h"
+#include "common/rnn.h"
+#include "dlkern/tree.h"
+
+namespace dlkern::tree {
+
+using rnn::sigmoid;
+using rnn::tanh_;
+
+template <TreeActivation A, typename T>
+DLKERN_HOST_DEVICE T activate(T x) {
+  if constexpr (A == TreeActivation::tanh) return tanh_(x);
+  if constexpr (A == TreeActivation::relu) return x > T(0) ? x : T(0);
+  if constexpr (A == TreeActivation::sigmoid) return sigmoid(x);
+  if constexpr (A == TreeActivation::identity) return x;
+}
+
+// d activate(x) / dx from y = activate(x) (relu: y > 0 exactly when x > 0).
+template <TreeActivation A, typename T>
+DLKERN_HOST_DEVICE T activation_slope(T y) {
+  if constexpr (A == TreeActivation::tanh) return T(1) - y * y;
+  if constexpr (A == TreeActivation::relu) return y > T(0) ? T(1) : T(0);
+  if constexpr (A == TreeActivation::sigmoid) return y * (T(1) - y);
+  if constexpr (A == TreeActivation::identity) return T(1);
+}
+
+// Calls body(std::integral_constant<TreeActivation, a>) for the runtime a,
+// so that the pointwise loops are compiled once per activation.
+template <typename Body>
+void dispatch_activation(TreeActivation a, Body&& body) {
+  switch (a) {
+    case TreeActivation::tanh: return body(std::integral_constant<TreeActivation, TreeActivation::tanh>{});
+    case TreeActivation::relu: return body(std::integral_constant<TreeActivation, TreeActivation::relu>{});
+    case TreeActivation::sigmoid:
+      return body(std::integral_constant<TreeActivation, TreeActivation::sigmoid>{});
+    case TreeActivation::identity:
+      return body(std::integral_constant<TreeActivation, TreeActivation::identity>{});
+  }
+}
+
+}  // namespace dlkern::tree

@@ -1,0 +1,101 @@
+// The level loop shared by the CPU tree kernels: each level's gather of the
+// children's rows, and the deterministic scatter of gradients back into them.
+// Forward, per level: gather the children's rows into a (rows, arity * H)
+// matrix, one product on the GEMM engine with a weight packed once per call
+// (rnn::StepProduct), one pointwise pass. Backward, from the deepest level:
+// the pointwise derivative, one product for the children's gradients, and a
+// scatter that adds them into the children's rows.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cpu/gemm/driver.h"
+#include "cpu/rnn/common.h"
+#include "cpu/rnn/recurrent.h"
+#include "dlkern/tree.h"
+
+namespace dlkern::cpu::tree {
+
+using rnn::AlignedArray;
+using rnn::PackedWeight;
+using rnn::StepProduct;
+
+// The nodes of level l (indices into [leaves; internal]) and their number.
+struct Level {
+  const int64_t* nodes;
+  int64_t rows;
+  int64_t first;  // position of nodes[0] in the schedule order
+};
+
+inline Level level(const TreeForest& f, int64_t l) {
+  return {f.order + f.level_offset[l], f.level_offset[l + 1] - f.level_offset[l],
+          f.level_offset[l]};
+}
+
+inline const int64_t* children_of(const TreeForest& f, int64_t node) {
+  return f.children + (node - f.n_leaves) * f.arity;
+}
+
+// The most rows any level has.
+inline int64_t widest_level(const TreeForest& f) {
+  int64_t rows = 0;
+  for (int64_t l = 0; l < f.n_levels; ++l) rows = std::max(rows, level(f, l).rows);
+  return rows;
+}
+
+// Thread tid's share of rows [0, rows).
+inline void share(int64_t rows, int tid, int nthreads, int64_t* r0, int64_t* r1) {
+  gemm::detail::split(rows, nthreads, tid, r0, r1);
+}
+
+// Rows [r0, r1) of `nodes`: each node's children's rows of `table` (ld
+// apart, `width` wide), side by side in x (rows, arity * width), zeros for a
+// missing child.
+template <typename T>
+void gather(const TreeForest& f, const int64_t* nodes, int64_t r0, int64_t r1, const T* table,
+            int64_t ld, int64_t width, T* x) {
+  const int64_t K = f.arity * width;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t* ch = children_of(f, nodes[r]);
+    for (int64_t k = 0; k < f.arity; ++k) {
+      T* dst = x + r * K + k * width;
+      if (ch[k] < 0)
+        std::fill_n(dst, width, T(0));
+      else
+        std::copy_n(table + ch[k] * ld, width, dst);
+    }
+  }
+}
+
+// Units [u0, u1) of each child's slot of dx (rows, arity * H) added into the
+// child's row of g (n_nodes, H), rows and slots in order: one thread owns the
+// units, so a node that is the child of several parents gathers their sums
+// in the same order whatever the thread count.
+template <typename T>
+void scatter_add(const TreeForest& f, Level lv, const T* dx, int64_t H, T* g, int64_t u0,
+                 int64_t u1) {
+  const int64_t K = f.arity * H;
+  for (int64_t r = 0; r < lv.rows; ++r) {
+    const int64_t* ch = children_of(f, lv.nodes[r]);
+    for (int64_t k = 0; k < f.arity; ++k) {
+      if (ch[k] < 0) continue;
+      T* dst = g + ch[k] * H;
+      const T* src = dx + r * K + k * H;
+#pragma omp simd
+      for (int64_t j = u0; j < u1; ++j) dst[j] += src[j];
+    }
+  }
+}
+
+// Rows [r0, r1) of a strided (rows, H) view copied into contiguous dst.
+template <typename T>
+void copy_rows(MatrixView<const T> src, int64_t r0, int64_t r1, int64_t H, T* dst) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t j = 0; j < H; ++j)
+      dst[r * H + j] = src.data[r * src.row_stride + j * src.col_stride];
+}
+
+}  // namespace dlkern::cpu::tree
