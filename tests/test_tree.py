@@ -434,3 +434,293 @@ def test_compose_backward_bad_arguments(rng):
         dk.tree_compose_backward(out[:2], out[:2], children, weight)
     with pytest.raises(ValueError, match=r"weight must have shape \(H, arity \* H\)"):
         dk.tree_compose_backward(out, out, children, weight[:, :-1])
+
+
+# --- tree_lstm -----------------------------------------------------------------------
+
+
+def lstm_operands(rng, children, n_leaves, H, I, dtype, with_c=True, with_inputs=True,
+                  biases=True):
+    """Random leaves (h, c), weights, biases and node inputs; U's rows sum to
+    at most 1 in magnitude, W's to 1/2, so that errors stay bounded along chains."""
+    N = children.shape[1]
+    K = N * H
+    h = random_array(rng, (n_leaves, H), dtype)
+    c = random_array(rng, (n_leaves, H), dtype) if with_c else None
+    w_iou = random_array(rng, (3 * H, I), dtype) / np.asarray(2 * max(I, 1), dtype)
+    u_iou = random_array(rng, (3 * H, K), dtype) / np.asarray(K, dtype)
+    w_f = random_array(rng, (H, I), dtype) / np.asarray(2 * max(I, 1), dtype)
+    u_f = random_array(rng, (K, K), dtype) / np.asarray(K, dtype)
+    b_iou = random_array(rng, (3 * H,), dtype) if biases else None
+    b_f = random_array(rng, (H,), dtype) if biases else None
+    inputs = random_array(rng, (children.shape[0], I), dtype) if with_inputs else None
+    return (h, c), (w_iou, u_iou, w_f, u_f, b_iou, b_f), inputs
+
+
+def lstm_bound(leaves, children, weights, inputs, dtype):
+    """Per element, bounds on the errors of every node's h and c, node by node
+    (float64 values from the reference), to first order: a gate's
+    pre-activation sums K + I + 1 terms and carries |U| times the children's
+    h errors; sigmoid's slope is at most 1/4, tanh's at most 1 (plus 4 u of
+    their own); c = i u + sum f_k c_k and h = o tanh(c) propagate these with
+    the actual gate values, and round once per operation."""
+    u = UNIT_ROUNDOFF[dtype]
+    (h0, c0) = leaves
+    w_iou, u_iou, w_f, u_f, b_iou, b_f = (None if a is None else ref.as64(a) for a in weights)
+    h_ref, c_ref = ref.tree_lstm(leaves if c0 is not None else h0, children, *weights,
+                                 node_inputs=inputs)
+    n_leaves, H = h0.shape
+    N = children.shape[1]
+    I = w_iou.shape[1]
+    b = np.concatenate([b_iou if b_iou is not None else np.zeros(3 * H)]
+                       + [b_f if b_f is not None else np.zeros(H)] * N)
+    U = np.concatenate([u_iou, u_f])
+    W = np.concatenate([w_iou] + [w_f] * N)
+    v_all = np.zeros((children.shape[0], I)) if inputs is None else ref.as64(inputs)
+    eh, ec = np.zeros_like(h_ref), np.zeros_like(c_ref)
+    for j, ch in enumerate(children):
+        node = n_leaves + j
+        x = ref._gather_children(h_ref, ch)
+        pre = U @ x + W @ v_all[j] + b
+        e_pre = (np.abs(U) @ ref._gather_children(eh, ch)
+                 + (N * H + I + 2) * u * (np.abs(U) @ np.abs(x) + np.abs(W) @ np.abs(v_all[j])
+                                          + np.abs(b)))
+        act = ref._sigmoid(pre)
+        act[2 * H:3 * H] = np.tanh(pre[2 * H:3 * H])
+        slope = np.full_like(pre, 0.25)
+        slope[2 * H:3 * H] = 1.0
+        e_act = slope * e_pre + 4 * u
+        i, o, uu = act[:H], act[H:2 * H], act[2 * H:3 * H]
+        e_c = e_act[:H] * np.abs(uu) + i * e_act[2 * H:3 * H] + (N + 2) * u * np.abs(c_ref[node])
+        for k, child in enumerate(ch):
+            if child >= 0:
+                fk = act[(3 + k) * H:(4 + k) * H]
+                e_c += (e_act[(3 + k) * H:(4 + k) * H] * np.abs(c_ref[child]) + fk * ec[child]
+                        + 2 * u * fk * np.abs(c_ref[child]))
+        t = np.tanh(c_ref[node])
+        ec[node] = e_c
+        eh[node] = e_act[H:2 * H] * np.abs(t) + o * ((1 - t * t) * e_c + 4 * u) + u * np.abs(
+            h_ref[node])
+    return eh + 1e-300, ec + 1e-300
+
+
+def lstm_leaves_arg(leaves):
+    h, c = leaves
+    return h if c is None else (h, c)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("forest", FORESTS)
+def test_lstm_forward(rng, forest, dtype):
+    children, n_leaves = FORESTS[forest](rng)
+    leaves, weights, inputs = lstm_operands(rng, children, n_leaves, 5, 3, dtype)
+    h, c = dk.tree_lstm(leaves, children, *weights, node_inputs=inputs)
+    h_ref, c_ref = ref.tree_lstm(leaves, children, *weights, node_inputs=inputs)
+    eh, ec = lstm_bound(leaves, children, weights, inputs, dtype)
+    assert h.dtype == dtype and c.dtype == dtype
+    assert_within(h, h_ref, eh, "h")
+    assert_within(c, c_ref, ec, "c")
+
+
+@pytest.mark.parametrize("variant", ["no leaves' c", "no inputs", "no biases", "wide"])
+def test_lstm_forward_variants(rng, variant):
+    children, n_leaves = random_forest(rng, 3, 6, 3, p_missing=0.2)
+    H = 41 if variant == "wide" else 4
+    leaves, weights, inputs = lstm_operands(
+        rng, children, n_leaves, H, 3, "float32", with_c=variant != "no leaves' c",
+        with_inputs=variant != "no inputs", biases=variant != "no biases")
+    h, c = dk.tree_lstm(lstm_leaves_arg(leaves), children, *weights, node_inputs=inputs)
+    h_ref, c_ref = ref.tree_lstm(lstm_leaves_arg(leaves), children, *weights, node_inputs=inputs)
+    eh, ec = lstm_bound(leaves, children, weights, inputs, "float32")
+    assert_within(h, h_ref, eh, "h")
+    assert_within(c, c_ref, ec, "c")
+
+
+def test_lstm_forward_strided(rng):
+    children, n_leaves = random_forest(rng, 2, 5, 2, p_missing=0.2)
+    leaves, weights, inputs = lstm_operands(rng, children, n_leaves, 4, 3, "float64")
+    h0, c0 = leaves
+    flip = lambda a: np.ascontiguousarray(a[::-1].T).T[::-1]  # noqa: E731 (same values, strided)
+    u_f_wide = np.repeat(weights[3], 2, axis=1)
+    strided = (weights[0], weights[1], weights[2], u_f_wide[:, ::2], weights[4], weights[5])
+    h, c = dk.tree_lstm((flip(h0), c0[:, ::-1][:, ::-1]), children, *strided,
+                        node_inputs=flip(inputs))
+    h_ref, c_ref = ref.tree_lstm(leaves, children, *weights, node_inputs=inputs)
+    eh, ec = lstm_bound(leaves, children, weights, inputs, "float64")
+    assert_within(h, h_ref, eh, "h")
+    assert_within(c, c_ref, ec, "c")
+
+
+def torch_tree_lstm(torch, h0, c0, children, w_iou, u_iou, w_f, u_f, b_iou, b_f, inputs):
+    """The N-ary Tree-LSTM node by node in torch ops: every node's (h, c)."""
+    H = h0.shape[1]
+    N = children.shape[1]
+    hs, cs = list(h0), list(c0)
+    zero = torch.zeros(H, dtype=h0.dtype)
+    for j, ch in enumerate(children.tolist()):
+        x = torch.cat([hs[k] if k >= 0 else zero for k in ch])
+        iou = u_iou @ x + b_iou + w_iou @ inputs[j]
+        f = torch.sigmoid(u_f @ x + (b_f + w_f @ inputs[j]).repeat(N))
+        i, o, u = torch.sigmoid(iou[:H]), torch.sigmoid(iou[H:2 * H]), torch.tanh(iou[2 * H:])
+        c = i * u
+        for k, child in enumerate(ch):
+            if child >= 0:
+                c = c + f[k * H:(k + 1) * H] * cs[child]
+        hs.append(o * torch.tanh(c))
+        cs.append(c)
+    return torch.stack(hs), torch.stack(cs)
+
+
+@pytest.mark.parametrize("forest", ["mixed forest", "arity 3", "missing children", "dag",
+                                    "chain", "one internal node"])
+def test_lstm_backward_torch(rng, forest):
+    torch = pytest.importorskip("torch")
+    children, n_leaves = FORESTS[forest](rng)
+    leaves, weights, inputs = lstm_operands(rng, children, n_leaves, 4, 3, "float64")
+    args = [*leaves, *weights, inputs]
+    t = [torch.tensor(a, requires_grad=True) for a in args]
+    h_t, c_t = torch_tree_lstm(torch, t[0], t[1], children, *t[2:])
+    gh = random_array(rng, tuple(h_t.shape), "float64")
+    gc = random_array(rng, tuple(c_t.shape), "float64")
+    (h_t * torch.tensor(gh) + c_t * torch.tensor(gc)).sum().backward()
+    h, c, saved = dk.tree_lstm(leaves, children, *weights, node_inputs=inputs,
+                               save_for_backward=True)
+    np.testing.assert_allclose(h, h_t.detach().numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(c, c_t.detach().numpy(), rtol=1e-12, atol=1e-13)
+    got = dk.tree_lstm_backward(gh, gc, h, c, saved, children, *weights[:4], node_inputs=inputs)
+    (g_h0, g_c0), g_inputs, g_w_iou, g_u_iou, g_w_f, g_u_f, g_b_iou, g_b_f = got
+    names = ["leaves h", "leaves c", "w_iou", "u_iou", "w_f", "u_f", "b_iou", "b_f", "inputs"]
+    for name, g, tt in zip(names, (g_h0, g_c0, g_w_iou, g_u_iou, g_w_f, g_u_f, g_b_iou, g_b_f,
+                                   g_inputs), t):
+        # float64 with a few hundred operations per path: 1e-11 relative leaves
+        # orders of magnitude above rounding and far below any wrong term.
+        want = np.zeros(tt.shape) if tt.grad is None else tt.grad.numpy()  # None: unused
+        np.testing.assert_allclose(g, want, rtol=1e-11, atol=1e-12, err_msg=name)
+
+
+def test_lstm_backward_finite_differences(rng):
+    children, n_leaves = dag(rng, arity=3)
+    leaves, weights, inputs = lstm_operands(rng, children, n_leaves, 2, 2, "float64")
+    h, c, saved = dk.tree_lstm(leaves, children, *weights, node_inputs=inputs,
+                               save_for_backward=True)
+    gh = random_array(rng, h.shape, "float64")
+    gc = random_array(rng, c.shape, "float64")
+    got = dk.tree_lstm_backward(gh, gc, h, c, saved, children, *weights[:4], node_inputs=inputs)
+    (g_h0, g_c0), g_inputs, *g_weights = got
+    args = {"h0": leaves[0], "c0": leaves[1], "inputs": inputs}
+    names = ["w_iou", "u_iou", "w_f", "u_f", "b_iou", "b_f"]
+    args.update(zip(names, weights))
+
+    def loss_of(name):
+        def f(v):
+            a = dict(args, **{name: v})
+            hh, cc = dk.tree_lstm((a["h0"], a["c0"]), children, *(a[n] for n in names),
+                                  node_inputs=a["inputs"])
+            return np.concatenate([hh, cc])
+        return f
+
+    g = np.concatenate([gh, gc])
+    for name, value in zip(["h0", "c0", "inputs"] + names, [g_h0, g_c0, g_inputs] + g_weights):
+        fd = finite_difference(loss_of(name), args[name], g)
+        # Central differences, h = 1e-6: truncation ~1e-12, rounding ~u / h ~ 1e-10.
+        np.testing.assert_allclose(value, fd, rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+@pytest.mark.parametrize("forest", ["mixed forest", "missing children", "chain", "leaves only"])
+def test_lstm_backward_float32(rng, forest):
+    # float32 against float64 on the same (float32) data: each level adds a
+    # relative error of at most (G + I + 8) u to the gradients it passes on
+    # (G = (3 + N) H terms per product), and the contraction of the weights
+    # keeps the earlier levels' errors from growing.
+    children, n_leaves = FORESTS[forest](rng)
+    leaves, weights, inputs = lstm_operands(rng, children, n_leaves, 5, 3, "float32")
+    N, H, I = children.shape[1], 5, 3
+    n_nodes = n_leaves + len(children)
+    gh = random_array(rng, (n_nodes, H), "float32")
+    gc = random_array(rng, (n_nodes, H), "float32")
+    results = []
+    for dtype in ("float32", "float64"):
+        cast = lambda a: None if a is None else a.astype(dtype)  # noqa: E731
+        lv = tuple(cast(a) for a in leaves)
+        ws = [cast(a) for a in weights]
+        h, c, saved = dk.tree_lstm(lv, children, *ws, node_inputs=cast(inputs),
+                                   save_for_backward=True)
+        results.append(dk.tree_lstm_backward(cast(gh), cast(gc), h, c, saved, children, *ws[:4],
+                                             node_inputs=cast(inputs)))
+    levels = max(dk.tree_levels(children, n_leaves).n_levels, 1)
+    u = UNIT_ROUNDOFF["float32"]
+    flat = lambda r: [r[0][0], r[0][1], *r[1:]]  # noqa: E731
+    for got, want in zip(flat(results[0]), flat(results[1])):
+        want = np.asarray(want)
+        scale = np.abs(want).mean() if want.size else 0.0
+        tol = levels * ((3 + N) * H + I + 8) * u * (np.abs(want) + scale + 1e-30)
+        assert_within(got, want, tol, "float32 gradient")
+
+
+def test_lstm_backward_no_inputs_roots_only(rng):
+    children, n_leaves = random_forest(rng, 3, 5, 2)
+    leaves, weights, _ = lstm_operands(rng, children, n_leaves, 3, 2, "float64", with_c=False,
+                                       with_inputs=False)
+    h, c, saved = dk.tree_lstm(leaves[0], children, *weights, save_for_backward=True)
+    n_nodes = h.shape[0]
+    roots = np.setdiff1d(np.arange(n_nodes), children.ravel())
+    gh = np.zeros_like(h)
+    gh[roots] = random_array(rng, (len(roots), 3), "float64")
+    got = dk.tree_lstm_backward(gh, None, h, c, saved, children, *weights[:4])
+    (g_h0, g_c0), g_inputs, g_w_iou, g_u_iou, g_w_f, g_u_f, g_b_iou, g_b_f = got
+    assert g_inputs is None
+    assert not g_w_iou.any() and not g_w_f.any()
+    fd = finite_difference(lambda v: dk.tree_lstm(v, children, *weights)[0], leaves[0], gh)
+    np.testing.assert_allclose(g_h0, fd, rtol=1e-6, atol=1e-8)
+    fd = finite_difference(lambda v: dk.tree_lstm(leaves[0], children, *weights[:4], v,
+                                                  weights[5])[0], weights[4], gh)
+    np.testing.assert_allclose(g_b_iou, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_lstm_threads_bit_identical(rng):
+    children, n_leaves = dag(rng, arity=3)
+    leaves, weights, inputs = lstm_operands(rng, children, n_leaves, 70, 9, "float32")
+    n_nodes = n_leaves + len(children)
+    gh = random_array(rng, (n_nodes, 70), "float32")
+    before = dk.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            dk.set_num_threads(threads)
+            h, c, saved = dk.tree_lstm(leaves, children, *weights, node_inputs=inputs,
+                                       save_for_backward=True)
+            (gl, gcl), *rest = dk.tree_lstm_backward(gh, gh, h, c, saved, children,
+                                                     *weights[:4], node_inputs=inputs)
+            results.append([h, c, saved, gl, gcl, *rest])
+    finally:
+        dk.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_lstm_bad_arguments(rng):
+    children, n_leaves = random_forest(rng, 2, 4, 2)
+    leaves, weights, inputs = lstm_operands(rng, children, n_leaves, 4, 3, "float32")
+    w_iou, u_iou, w_f, u_f, b_iou, b_f = weights
+    with pytest.raises(ValueError, match=r"u_iou must have shape \(3 \* H, arity \* H\) = "
+                                         r"\(12, 8\), got \(12, 12\)"):
+        dk.tree_lstm(leaves, children, w_iou, np.ones((12, 12), np.float32), w_f, u_f)
+    with pytest.raises(ValueError, match=r"u_f must have shape \(arity \* H, arity \* H\)"):
+        dk.tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f[:, :-1])
+    with pytest.raises(ValueError, match=r"w_f must have shape \(H, input_size\)"):
+        dk.tree_lstm(leaves, children, w_iou, u_iou, w_f[:, :2], u_f)
+    with pytest.raises(ValueError, match="b_f must have H = 4 elements, got 3"):
+        dk.tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou, b_f[:3])
+    with pytest.raises(ValueError, match=r"node_inputs must have shape \(n_internal, "
+                                         r"input_size\)"):
+        dk.tree_lstm(leaves, children, *weights, node_inputs=inputs[1:])
+    with pytest.raises(ValueError, match=r"the leaves' c must have shape \(n_leaves, H\)"):
+        dk.tree_lstm((leaves[0], leaves[1][:, :3]), children, *weights)
+    with pytest.raises(TypeError, match="leaves must be an \\(n_leaves, H\\) array"):
+        dk.tree_lstm((leaves[0],), children, *weights)
+    h, c, saved = dk.tree_lstm(leaves, children, *weights, save_for_backward=True)
+    with pytest.raises(TypeError, match="saved must be the array tree_lstm"):
+        dk.tree_lstm_backward(h, None, h, c, None, children, *weights[:4])
+    with pytest.raises(ValueError, match=r"saved must have shape \(6, 20\)"):
+        dk.tree_lstm_backward(h, None, h, c, saved[:, 1:], children, *weights[:4])

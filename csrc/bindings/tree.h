@@ -9,6 +9,7 @@
 
 #include "bindings/backend.h"
 #include "bindings/common.h"
+#include "bindings/rnn.h"
 #include "dlkern/tree.h"
 
 namespace dlkern::bindings {
@@ -68,6 +69,37 @@ void def_tree(py::module_& m) {
           using T = decltype(t);
           tree_compose_backward_cpu<T>(forest(fr), p, act, grad_out, out, weight, grad_leaves,
                                        grad_weight, grad_bias);
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  // Strided operands (bindings/rnn.h): leaves' h and c, node inputs; address 0 = absent.
+  m.def(
+      "tree_lstm_forward",
+      [](const std::string& dtype, const Forest& fr, const TreeParams& p, const Strided& leaves_h,
+         const Strided& leaves_c, const Strided& inputs, Address w_iou, Address u_iou, Address w_f,
+         Address u_f, Address b_iou, Address b_f, Address h_out, Address c_out, Address saved, int,
+         Address) {
+        dispatch_float(dtype, "tree_lstm", [&](auto t) {
+          using T = decltype(t);
+          tree_lstm_forward_cpu<T>(forest(fr), p, strided<T>(leaves_h), strided<T>(leaves_c),
+                                   strided<T>(inputs), w_iou, u_iou, w_f, u_f, b_iou, b_f, h_out,
+                                   c_out, saved);
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "tree_lstm_backward",
+      [](const std::string& dtype, const Forest& fr, const TreeParams& p, Address grad_h,
+         Address grad_c, Address h, Address c, Address saved, const Strided& inputs, Address w_iou,
+         Address u_iou, Address w_f, Address u_f, Address grad_leaves_h, Address grad_leaves_c,
+         Address grad_inputs, Address grad_w_iou, Address grad_u_iou, Address grad_w_f,
+         Address grad_u_f, Address grad_b_iou, Address grad_b_f, int, Address) {
+        dispatch_float(dtype, "tree_lstm_backward", [&](auto t) {
+          using T = decltype(t);
+          tree_lstm_backward_cpu<T>(forest(fr), p, grad_h, grad_c, h, c, saved, strided<T>(inputs),
+                                    w_iou, u_iou, w_f, u_f, grad_leaves_h, grad_leaves_c,
+                                    grad_inputs, grad_w_iou, grad_u_iou, grad_w_f, grad_u_f,
+                                    grad_b_iou, grad_b_f);
         });
       },
       py::call_guard<py::gil_scoped_release>());

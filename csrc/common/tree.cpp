@@ -107,7 +107,7 @@ TreeParams tree_lstm_params(int64_t n_leaves, int64_t n_internal, int64_t arity,
   if (inputs_rows >= 0)
     check_matrix(op, "node_inputs", inputs_rows, inputs_cols, n_internal, I,
                  "(n_internal, input_size), input_size from w_iou");
-  return {n_leaves, n_internal, arity, H, inputs_rows >= 0 ? I : 0};
+  return {n_leaves, n_internal, arity, H, I};
 }
 
 }  // namespace dlkern

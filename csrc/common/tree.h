@@ -30,6 +30,34 @@ DLKERN_HOST_DEVICE T activation_slope(T y) {
   if constexpr (A == TreeActivation::identity) return T(1);
 }
 
+// N-ary Tree-LSTM (Tai et al. 2015, eq. 9-14), one unit of a node: from the
+// activated gates i, o, u and tanh(c) of the node's cell c, and the
+// gradients of its h and c, the gradients of the pre-activations of i, o, u
+// and of c itself (which each child's forget gate and cell then take).
+template <typename T>
+struct TreeLstmGrads {
+  T i, o, u;  // d loss / d pre-activation
+  T c;        // d loss / d c
+};
+
+template <typename T>
+DLKERN_HOST_DEVICE TreeLstmGrads<T> tree_lstm_derivative(T i, T o, T u, T tanh_c, T grad_h,
+                                                         T grad_c) {
+  TreeLstmGrads<T> d;
+  d.c = grad_c + grad_h * o * (T(1) - tanh_c * tanh_c);
+  d.i = d.c * u * i * (T(1) - i);
+  d.o = grad_h * tanh_c * o * (T(1) - o);
+  d.u = d.c * i * (T(1) - u * u);
+  return d;
+}
+
+// Child k's share, from its activated forget gate f and cell c_k: the
+// gradient of f's pre-activation is dc c_k f (1 - f), that of c_k is dc f.
+template <typename T>
+DLKERN_HOST_DEVICE T forget_gate_derivative(T dc, T f, T c_child) {
+  return dc * c_child * f * (T(1) - f);
+}
+
 // Calls body(std::integral_constant<TreeActivation, a>) for the runtime a,
 // so that the pointwise loops are compiled once per activation.
 template <typename Body>

@@ -38,6 +38,8 @@ from .tree import (
     tree_compose,
     tree_compose_backward,
     tree_levels,
+    tree_lstm,
+    tree_lstm_backward,
 )
 
 __all__ = [
@@ -73,6 +75,8 @@ __all__ = [
     "tree_compose",
     "tree_compose_backward",
     "tree_levels",
+    "tree_lstm",
+    "tree_lstm_backward",
 ]
 
 

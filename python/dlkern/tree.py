@@ -160,7 +160,7 @@ def tree_compose(leaves, children, weight, bias=None, *, activation="tanh", leve
     params = _cpu.tree_compose_params(lv.n_leaves, lv.n_internal, lv.arity, *x.shape,
                                       *a["weight"].shape, a["bias"].shape[0] if "bias" in a else -1)
     w = _arrays.contiguous(a["weight"], "weight", op)
-    b = _arrays.contiguous(a["bias"], "bias", op).address if "bias" in a else 0
+    b = _address(_arrays.contiguous(a["bias"], "bias", op) if "bias" in a else None)
     out, result = _arrays.empty((lv.n_leaves + lv.n_internal, params.hidden_size), dtype, like)
     _backend.launch(_cpu.tree_compose_forward, like, dtype, lv.forest(), params, activation,
                     x.address, x.strides[0], x.strides[1], w.address, b, out.address)
@@ -202,3 +202,152 @@ def tree_compose_backward(grad_output, output, children, weight, *, activation="
     _backend.launch(_cpu.tree_compose_backward, like, dtype, lv.forest(), params, activation,
                     g.address, y.address, w.address, *(view.address for view, _ in outs))
     return tuple(result for _, result in outs)
+
+
+def _address(a) -> int:
+    return 0 if a is None else a.address
+
+
+def _matrix(a) -> tuple:
+    """(address, row stride, column stride) of a 2-D Array; zeros if absent."""
+    return (0, 0, 0) if a is None else (a.address, *a.strides)
+
+
+def _leaves(op: str, leaves):
+    """The leaves' (h, c): an array means h with c = 0 (c None)."""
+    if isinstance(leaves, (tuple, list)):
+        if len(leaves) != 2:
+            raise TypeError(f"{op}: leaves must be an (n_leaves, H) array (h, with c = 0) or a "
+                            f"pair (h, c), got a {type(leaves).__name__} of length {len(leaves)}")
+        return leaves[0], leaves[1]
+    return leaves, None
+
+
+class _Lstm:
+    """The checked arguments of a tree_lstm call (forward or backward)."""
+
+    def __init__(self, op, leaves_h, leaves_c, n_leaves, children, w_iou, u_iou, w_f, u_f, b_iou,
+                 b_f, node_inputs, levels, **extra):
+        a, self.dtype, self.like = _take(op, leaves_h=leaves_h, leaves_c=leaves_c, w_iou=w_iou, u_iou=u_iou,
+                                         w_f=w_f, u_f=u_f, b_iou=b_iou, b_f=b_f,
+                                         node_inputs=node_inputs, **extra)
+        _check_ndim(op, a, {"leaves_h": 2, "leaves_c": 2, "w_iou": 2, "u_iou": 2, "w_f": 2,
+                            "u_f": 2, "b_iou": 1, "b_f": 1, "node_inputs": 2})
+        self.op, self.a = op, a
+        h = a["leaves_h"]
+        n_leaves = h.shape[0] if n_leaves is None else n_leaves
+        self.levels = lv = _schedule(op, children, n_leaves, levels)
+        c_shape = a["leaves_c"].shape if "leaves_c" in a else (-1, -1)
+        inputs_shape = a["node_inputs"].shape if "node_inputs" in a else (-1, -1)
+        self.params = _cpu.tree_lstm_params(
+            lv.n_leaves, lv.n_internal, lv.arity, n_leaves, h.shape[1], *c_shape,
+            *a["w_iou"].shape, *a["u_iou"].shape, *a["w_f"].shape, *a["u_f"].shape,
+            *(a[b].shape[0] if b in a else -1 for b in ("b_iou", "b_f")), *inputs_shape)
+        for name in ("w_iou", "u_iou", "w_f", "u_f", "b_iou", "b_f"):
+            if name in a:
+                a[name] = _arrays.contiguous(a[name], name, op)
+
+    def address(self, name: str) -> int:
+        return _address(self.a.get(name))
+
+    def take_like(self, name: str, shape):
+        """Argument ``name`` (None stays None) checked for ``shape``, made contiguous."""
+        if name not in self.a:
+            return None
+        if self.a[name].shape != shape:
+            raise ValueError(f"{self.op}: {name} must have shape {shape}, got "
+                             f"{self.a[name].shape}")
+        return _arrays.contiguous(self.a[name], name, self.op)
+
+    def empty(self, shape):
+        return _arrays.empty(shape, self.dtype, self.like)
+
+
+def tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou=None, b_f=None, *,
+              node_inputs=None, levels=None, save_for_backward=False):
+    """Every node's ``(h, c)``, each ``(n_leaves + n_internal, H)``, of the N-ary
+    Tree-LSTM of Tai et al. (2015), N = arity.
+
+    ``leaves``: ``(n_leaves, H)``, the leaves' h with c = 0, or a pair
+    ``(h, c)``. Per internal node, with ``x = [h_1; ...; h_N]`` its children's
+    h (zeros where missing) and ``v`` its row of ``node_inputs``
+    ``(n_internal, I)`` (None: no input terms)::
+
+        [i; o; u] = act(w_iou v + u_iou x + b_iou)   # sigmoid, sigmoid, tanh
+        f_k = sigmoid(w_f v + (u_f x)[k H:(k + 1) H] + b_f)   # k = 1..N
+        c = i * u + sum_k f_k * c_k,    h = o * tanh(c)
+
+    ``w_iou`` ``(3H, I)``, ``u_iou`` ``(3H, N H)``, ``w_f`` ``(H, I)``, ``u_f``
+    ``(N H, N H)`` (block ``(k, l)`` is the paper's U^(f)_kl), ``b_iou``
+    ``(3H,)`` and ``b_f`` ``(H,)`` or None (zeros). With
+    ``save_for_backward=True`` returns ``(h, c, saved)``: ``saved``
+    ``(n_internal, (3 + N) H)`` holds each internal node's activated gates
+    i, o, u, f_1..f_N, which :func:`tree_lstm_backward` takes.
+    """
+    op = "tree_lstm"
+    h0, c0 = _leaves(op, leaves)
+    s = _Lstm(op, h0, c0, None, children, w_iou, u_iou, w_f, u_f, b_iou, b_f, node_inputs,
+              levels)
+    p, lv = s.params, s.levels
+    n_nodes, H = lv.n_leaves + lv.n_internal, p.hidden_size
+    (h, h_result), (c, c_result) = s.empty((n_nodes, H)), s.empty((n_nodes, H))
+    saved = saved_result = None
+    if save_for_backward:
+        saved, saved_result = s.empty((lv.n_internal, _cpu.tree_lstm_saved_width(H, lv.arity)))
+    _backend.launch(_cpu.tree_lstm_forward, s.like, s.dtype, lv.forest(), p,
+                    _matrix(s.a["leaves_h"]), _matrix(s.a.get("leaves_c")),
+                    _matrix(s.a.get("node_inputs")), s.address("w_iou"), s.address("u_iou"),
+                    s.address("w_f"), s.address("u_f"), s.address("b_iou"), s.address("b_f"),
+                    h.address, c.address, _address(saved))
+    if saved is not None:
+        return h_result, c_result, saved_result
+    return h_result, c_result
+
+
+def tree_lstm_backward(grad_h, grad_c, h, c, saved, children, w_iou, u_iou, w_f, u_f, *,
+                       node_inputs=None, levels=None):
+    """Gradients of :func:`tree_lstm`.
+
+    ``grad_h``, ``grad_c``: gradients of every node's h and c (``h``'s shape;
+    None means zeros; a loss on some nodes only gives zero rows for the
+    others); ``h``, ``c``, ``saved``: what ``tree_lstm(...,
+    save_for_backward=True)`` returned; the other arguments as the forward's.
+    Returns ``((grad_leaves_h, grad_leaves_c), grad_node_inputs, grad_w_iou,
+    grad_u_iou, grad_w_f, grad_u_f, grad_b_iou, grad_b_f)``: the leaves'
+    gradients include their own rows of ``grad_h``/``grad_c`` (and that of c
+    whether or not the forward had the leaves' c); ``grad_node_inputs`` is
+    None without node inputs, and then ``grad_w_iou``, ``grad_w_f`` are zeros.
+    """
+    op = "tree_lstm_backward"
+    ha = _arrays.take(h, "h", op)
+    if ha.ndim != 2:
+        raise ValueError(f"{op}: h must be 2-D, got shape {ha.shape}")
+    n_internal = _children(children, op).shape[0]
+    if ha.shape[0] < n_internal:
+        raise ValueError(f"{op}: h must have n_leaves + n_internal rows, at least the "
+                         f"{n_internal} rows of children, got shape {ha.shape}")
+    n_leaves = ha.shape[0] - n_internal
+    s = _Lstm(op, h, None, n_leaves, children, w_iou, u_iou, w_f, u_f, None, None, node_inputs,
+              levels, c=c, saved=saved, grad_h=grad_h, grad_c=grad_c)
+    p, lv = s.params, s.levels
+    shape = ha.shape
+    h_, c_ = s.take_like("leaves_h", shape), s.take_like("c", shape)
+    gh, gc = s.take_like("grad_h", shape), s.take_like("grad_c", shape)
+    sv = s.take_like("saved", (lv.n_internal, _cpu.tree_lstm_saved_width(p.hidden_size,
+                                                                         lv.arity)))
+    if sv is None:
+        raise TypeError(f"{op}: saved must be the array tree_lstm(..., save_for_backward=True) "
+                        "returned last, got None")
+    H, I = p.hidden_size, p.input_size
+    inputs = s.a.get("node_inputs")
+    shapes = [(lv.n_leaves, H), (lv.n_leaves, H), (lv.n_internal, I) if inputs else None,
+              (3 * H, I), (3 * H, lv.arity * H), (H, I), (lv.arity * H, lv.arity * H), (3 * H,),
+              (H,)]
+    outs = [s.empty(shape) if shape is not None else (None, None) for shape in shapes]
+    _backend.launch(_cpu.tree_lstm_backward, s.like, s.dtype, lv.forest(), p,
+                    _address(gh), _address(gc), h_.address, c_.address,
+                    sv.address, _matrix(inputs), s.address("w_iou"), s.address("u_iou"),
+                    s.address("w_f"), s.address("u_f"),
+                    *(_address(view) for view, _ in outs))
+    r = [result for _, result in outs]
+    return (r[0], r[1]), *r[2:]

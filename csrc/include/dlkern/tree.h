@@ -44,8 +44,8 @@ enum class TreeActivation : int { tanh = 0, relu = 1, sigmoid = 2, identity = 3 
 // The activation named "tanh", "relu", "sigmoid" or "identity"; ValueError otherwise.
 TreeActivation tree_activation(const char* name);
 
-// A checked problem: hidden size H, node input size (tree_lstm; 0 without
-// node inputs).
+// A checked problem: hidden size H, node input size I (tree_lstm: w_iou's
+// columns, whether or not node inputs are given; 0 for tree_compose).
 struct TreeParams {
   int64_t n_leaves, n_internal, arity, hidden_size, input_size;
 };

@@ -1,0 +1,271 @@
+// The N-ary Tree-LSTM on the CPU (cpu/tree/levels.h's level loop). Per
+// internal node, with x = [h_1; ...; h_N] its children's h (zeros where
+// missing) and p its node input's projection (computed for every node at
+// once before the levels):
+//   [i o u | f_1 .. f_N] = [u_iou; u_f] x + [p_iou | p_f, ..., p_f]
+//   c = i u + sum_k f_k c_k,   h = o tanh(c)
+// one product per level over the stacked weight [u_iou; u_f], then one
+// pointwise pass per row. The forward saves the activated gates; the
+// backward reads c and h from the forward's outputs.
+#include <vector>
+
+#include "common/tree.h"
+#include "cpu/tree/levels.h"
+#include "dlkern/matmul.h"
+
+namespace dlkern {
+namespace cpu::tree {
+namespace {
+
+using dlkern::tree::forget_gate_derivative;
+using dlkern::tree::sigmoid;
+using dlkern::tree::tanh_;
+using dlkern::tree::tree_lstm_derivative;
+
+// [top; bottom]: the rows of two contiguous matrices with `cols` columns, stacked.
+template <typename T>
+std::vector<T> stack(const T* top, int64_t top_rows, const T* bottom, int64_t bottom_rows,
+                     int64_t cols) {
+  std::vector<T> s(top, top + top_rows * cols);
+  s.insert(s.end(), bottom, bottom + bottom_rows * cols);
+  return s;
+}
+
+// One node's pointwise pass: z holds the product's (3 + N) H columns, made
+// the activated gates in place; p the node input's 4H projection.
+template <typename T>
+void node_forward(const TreeForest& f, int64_t node, int64_t H, T* z, const T* p, T* h_out,
+                  T* c_out) {
+  const int64_t* ch = children_of(f, node);
+  T* c = c_out + node * H;
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    z[j] = sigmoid(z[j] + p[j]);
+    z[H + j] = sigmoid(z[H + j] + p[H + j]);
+    z[2 * H + j] = tanh_(z[2 * H + j] + p[2 * H + j]);
+    c[j] = z[j] * z[2 * H + j];
+  }
+  for (int64_t k = 0; k < f.arity; ++k) {
+    T* fk = z + (3 + k) * H;
+    const T* ck = ch[k] >= 0 ? c_out + ch[k] * H : nullptr;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) fk[j] = sigmoid(fk[j] + p[3 * H + j]);
+    if (ck)
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) c[j] += fk[j] * ck[j];
+  }
+  T* h = h_out + node * H;
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) h[j] = z[H + j] * tanh_(c[j]);
+}
+
+// One node's derivative pass: from its saved gates, c and the gradients
+// of its h and c, the pre-activation gradients d ((3 + N) H, as the gates)
+// and each child's share of its cell's gradient, dc_k f_k, into dck (N H).
+template <typename T>
+void node_backward(const TreeForest& f, int64_t node, int64_t H, const T* gates, const T* c_all,
+                   const T* gh, const T* gc, T* d, T* dck) {
+  const int64_t* ch = children_of(f, node);
+  const T* c = c_all + node * H;
+  // d's f columns hold dc until the children's loop below turns it into theirs.
+  T* dc = d + 3 * H;
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const auto g = tree_lstm_derivative(gates[j], gates[H + j], gates[2 * H + j], tanh_(c[j]),
+                                        gh[node * H + j], gc[node * H + j]);
+    d[j] = g.i;
+    d[H + j] = g.o;
+    d[2 * H + j] = g.u;
+    dc[j] = g.c;
+  }
+  // Child slots from the last, so that slot 0's columns (where dc is) go last.
+  for (int64_t k = f.arity - 1; k >= 0; --k) {
+    const T* fk = gates + (3 + k) * H;
+    const T* ck = ch[k] >= 0 ? c_all + ch[k] * H : nullptr;
+    T* dfk = d + (3 + k) * H;
+    T* share = dck + k * H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      share[j] = dc[j] * fk[j];
+      dfk[j] = ck ? forget_gate_derivative(dc[j], fk[j], ck[j]) : T(0);
+    }
+  }
+}
+
+template <typename T>
+void lstm_forward(const TreeForest& f, const TreeParams& p, MatrixView<const T> leaves_h,
+                  MatrixView<const T> leaves_c, MatrixView<const T> inputs, const T* w_iou,
+                  const T* u_iou, const T* w_f, const T* u_f, const T* b_iou, const T* b_f,
+                  T* h_out, T* c_out, T* saved) {
+  const int64_t H = p.hidden_size, K = f.arity * H, G = 3 * H + K, I = p.input_size;
+  const int64_t n = f.n_internal;
+  copy_rows(leaves_h, 0, f.n_leaves, H, h_out);
+  if (leaves_c.data)
+    copy_rows(leaves_c, 0, f.n_leaves, H, c_out);
+  else
+    std::fill_n(c_out, f.n_leaves * H, T(0));
+  if (f.n_levels == 0) return;
+  // Every node input's projection (the biases alone without inputs), node order.
+  std::vector<T> proj(n * 4 * H);
+  const int64_t k = inputs.data ? I : 0;
+  rnn::project<T>(n, 3 * H, k, inputs, w_iou, b_iou, {proj.data(), 4 * H, 1}, false);
+  rnn::project<T>(n, H, k, inputs, w_f, b_f, {proj.data() + 3 * H, 4 * H, 1}, false);
+  const std::vector<T> u_all = stack(u_iou, 3 * H, u_f, K, K);
+  const int64_t widest = widest_level(f);
+  const PackedWeight<T> w(gemm::kernels<T>(), K, 1, G, u_all.data(), 0, K, 1);
+  const AlignedArray<T> a_pack(w.a_pack_size(widest));
+  std::vector<T> x(widest * K), z(widest * G);
+#pragma omp parallel num_threads(gemm::gemm_threads(widest, G, K))
+  {
+    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+    for (int64_t l = 0; l < f.n_levels; ++l) {
+      const Level lv = level(f, l);
+      int64_t r0, r1;
+      share(lv.rows, tid, nthreads, &r0, &r1);
+      gather(f, lv.nodes, r0, r1, h_out, H, H, x.data());
+#pragma omp barrier
+      const StepProduct<T> product{w, a_pack.get(), x.data(), K, z.data(), G, {0}, {false}, {}};
+      product.run(lv.rows, tid, nthreads, [](int64_t, int64_t) {});
+#pragma omp barrier
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t node = lv.nodes[r], j = node - f.n_leaves;
+        T* zr = z.data() + r * G;
+        node_forward(f, node, H, zr, proj.data() + j * 4 * H, h_out, c_out);
+        if (saved) std::copy_n(zr, G, saved + j * G);
+      }
+#pragma omp barrier
+    }
+  }
+}
+
+template <typename T>
+void lstm_backward(const TreeForest& f, const TreeParams& p, const T* grad_h, const T* grad_c,
+                   const T* h, const T* c, const T* saved, MatrixView<const T> inputs,
+                   const T* w_iou, const T* u_iou, const T* w_f, const T* u_f, T* grad_leaves_h,
+                   T* grad_leaves_c, T* grad_inputs, T* grad_w_iou, T* grad_u_iou, T* grad_w_f,
+                   T* grad_u_f, T* grad_b_iou, T* grad_b_f) {
+  const int64_t H = p.hidden_size, K = f.arity * H, G = 3 * H + K, I = p.input_size;
+  const int64_t n = f.n_internal, n_nodes = f.n_leaves + n;
+  // gh, gc: the gradients of every node's h and c, completed level by level;
+  // d: every internal node's pre-activation gradients, in schedule order.
+  std::vector<T> gh(n_nodes * H, T(0)), gc(n_nodes * H, T(0)), d(n * G), x;
+  if (grad_h) std::copy_n(grad_h, n_nodes * H, gh.begin());
+  if (grad_c) std::copy_n(grad_c, n_nodes * H, gc.begin());
+  if (grad_u_iou || grad_u_f) x.resize(n * K);
+  const int64_t widest = std::max<int64_t>(1, widest_level(f));
+  const std::vector<T> u_all = stack(u_iou, 3 * H, u_f, K, K);
+  // B (G x K) = [u_iou; u_f]: the children's h gradients are d @ B.
+  const PackedWeight<T> w(gemm::kernels<T>(), G, 1, K, u_all.data(), 0, 1, K);
+  const AlignedArray<T> a_pack(w.a_pack_size(widest));
+  std::vector<T> dx(widest * K), dck(widest * K);
+#pragma omp parallel num_threads(gemm::gemm_threads(widest, K, G))
+  {
+    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+    int64_t u0, u1;
+    share(H, tid, nthreads, &u0, &u1);
+    for (int64_t l = f.n_levels - 1; l >= 0; --l) {
+      const Level lv = level(f, l);
+      int64_t r0, r1;
+      share(lv.rows, tid, nthreads, &r0, &r1);
+      T* d_level = d.data() + lv.first * G;
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t node = lv.nodes[r];
+        node_backward(f, node, H, saved + (node - f.n_leaves) * G, c, gh.data(), gc.data(),
+                      d_level + r * G, dck.data() + r * K);
+      }
+      if (!x.empty()) gather(f, lv.nodes, r0, r1, h, H, H, x.data() + lv.first * K);
+#pragma omp barrier
+      const StepProduct<T> product{w, a_pack.get(), d_level, G, dx.data(), K, {0}, {false}, {}};
+      product.run(lv.rows, tid, nthreads, [](int64_t, int64_t) {});
+#pragma omp barrier
+      scatter_add(f, lv, dx.data(), H, gh.data(), u0, u1);
+      scatter_add(f, lv, dck.data(), H, gc.data(), u0, u1);
+#pragma omp barrier
+    }
+  }
+  if (grad_leaves_h) std::copy_n(gh.data(), f.n_leaves * H, grad_leaves_h);
+  if (grad_leaves_c) std::copy_n(gc.data(), f.n_leaves * H, grad_leaves_c);
+  if (grad_u_iou)
+    matmul_cpu<T>({3 * H, K, n}, {d.data(), 1, G}, {x.data(), K, 1}, {grad_u_iou, K, 1});
+  if (grad_u_f)
+    matmul_cpu<T>({K, K, n}, {d.data() + 3 * H, 1, G}, {x.data(), K, 1}, {grad_u_f, K, 1});
+  // The input side, schedule order: [d_i d_o d_u | sum_k d_f_k] (the node
+  // input's projection feeds every forget gate).
+  std::vector<T> dp(n * 4 * H);
+  for (int64_t r = 0; r < n; ++r) {
+    const T* dr = d.data() + r * G;
+    T* out = dp.data() + r * 4 * H;
+    std::copy_n(dr, 3 * H, out);
+    std::copy_n(dr + 3 * H, H, out + 3 * H);
+    for (int64_t k = 1; k < f.arity; ++k)
+      for (int64_t j = 0; j < H; ++j) out[3 * H + j] += dr[(3 + k) * H + j];
+  }
+  if (grad_b_iou || grad_b_f) {
+    std::vector<T> sums(4 * H);
+    rnn::column_sums<T>(n, 4 * H, dp.data(), sums.data());
+    if (grad_b_iou) std::copy_n(sums.data(), 3 * H, grad_b_iou);
+    if (grad_b_f) std::copy_n(sums.data() + 3 * H, H, grad_b_f);
+  }
+  if (!inputs.data) {
+    if (grad_w_iou) std::fill_n(grad_w_iou, 3 * H * I, T(0));
+    if (grad_w_f) std::fill_n(grad_w_f, H * I, T(0));
+    return;
+  }
+  // The node inputs in schedule order, as dp's rows.
+  std::vector<T> in(n * I);
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t j = f.order[r] - f.n_leaves;
+    for (int64_t q = 0; q < I; ++q)
+      in[r * I + q] = inputs.data[j * inputs.row_stride + q * inputs.col_stride];
+  }
+  if (grad_w_iou)
+    matmul_cpu<T>({3 * H, I, n}, {dp.data(), 1, 4 * H}, {in.data(), I, 1}, {grad_w_iou, I, 1});
+  if (grad_w_f)
+    matmul_cpu<T>({H, I, n}, {dp.data() + 3 * H, 1, 4 * H}, {in.data(), I, 1}, {grad_w_f, I, 1});
+  if (grad_inputs) {
+    const std::vector<T> w_x = stack(w_iou, 3 * H, w_f, H, I);
+    std::vector<T> g(n * I);
+    rnn::times_weight<T>(n, I, 4 * H, {dp.data(), 4 * H, 1}, w_x.data(), g.data(), false);
+    for (int64_t r = 0; r < n; ++r)
+      std::copy_n(g.data() + r * I, I, grad_inputs + (f.order[r] - f.n_leaves) * I);
+  }
+}
+
+}  // namespace
+}  // namespace cpu::tree
+
+template <typename T>
+void tree_lstm_forward_cpu(const TreeForest& f, const TreeParams& p, MatrixView<const T> leaves_h,
+                           MatrixView<const T> leaves_c, MatrixView<const T> node_inputs,
+                           const T* w_iou, const T* u_iou, const T* w_f, const T* u_f,
+                           const T* b_iou, const T* b_f, T* h_out, T* c_out, T* saved) {
+  cpu::tree::lstm_forward<T>(f, p, leaves_h, leaves_c, node_inputs, w_iou, u_iou, w_f, u_f, b_iou,
+                             b_f, h_out, c_out, saved);
+}
+
+template <typename T>
+void tree_lstm_backward_cpu(const TreeForest& f, const TreeParams& p, const T* grad_h,
+                            const T* grad_c, const T* h, const T* c, const T* saved,
+                            MatrixView<const T> node_inputs, const T* w_iou, const T* u_iou,
+                            const T* w_f, const T* u_f, T* grad_leaves_h, T* grad_leaves_c,
+                            T* grad_inputs, T* grad_w_iou, T* grad_u_iou, T* grad_w_f,
+                            T* grad_u_f, T* grad_b_iou, T* grad_b_f) {
+  cpu::tree::lstm_backward<T>(f, p, grad_h, grad_c, h, c, saved, node_inputs, w_iou, u_iou, w_f,
+                              u_f, grad_leaves_h, grad_leaves_c, grad_inputs, grad_w_iou,
+                              grad_u_iou, grad_w_f, grad_u_f, grad_b_iou, grad_b_f);
+}
+
+#define DLKERN_INSTANTIATE(T)                                                                    \
+  template void tree_lstm_forward_cpu<T>(const TreeForest&, const TreeParams&,                   \
+                                         MatrixView<const T>, MatrixView<const T>,               \
+                                         MatrixView<const T>, const T*, const T*, const T*,      \
+                                         const T*, const T*, const T*, T*, T*, T*);              \
+  template void tree_lstm_backward_cpu<T>(const TreeForest&, const TreeParams&, const T*,        \
+                                          const T*, const T*, const T*, const T*,                \
+                                          MatrixView<const T>, const T*, const T*, const T*,     \
+                                          const T*, T*, T*, T*, T*, T*, T*, T*, T*, T*);
+DLKERN_INSTANTIATE(float)
+DLKERN_INSTANTIATE(double)
+#undef DLKERN_INSTANTIATE
+
+}  // namespace dlkern
