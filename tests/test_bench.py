@@ -24,6 +24,7 @@ from dlkern.bench.cases._factory import array_libraries
 from dlkern.bench.cases import attention as attention_cases
 from dlkern.bench.cases import gmm as gmm_cases
 from dlkern.bench.cases import rnn as rnn_cases
+from dlkern.bench.cases import tree as tree_cases
 from dlkern.bench.peak import Peaks
 from dlkern.bench.stats import summarize
 
@@ -270,6 +271,33 @@ def test_rnn_cases_formulas_and_results():
         assert any(c.params.get("batch") == 8 for c in cuda_cases if "seq_len" in c.params)
     else:
         assert cuda_cases == [] and ctx.skipped == [("rnn", "needs CuPy or torch with CUDA")]
+
+
+def test_tree_cases_formulas_and_results():
+    # One product per level: n_internal rows, H (tree_lstm: (3 + N) H) columns, N H deep.
+    assert tree_cases.flop_count("tree_compose", 7, 5, 2, False) == 2 * 7 * 5 * 10
+    assert tree_cases.flop_count("tree_lstm", 7, 5, 3, True) == 3 * 2 * 7 * 30 * 15
+    # Leaves and weights (with the bias) read, every node's output written.
+    assert tree_cases.byte_count("tree_compose", 4, 3, 5, 2, 4) == 4 * (20 + 5 * 11 + 35)
+    children, n_leaves = tree_cases.chain(6)
+    assert dk.tree_levels(children, n_leaves).n_levels == 6
+    children, n_leaves = tree_cases.random_forest(3, 8, 0)
+    lv = dk.tree_levels(children, n_leaves)
+    assert (n_leaves, lv.n_internal) == (24, 21) and lv.n_levels > 3
+    cases = tree_cases.cases(registry.Context(device="cpu", quick=True))
+    assert {c.params["op"] for c in cases} == {"tree_compose", "tree_lstm", "lstm"}
+    for c in cases:
+        inputs = c.setup()
+        got, want = c.run(inputs), c.expected(inputs)
+        got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert arrays.relative_error(g, w) < 1e-5
+        for lib, reference in c.references.items():
+            assert arrays.relative_error(reference(inputs), c.expected(inputs)) < 1e-4, lib
+    ctx = registry.Context(device="cuda", quick=False)
+    assert tree_cases.cases(ctx) == [] and ctx.skipped == [
+        ("tree", "the tree family has no CUDA kernels yet")]
 
 
 def test_attention_cases_formulas_and_results():

@@ -588,6 +588,9 @@ def test_lstm_backward_torch(rng, forest):
     np.testing.assert_allclose(h, h_t.detach().numpy(), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(c, c_t.detach().numpy(), rtol=1e-12, atol=1e-13)
     got = dk.tree_lstm_backward(gh, gc, h, c, saved, children, *weights[:4], node_inputs=inputs)
+    expected = ref.tree_lstm_backward(gh, gc, leaves, children, *weights, node_inputs=inputs)
+    for g, e in zip([*got[0], *got[1:]], [*expected[0], *expected[1:]]):
+        np.testing.assert_allclose(g, e, rtol=1e-11, atol=1e-12)  # as against torch, below
     (g_h0, g_c0), g_inputs, g_w_iou, g_u_iou, g_w_f, g_u_f, g_b_iou, g_b_f = got
     names = ["leaves h", "leaves c", "w_iou", "u_iou", "w_f", "u_f", "b_iou", "b_f", "inputs"]
     for name, g, tt in zip(names, (g_h0, g_c0, g_w_iou, g_u_iou, g_w_f, g_u_f, g_b_iou, g_b_f,

@@ -58,18 +58,4 @@ DLKERN_HOST_DEVICE T forget_gate_derivative(T dc, T f, T c_child) {
   return dc * c_child * f * (T(1) - f);
 }
 
-// Calls body(std::integral_constant<TreeActivation, a>) for the runtime a,
-// so that the pointwise loops are compiled once per activation.
-template <typename Body>
-void dispatch_activation(TreeActivation a, Body&& body) {
-  switch (a) {
-    case TreeActivation::tanh: return body(std::integral_constant<TreeActivation, TreeActivation::tanh>{});
-    case TreeActivation::relu: return body(std::integral_constant<TreeActivation, TreeActivation::relu>{});
-    case TreeActivation::sigmoid:
-      return body(std::integral_constant<TreeActivation, TreeActivation::sigmoid>{});
-    case TreeActivation::identity:
-      return body(std::integral_constant<TreeActivation, TreeActivation::identity>{});
-  }
-}
-
 }  // namespace dlkern::tree

@@ -1,7 +1,7 @@
 // The level loop shared by the CPU tree kernels: each level's gather of the
 // children's rows, and the deterministic scatter of gradients back into them.
-// Forward, per level: gather the children's rows into a (rows, arity * H)
-// matrix, one product on the GEMM engine with a weight packed once per call
+// Forward, per level (in chunks of rows, below): gather the children's rows
+// into a (rows, arity * H) matrix, one product on the GEMM engine with a weight packed once per call
 // (rnn::StepProduct), one pointwise pass. Backward, from the deepest level:
 // the pointwise derivative, one product for the children's gradients, and a
 // scatter that adds them into the children's rows.
@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 #include "cpu/gemm/driver.h"
 #include "cpu/rnn/common.h"
@@ -39,10 +41,32 @@ inline const int64_t* children_of(const TreeForest& f, int64_t node) {
   return f.children + (node - f.n_leaves) * f.arity;
 }
 
-// The most rows any level has.
-inline int64_t widest_level(const TreeForest& f) {
-  int64_t rows = 0;
-  for (int64_t l = 0; l < f.n_levels; ++l) rows = std::max(rows, level(f, l).rows);
+// How many of a level's rows run as one product: enough that the gathered
+// rows (rows x k elements) stay in a 256 KiB L2 between the gather, the
+// packing and the product (every thread's column blocks stream all of
+// them), a multiple of the micro-kernel's mr. It does not depend on the
+// thread count, so neither do the results.
+inline int64_t chunk_rows(int64_t k, int64_t element_size, int64_t mr) {
+  const int64_t fit = (int64_t(256) << 10) / std::max<int64_t>(1, k * element_size);
+  return std::max(mr, fit / mr * mr);
+}
+
+// The levels cut into chunks of at most `rows` rows, shallowest level first
+// or deepest first; within a level always in node order.
+inline std::vector<Level> chunks(const TreeForest& f, int64_t rows, bool deepest_first) {
+  std::vector<Level> out;
+  for (int64_t i = 0; i < f.n_levels; ++i) {
+    const Level lv = level(f, deepest_first ? f.n_levels - 1 - i : i);
+    for (int64_t r = 0; r < lv.rows; r += rows)
+      out.push_back({lv.nodes + r, std::min(rows, lv.rows - r), lv.first + r});
+  }
+  return out;
+}
+
+// The most rows any chunk has.
+inline int64_t widest(const std::vector<Level>& parts) {
+  int64_t rows = 1;
+  for (const Level& p : parts) rows = std::max(rows, p.rows);
   return rows;
 }
 
@@ -93,9 +117,14 @@ void scatter_add(const TreeForest& f, Level lv, const T* dx, int64_t H, T* g, in
 // Rows [r0, r1) of a strided (rows, H) view copied into contiguous dst.
 template <typename T>
 void copy_rows(MatrixView<const T> src, int64_t r0, int64_t r1, int64_t H, T* dst) {
-  for (int64_t r = r0; r < r1; ++r)
-    for (int64_t j = 0; j < H; ++j)
-      dst[r * H + j] = src.data[r * src.row_stride + j * src.col_stride];
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* row = src.data + r * src.row_stride;
+    if (src.col_stride == 1) {
+      std::memcpy(dst + r * H, row, sizeof(T) * H);
+      continue;
+    }
+    for (int64_t j = 0; j < H; ++j) dst[r * H + j] = row[j * src.col_stride];
+  }
 }
 
 }  // namespace dlkern::cpu::tree

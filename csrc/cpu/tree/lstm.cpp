@@ -9,18 +9,13 @@
 // backward reads c and h from the forward's outputs.
 #include <vector>
 
-#include "common/tree.h"
 #include "cpu/tree/levels.h"
+#include "cpu/tree/pointwise.h"
 #include "dlkern/matmul.h"
 
 namespace dlkern {
 namespace cpu::tree {
 namespace {
-
-using dlkern::tree::forget_gate_derivative;
-using dlkern::tree::sigmoid;
-using dlkern::tree::tanh_;
-using dlkern::tree::tree_lstm_derivative;
 
 // [top; bottom]: the rows of two contiguous matrices with `cols` columns, stacked.
 template <typename T>
@@ -31,65 +26,13 @@ std::vector<T> stack(const T* top, int64_t top_rows, const T* bottom, int64_t bo
   return s;
 }
 
-// One node's pointwise pass: z holds the product's (3 + N) H columns, made
-// the activated gates in place; p the node input's 4H projection.
+// The children's c rows of `node`, null where missing, into cc (arity entries).
 template <typename T>
-void node_forward(const TreeForest& f, int64_t node, int64_t H, T* z, const T* p, T* h_out,
-                  T* c_out) {
+const T* const* children_c(const TreeForest& f, int64_t node, const T* c, int64_t H,
+                           std::vector<const T*>& cc) {
   const int64_t* ch = children_of(f, node);
-  T* c = c_out + node * H;
-#pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    z[j] = sigmoid(z[j] + p[j]);
-    z[H + j] = sigmoid(z[H + j] + p[H + j]);
-    z[2 * H + j] = tanh_(z[2 * H + j] + p[2 * H + j]);
-    c[j] = z[j] * z[2 * H + j];
-  }
-  for (int64_t k = 0; k < f.arity; ++k) {
-    T* fk = z + (3 + k) * H;
-    const T* ck = ch[k] >= 0 ? c_out + ch[k] * H : nullptr;
-#pragma omp simd
-    for (int64_t j = 0; j < H; ++j) fk[j] = sigmoid(fk[j] + p[3 * H + j]);
-    if (ck)
-#pragma omp simd
-      for (int64_t j = 0; j < H; ++j) c[j] += fk[j] * ck[j];
-  }
-  T* h = h_out + node * H;
-#pragma omp simd
-  for (int64_t j = 0; j < H; ++j) h[j] = z[H + j] * tanh_(c[j]);
-}
-
-// One node's derivative pass: from its saved gates, c and the gradients
-// of its h and c, the pre-activation gradients d ((3 + N) H, as the gates)
-// and each child's share of its cell's gradient, dc_k f_k, into dck (N H).
-template <typename T>
-void node_backward(const TreeForest& f, int64_t node, int64_t H, const T* gates, const T* c_all,
-                   const T* gh, const T* gc, T* d, T* dck) {
-  const int64_t* ch = children_of(f, node);
-  const T* c = c_all + node * H;
-  // d's f columns hold dc until the children's loop below turns it into theirs.
-  T* dc = d + 3 * H;
-#pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const auto g = tree_lstm_derivative(gates[j], gates[H + j], gates[2 * H + j], tanh_(c[j]),
-                                        gh[node * H + j], gc[node * H + j]);
-    d[j] = g.i;
-    d[H + j] = g.o;
-    d[2 * H + j] = g.u;
-    dc[j] = g.c;
-  }
-  // Child slots from the last, so that slot 0's columns (where dc is) go last.
-  for (int64_t k = f.arity - 1; k >= 0; --k) {
-    const T* fk = gates + (3 + k) * H;
-    const T* ck = ch[k] >= 0 ? c_all + ch[k] * H : nullptr;
-    T* dfk = d + (3 + k) * H;
-    T* share = dck + k * H;
-#pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
-      share[j] = dc[j] * fk[j];
-      dfk[j] = ck ? forget_gate_derivative(dc[j], fk[j], ck[j]) : T(0);
-    }
-  }
+  for (int64_t k = 0; k < f.arity; ++k) cc[k] = ch[k] >= 0 ? c + ch[k] * H : nullptr;
+  return cc.data();
 }
 
 template <typename T>
@@ -99,6 +42,7 @@ void lstm_forward(const TreeForest& f, const TreeParams& p, MatrixView<const T> 
                   T* h_out, T* c_out, T* saved) {
   const int64_t H = p.hidden_size, K = f.arity * H, G = 3 * H + K, I = p.input_size;
   const int64_t n = f.n_internal;
+  const auto node_forward = kernels<T>().lstm_forward;
   copy_rows(leaves_h, 0, f.n_leaves, H, h_out);
   if (leaves_c.data)
     copy_rows(leaves_c, 0, f.n_leaves, H, c_out);
@@ -111,15 +55,16 @@ void lstm_forward(const TreeForest& f, const TreeParams& p, MatrixView<const T> 
   rnn::project<T>(n, 3 * H, k, inputs, w_iou, b_iou, {proj.data(), 4 * H, 1}, false);
   rnn::project<T>(n, H, k, inputs, w_f, b_f, {proj.data() + 3 * H, 4 * H, 1}, false);
   const std::vector<T> u_all = stack(u_iou, 3 * H, u_f, K, K);
-  const int64_t widest = widest_level(f);
   const PackedWeight<T> w(gemm::kernels<T>(), K, 1, G, u_all.data(), 0, K, 1);
-  const AlignedArray<T> a_pack(w.a_pack_size(widest));
-  std::vector<T> x(widest * K), z(widest * G);
-#pragma omp parallel num_threads(gemm::gemm_threads(widest, G, K))
+  const std::vector<Level> parts = chunks(f, chunk_rows(K, sizeof(T), w.kernel().mr), false);
+  const int64_t rows = widest(parts);
+  const AlignedArray<T> a_pack(w.a_pack_size(rows));
+  std::vector<T> x(rows * K), z(rows * G);
+#pragma omp parallel num_threads(gemm::gemm_threads(rows, G, K))
   {
     const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
-    for (int64_t l = 0; l < f.n_levels; ++l) {
-      const Level lv = level(f, l);
+    std::vector<const T*> cc(f.arity);
+    for (const Level& lv : parts) {
       int64_t r0, r1;
       share(lv.rows, tid, nthreads, &r0, &r1);
       gather(f, lv.nodes, r0, r1, h_out, H, H, x.data());
@@ -130,7 +75,8 @@ void lstm_forward(const TreeForest& f, const TreeParams& p, MatrixView<const T> 
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t node = lv.nodes[r], j = node - f.n_leaves;
         T* zr = z.data() + r * G;
-        node_forward(f, node, H, zr, proj.data() + j * 4 * H, h_out, c_out);
+        node_forward(zr, proj.data() + j * 4 * H, children_c(f, node, c_out, H, cc), f.arity,
+                     c_out + node * H, h_out + node * H, H);
         if (saved) std::copy_n(zr, G, saved + j * G);
       }
 #pragma omp barrier
@@ -146,32 +92,35 @@ void lstm_backward(const TreeForest& f, const TreeParams& p, const T* grad_h, co
                    T* grad_u_f, T* grad_b_iou, T* grad_b_f) {
   const int64_t H = p.hidden_size, K = f.arity * H, G = 3 * H + K, I = p.input_size;
   const int64_t n = f.n_internal, n_nodes = f.n_leaves + n;
+  const auto node_backward = kernels<T>().lstm_backward;
   // gh, gc: the gradients of every node's h and c, completed level by level;
   // d: every internal node's pre-activation gradients, in schedule order.
   std::vector<T> gh(n_nodes * H, T(0)), gc(n_nodes * H, T(0)), d(n * G), x;
   if (grad_h) std::copy_n(grad_h, n_nodes * H, gh.begin());
   if (grad_c) std::copy_n(grad_c, n_nodes * H, gc.begin());
   if (grad_u_iou || grad_u_f) x.resize(n * K);
-  const int64_t widest = std::max<int64_t>(1, widest_level(f));
   const std::vector<T> u_all = stack(u_iou, 3 * H, u_f, K, K);
   // B (G x K) = [u_iou; u_f]: the children's h gradients are d @ B.
   const PackedWeight<T> w(gemm::kernels<T>(), G, 1, K, u_all.data(), 0, 1, K);
-  const AlignedArray<T> a_pack(w.a_pack_size(widest));
-  std::vector<T> dx(widest * K), dck(widest * K);
-#pragma omp parallel num_threads(gemm::gemm_threads(widest, K, G))
+  const std::vector<Level> parts = chunks(f, chunk_rows(G, sizeof(T), w.kernel().mr), true);
+  const int64_t rows = widest(parts);
+  const AlignedArray<T> a_pack(w.a_pack_size(rows));
+  std::vector<T> dx(rows * K), dck(rows * K);
+#pragma omp parallel num_threads(gemm::gemm_threads(rows, K, G))
   {
     const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
     int64_t u0, u1;
     share(H, tid, nthreads, &u0, &u1);
-    for (int64_t l = f.n_levels - 1; l >= 0; --l) {
-      const Level lv = level(f, l);
+    std::vector<const T*> cc(f.arity);
+    for (const Level& lv : parts) {
       int64_t r0, r1;
       share(lv.rows, tid, nthreads, &r0, &r1);
       T* d_level = d.data() + lv.first * G;
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t node = lv.nodes[r];
-        node_backward(f, node, H, saved + (node - f.n_leaves) * G, c, gh.data(), gc.data(),
-                      d_level + r * G, dck.data() + r * K);
+        node_backward(saved + (node - f.n_leaves) * G, c + node * H,
+                      children_c(f, node, c, H, cc), f.arity, gh.data() + node * H,
+                      gc.data() + node * H, d_level + r * G, dck.data() + r * K, H);
       }
       if (!x.empty()) gather(f, lv.nodes, r0, r1, h, H, H, x.data() + lv.first * K);
 #pragma omp barrier

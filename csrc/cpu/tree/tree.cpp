@@ -3,33 +3,31 @@
 // slope from the forward's output, so the forward saves nothing beyond it.
 #include <vector>
 
-#include "common/tree.h"
 #include "cpu/tree/levels.h"
+#include "cpu/tree/pointwise.h"
 #include "dlkern/matmul.h"
 
 namespace dlkern {
 namespace cpu::tree {
 namespace {
 
-using dlkern::tree::activate;
-using dlkern::tree::activation_slope;
-
-template <typename T, TreeActivation A>
-void compose_forward(const TreeForest& f, const TreeParams& p, MatrixView<const T> leaves,
-                     const T* weight, const T* bias, T* out) {
+template <typename T>
+void compose_forward(const TreeForest& f, const TreeParams& p, TreeActivation act,
+                     MatrixView<const T> leaves, const T* weight, const T* bias, T* out) {
+  const auto activate = kernels<T>().activate[static_cast<int>(act)];
   const int64_t H = p.hidden_size, K = f.arity * H;
   copy_rows(leaves, 0, f.n_leaves, H, out);
   if (f.n_levels == 0) return;
-  const int64_t widest = widest_level(f);
   // B (K x H) = weight^T: unit u's column is weight's row u.
   const PackedWeight<T> w(gemm::kernels<T>(), K, 1, H, weight, 0, K, 1);
-  const AlignedArray<T> a_pack(w.a_pack_size(widest));
-  std::vector<T> x(widest * K), z(widest * H);
-#pragma omp parallel num_threads(gemm::gemm_threads(widest, H, K))
+  const std::vector<Level> parts = chunks(f, chunk_rows(K, sizeof(T), w.kernel().mr), false);
+  const int64_t rows = widest(parts);
+  const AlignedArray<T> a_pack(w.a_pack_size(rows));
+  std::vector<T> x(rows * K), z(rows * H);
+#pragma omp parallel num_threads(gemm::gemm_threads(rows, H, K))
   {
     const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
-    for (int64_t l = 0; l < f.n_levels; ++l) {
-      const Level lv = level(f, l);
+    for (const Level& lv : parts) {
       int64_t r0, r1;
       share(lv.rows, tid, nthreads, &r0, &r1);
       gather(f, lv.nodes, r0, r1, out, H, H, x.data());
@@ -37,48 +35,41 @@ void compose_forward(const TreeForest& f, const TreeParams& p, MatrixView<const 
       const StepProduct<T> product{w, a_pack.get(), x.data(), K, z.data(), H, {0}, {false},
                                    {bias}};
       product.run(lv.rows, tid, nthreads, [&](int64_t u0, int64_t u1) {
-        for (int64_t r = 0; r < lv.rows; ++r) {
-          const T* zr = z.data() + r * H;
-          T* dst = out + lv.nodes[r] * H;
-#pragma omp simd
-          for (int64_t j = u0; j < u1; ++j) dst[j] = activate<A>(zr[j]);
-        }
+        for (int64_t r = 0; r < lv.rows; ++r)
+          activate(z.data() + r * H, out + lv.nodes[r] * H, u0, u1);
       });
 #pragma omp barrier
     }
   }
 }
 
-template <typename T, TreeActivation A>
-void compose_backward(const TreeForest& f, const TreeParams& p, const T* grad_out, const T* out,
-                      const T* weight, T* grad_leaves, T* grad_weight, T* grad_bias) {
+template <typename T>
+void compose_backward(const TreeForest& f, const TreeParams& p, TreeActivation act,
+                      const T* grad_out, const T* out, const T* weight, T* grad_leaves,
+                      T* grad_weight, T* grad_bias) {
+  const auto slope = kernels<T>().slope[static_cast<int>(act)];
   const int64_t H = p.hidden_size, K = f.arity * H, n = f.n_internal;
   // g: the gradient of every node's output, completed level by level (a
   // node's parents are all deeper than it); dz: of each internal node's
   // pre-activation, in schedule order, as the weight gradient reads them.
   std::vector<T> g(grad_out, grad_out + (f.n_leaves + n) * H), dz(n * H), x(n * K);
-  const int64_t widest = std::max<int64_t>(1, widest_level(f));
   // B (H x K) = weight: the children's gradients are dz @ weight.
   const PackedWeight<T> w(gemm::kernels<T>(), H, 1, K, weight, 0, 1, K);
-  const AlignedArray<T> a_pack(w.a_pack_size(widest));
-  std::vector<T> dx(widest * K);
-#pragma omp parallel num_threads(gemm::gemm_threads(widest, K, H))
+  const std::vector<Level> parts = chunks(f, chunk_rows(K, sizeof(T), w.kernel().mr), true);
+  const int64_t rows = widest(parts);
+  const AlignedArray<T> a_pack(w.a_pack_size(rows));
+  std::vector<T> dx(rows * K);
+#pragma omp parallel num_threads(gemm::gemm_threads(rows, K, H))
   {
     const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
     int64_t u0, u1;
     share(H, tid, nthreads, &u0, &u1);
-    for (int64_t l = f.n_levels - 1; l >= 0; --l) {
-      const Level lv = level(f, l);
+    for (const Level& lv : parts) {
       int64_t r0, r1;
       share(lv.rows, tid, nthreads, &r0, &r1);
       T* dz_level = dz.data() + lv.first * H;
-      for (int64_t r = r0; r < r1; ++r) {
-        const T* y = out + lv.nodes[r] * H;
-        const T* gr = g.data() + lv.nodes[r] * H;
-        T* d = dz_level + r * H;
-#pragma omp simd
-        for (int64_t j = 0; j < H; ++j) d[j] = gr[j] * activation_slope<A>(y[j]);
-      }
+      for (int64_t r = r0; r < r1; ++r)
+        slope(g.data() + lv.nodes[r] * H, out + lv.nodes[r] * H, dz_level + r * H, H);
       if (grad_weight) gather(f, lv.nodes, r0, r1, out, H, H, x.data() + lv.first * K);
 #pragma omp barrier
       const StepProduct<T> product{w, a_pack.get(), dz_level, H, dx.data(), K, {0}, {false},
@@ -100,19 +91,15 @@ void compose_backward(const TreeForest& f, const TreeParams& p, const T* grad_ou
 template <typename T>
 void tree_compose_forward_cpu(const TreeForest& f, const TreeParams& p, TreeActivation act,
                               MatrixView<const T> leaves, const T* weight, const T* bias, T* out) {
-  tree::dispatch_activation(act, [&](auto a) {
-    cpu::tree::compose_forward<T, decltype(a)::value>(f, p, leaves, weight, bias, out);
-  });
+  cpu::tree::compose_forward<T>(f, p, act, leaves, weight, bias, out);
 }
 
 template <typename T>
 void tree_compose_backward_cpu(const TreeForest& f, const TreeParams& p, TreeActivation act,
                                const T* grad_out, const T* out, const T* weight, T* grad_leaves,
                                T* grad_weight, T* grad_bias) {
-  tree::dispatch_activation(act, [&](auto a) {
-    cpu::tree::compose_backward<T, decltype(a)::value>(f, p, grad_out, out, weight, grad_leaves,
-                                                       grad_weight, grad_bias);
-  });
+  cpu::tree::compose_backward<T>(f, p, act, grad_out, out, weight, grad_leaves, grad_weight,
+                                 grad_bias);
 }
 
 #define DLKERN_INSTANTIATE(T)                                                                   \

@@ -699,3 +699,52 @@ def tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou=None, b_f=None, no
         c[n_leaves + j] = cell
         h[n_leaves + j] = o * np.tanh(cell)
     return h, c
+
+
+def tree_lstm_backward(grad_h, grad_c, leaves, children, w_iou, u_iou, w_f, u_f, b_iou=None,
+                       b_f=None, node_inputs=None):
+    """Gradients of tree_lstm, from the last node back: ((grad_leaves_h,
+    grad_leaves_c), grad_node_inputs (None without), grad_w_iou, grad_u_iou,
+    grad_w_f, grad_u_f, grad_b_iou, grad_b_f). grad_h, grad_c: every node's
+    (None: zeros)."""
+    h, c = tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou, b_f, node_inputs)
+    children = _tree_children(children)
+    w_iou, u_iou, w_f, u_f = (as64(a) for a in (w_iou, u_iou, w_f, u_f))
+    H, N = h.shape[1], children.shape[1]
+    n_leaves = h.shape[0] - children.shape[0]
+    b_iou = np.zeros(3 * H) if b_iou is None else as64(b_iou)
+    b_f = np.zeros(H) if b_f is None else as64(b_f)
+    inputs = None if node_inputs is None else as64(node_inputs)
+    gh = np.zeros_like(h) if grad_h is None else as64(grad_h).copy()
+    gc = np.zeros_like(c) if grad_c is None else as64(grad_c).copy()
+    grads = [np.zeros_like(a) for a in (w_iou, u_iou, w_f, u_f, b_iou, b_f)]
+    g_w_iou, g_u_iou, g_w_f, g_u_f, g_b_iou, g_b_f = grads
+    g_in = None if inputs is None else np.zeros_like(inputs)
+    for j in reversed(range(children.shape[0])):
+        node, ch = n_leaves + j, children[j]
+        x = _gather_children(h, ch)
+        v = np.zeros(w_iou.shape[1]) if inputs is None else inputs[j]
+        iou = u_iou @ x + b_iou + w_iou @ v
+        i, o, u = _sigmoid(iou[:H]), _sigmoid(iou[H:2 * H]), np.tanh(iou[2 * H:])
+        f = _sigmoid(u_f @ x + np.tile(b_f + w_f @ v, N))
+        t = np.tanh(c[node])
+        dc = gc[node] + gh[node] * o * (1 - t * t)
+        d_iou = np.concatenate([dc * u * i * (1 - i), gh[node] * t * o * (1 - o),
+                                dc * i * (1 - u * u)])
+        c_children = _gather_children(c, ch)
+        d_f = dc[np.arange(N * H) % H] * c_children * f * (1 - f)
+        g_u_iou += np.outer(d_iou, x)
+        g_u_f += np.outer(d_f, x)
+        d_fv = d_f.reshape(N, H).sum(axis=0)
+        g_b_iou += d_iou
+        g_b_f += d_fv
+        g_w_iou += np.outer(d_iou, v)
+        g_w_f += np.outer(d_fv, v)
+        if g_in is not None:
+            g_in[j] = w_iou.T @ d_iou + w_f.T @ d_fv
+        dx = u_iou.T @ d_iou + u_f.T @ d_f
+        for k, child in enumerate(ch):
+            if child >= 0:
+                gh[child] += dx[k * H:(k + 1) * H]
+                gc[child] += dc * f[k * H:(k + 1) * H]
+    return (gh[:n_leaves], gc[:n_leaves]), g_in, *grads
