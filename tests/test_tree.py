@@ -240,23 +240,32 @@ def test_compose_levels_reused(rng):
                                                    "float64"), "levels")
 
 
-def test_compose_threads_bit_identical(rng):
-    # A DAG with wide levels: every thread count gives the same bits.
-    children, n_leaves = dag(rng)
-    leaves, weight, bias = compose_operands(rng, children, n_leaves, 130, "float32")
-    grad = random_array(rng, (n_leaves + children.shape[0], 130), "float32")
+def assert_same_bits_at_thread_counts(run):
+    """run() returns the same arrays, bit for bit, at 1, 2 and 3 threads."""
     before = dk.get_num_threads()
     results = []
     try:
         for threads in (1, 2, 3):
             dk.set_num_threads(threads)
-            out = dk.tree_compose(leaves, children, weight, bias)
-            results.append((out, *dk.tree_compose_backward(grad, out, children, weight)))
+            results.append(run())
     finally:
         dk.set_num_threads(before)
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+def test_compose_threads_bit_identical(rng):
+    # A DAG with wide levels: every thread count gives the same bits.
+    children, n_leaves = dag(rng)
+    leaves, weight, bias = compose_operands(rng, children, n_leaves, 130, "float32")
+    grad = random_array(rng, (n_leaves + children.shape[0], 130), "float32")
+
+    def run():
+        out = dk.tree_compose(leaves, children, weight, bias)
+        return [out, *dk.tree_compose_backward(grad, out, children, weight)]
+
+    assert_same_bits_at_thread_counts(run)
 
 
 def test_compose_bad_arguments(rng):
@@ -685,21 +694,15 @@ def test_lstm_threads_bit_identical(rng):
     leaves, weights, inputs = lstm_operands(rng, children, n_leaves, 70, 9, "float32")
     n_nodes = n_leaves + len(children)
     gh = random_array(rng, (n_nodes, 70), "float32")
-    before = dk.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2, 3):
-            dk.set_num_threads(threads)
-            h, c, saved = dk.tree_lstm(leaves, children, *weights, node_inputs=inputs,
-                                       save_for_backward=True)
-            (gl, gcl), *rest = dk.tree_lstm_backward(gh, gh, h, c, saved, children,
-                                                     *weights[:4], node_inputs=inputs)
-            results.append([h, c, saved, gl, gcl, *rest])
-    finally:
-        dk.set_num_threads(before)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            np.testing.assert_array_equal(a, b)
+
+    def run():
+        h, c, saved = dk.tree_lstm(leaves, children, *weights, node_inputs=inputs,
+                                   save_for_backward=True)
+        (gl, gcl), *rest = dk.tree_lstm_backward(gh, gh, h, c, saved, children, *weights[:4],
+                                                 node_inputs=inputs)
+        return [h, c, saved, gl, gcl, *rest]
+
+    assert_same_bits_at_thread_counts(run)
 
 
 def test_lstm_bad_arguments(rng):

@@ -70,6 +70,37 @@ inline int64_t widest(const std::vector<Level>& parts) {
   return rows;
 }
 
+// What a level loop packs once per call: B (k x units), element (p, u) =
+// src[u * unit_stride + p * k_stride], in the micro-kernels' layout; the
+// levels in chunks (in L2 as A, k wide), in the loop's order; the buffer the
+// threads pack each chunk's A into.
+template <typename T>
+struct LevelProducts {
+  LevelProducts(const TreeForest& f, int64_t k, int64_t units, const T* src, int64_t unit_stride,
+                int64_t k_stride, bool deepest_first)
+      : w(gemm::kernels<T>(), k, 1, units, src, 0, unit_stride, k_stride),
+        parts(chunks(f, chunk_rows(k, sizeof(T), w.kernel().mr), deepest_first)),
+        rows(widest(parts)),
+        a_pack(w.a_pack_size(rows)) {}
+
+  int threads() const { return gemm::gemm_threads(rows, w.units(), w.k()); }
+
+  // C = A @ B (+ bias) for chunk lv's rows, A (rows x k) and C (rows x
+  // units) contiguous; thread tid's column blocks, each followed by
+  // after(u0, u1). Every thread of the region must call it (see StepProduct).
+  template <typename After>
+  void run(const Level& lv, const T* a, T* c, const T* bias, int tid, int nthreads,
+           After&& after) const {
+    const StepProduct<T> product{w, a_pack.get(), a, w.k(), c, w.units(), {0}, {false}, {bias}};
+    product.run(lv.rows, tid, nthreads, after);
+  }
+
+  const PackedWeight<T> w;
+  const std::vector<Level> parts;
+  const int64_t rows;  // the most rows of a chunk
+  const AlignedArray<T> a_pack;
+};
+
 // Thread tid's share of rows [0, rows).
 inline void share(int64_t rows, int tid, int nthreads, int64_t* r0, int64_t* r1) {
   gemm::detail::split(rows, nthreads, tid, r0, r1);

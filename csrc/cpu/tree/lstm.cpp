@@ -55,22 +55,18 @@ void lstm_forward(const TreeForest& f, const TreeParams& p, MatrixView<const T> 
   rnn::project<T>(n, 3 * H, k, inputs, w_iou, b_iou, {proj.data(), 4 * H, 1}, false);
   rnn::project<T>(n, H, k, inputs, w_f, b_f, {proj.data() + 3 * H, 4 * H, 1}, false);
   const std::vector<T> u_all = stack(u_iou, 3 * H, u_f, K, K);
-  const PackedWeight<T> w(gemm::kernels<T>(), K, 1, G, u_all.data(), 0, K, 1);
-  const std::vector<Level> parts = chunks(f, chunk_rows(K, sizeof(T), w.kernel().mr), false);
-  const int64_t rows = widest(parts);
-  const AlignedArray<T> a_pack(w.a_pack_size(rows));
-  std::vector<T> x(rows * K), z(rows * G);
-#pragma omp parallel num_threads(gemm::gemm_threads(rows, G, K))
+  const LevelProducts<T> w(f, K, G, u_all.data(), K, 1, false);
+  std::vector<T> x(w.rows * K), z(w.rows * G);
+#pragma omp parallel num_threads(w.threads())
   {
     const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
     std::vector<const T*> cc(f.arity);
-    for (const Level& lv : parts) {
+    for (const Level& lv : w.parts) {
       int64_t r0, r1;
       share(lv.rows, tid, nthreads, &r0, &r1);
       gather(f, lv.nodes, r0, r1, h_out, H, H, x.data());
 #pragma omp barrier
-      const StepProduct<T> product{w, a_pack.get(), x.data(), K, z.data(), G, {0}, {false}, {}};
-      product.run(lv.rows, tid, nthreads, [](int64_t, int64_t) {});
+      w.run(lv, x.data(), z.data(), nullptr, tid, nthreads, [](int64_t, int64_t) {});
 #pragma omp barrier
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t node = lv.nodes[r], j = node - f.n_leaves;
@@ -101,18 +97,15 @@ void lstm_backward(const TreeForest& f, const TreeParams& p, const T* grad_h, co
   if (grad_u_iou || grad_u_f) x.resize(n * K);
   const std::vector<T> u_all = stack(u_iou, 3 * H, u_f, K, K);
   // B (G x K) = [u_iou; u_f]: the children's h gradients are d @ B.
-  const PackedWeight<T> w(gemm::kernels<T>(), G, 1, K, u_all.data(), 0, 1, K);
-  const std::vector<Level> parts = chunks(f, chunk_rows(G, sizeof(T), w.kernel().mr), true);
-  const int64_t rows = widest(parts);
-  const AlignedArray<T> a_pack(w.a_pack_size(rows));
-  std::vector<T> dx(rows * K), dck(rows * K);
-#pragma omp parallel num_threads(gemm::gemm_threads(rows, K, G))
+  const LevelProducts<T> w(f, G, K, u_all.data(), 1, K, true);
+  std::vector<T> dx(w.rows * K), dck(w.rows * K);
+#pragma omp parallel num_threads(w.threads())
   {
     const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
     int64_t u0, u1;
     share(H, tid, nthreads, &u0, &u1);
     std::vector<const T*> cc(f.arity);
-    for (const Level& lv : parts) {
+    for (const Level& lv : w.parts) {
       int64_t r0, r1;
       share(lv.rows, tid, nthreads, &r0, &r1);
       T* d_level = d.data() + lv.first * G;
@@ -124,8 +117,7 @@ void lstm_backward(const TreeForest& f, const TreeParams& p, const T* grad_h, co
       }
       if (!x.empty()) gather(f, lv.nodes, r0, r1, h, H, H, x.data() + lv.first * K);
 #pragma omp barrier
-      const StepProduct<T> product{w, a_pack.get(), d_level, G, dx.data(), K, {0}, {false}, {}};
-      product.run(lv.rows, tid, nthreads, [](int64_t, int64_t) {});
+      w.run(lv, d_level, dx.data(), nullptr, tid, nthreads, [](int64_t, int64_t) {});
 #pragma omp barrier
       scatter_add(f, lv, dx.data(), H, gh.data(), u0, u1);
       scatter_add(f, lv, dck.data(), H, gc.data(), u0, u1);

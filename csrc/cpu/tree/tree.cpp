@@ -19,22 +19,17 @@ void compose_forward(const TreeForest& f, const TreeParams& p, TreeActivation ac
   copy_rows(leaves, 0, f.n_leaves, H, out);
   if (f.n_levels == 0) return;
   // B (K x H) = weight^T: unit u's column is weight's row u.
-  const PackedWeight<T> w(gemm::kernels<T>(), K, 1, H, weight, 0, K, 1);
-  const std::vector<Level> parts = chunks(f, chunk_rows(K, sizeof(T), w.kernel().mr), false);
-  const int64_t rows = widest(parts);
-  const AlignedArray<T> a_pack(w.a_pack_size(rows));
-  std::vector<T> x(rows * K), z(rows * H);
-#pragma omp parallel num_threads(gemm::gemm_threads(rows, H, K))
+  const LevelProducts<T> w(f, K, H, weight, K, 1, false);
+  std::vector<T> x(w.rows * K), z(w.rows * H);
+#pragma omp parallel num_threads(w.threads())
   {
     const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
-    for (const Level& lv : parts) {
+    for (const Level& lv : w.parts) {
       int64_t r0, r1;
       share(lv.rows, tid, nthreads, &r0, &r1);
       gather(f, lv.nodes, r0, r1, out, H, H, x.data());
 #pragma omp barrier
-      const StepProduct<T> product{w, a_pack.get(), x.data(), K, z.data(), H, {0}, {false},
-                                   {bias}};
-      product.run(lv.rows, tid, nthreads, [&](int64_t u0, int64_t u1) {
+      w.run(lv, x.data(), z.data(), bias, tid, nthreads, [&](int64_t u0, int64_t u1) {
         for (int64_t r = 0; r < lv.rows; ++r)
           activate(z.data() + r * H, out + lv.nodes[r] * H, u0, u1);
       });
@@ -54,17 +49,14 @@ void compose_backward(const TreeForest& f, const TreeParams& p, TreeActivation a
   // pre-activation, in schedule order, as the weight gradient reads them.
   std::vector<T> g(grad_out, grad_out + (f.n_leaves + n) * H), dz(n * H), x(n * K);
   // B (H x K) = weight: the children's gradients are dz @ weight.
-  const PackedWeight<T> w(gemm::kernels<T>(), H, 1, K, weight, 0, 1, K);
-  const std::vector<Level> parts = chunks(f, chunk_rows(K, sizeof(T), w.kernel().mr), true);
-  const int64_t rows = widest(parts);
-  const AlignedArray<T> a_pack(w.a_pack_size(rows));
-  std::vector<T> dx(rows * K);
-#pragma omp parallel num_threads(gemm::gemm_threads(rows, K, H))
+  const LevelProducts<T> w(f, H, K, weight, 1, K, true);
+  std::vector<T> dx(w.rows * K);
+#pragma omp parallel num_threads(w.threads())
   {
     const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
     int64_t u0, u1;
     share(H, tid, nthreads, &u0, &u1);
-    for (const Level& lv : parts) {
+    for (const Level& lv : w.parts) {
       int64_t r0, r1;
       share(lv.rows, tid, nthreads, &r0, &r1);
       T* dz_level = dz.data() + lv.first * H;
@@ -72,9 +64,7 @@ void compose_backward(const TreeForest& f, const TreeParams& p, TreeActivation a
         slope(g.data() + lv.nodes[r] * H, out + lv.nodes[r] * H, dz_level + r * H, H);
       if (grad_weight) gather(f, lv.nodes, r0, r1, out, H, H, x.data() + lv.first * K);
 #pragma omp barrier
-      const StepProduct<T> product{w, a_pack.get(), dz_level, H, dx.data(), K, {0}, {false},
-                                   {nullptr}};
-      product.run(lv.rows, tid, nthreads, [](int64_t, int64_t) {});
+      w.run(lv, dz_level, dx.data(), nullptr, tid, nthreads, [](int64_t, int64_t) {});
 #pragma omp barrier
       scatter_add(f, lv, dx.data(), H, g.data(), u0, u1);
 #pragma omp barrier
