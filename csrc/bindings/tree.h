@@ -54,8 +54,9 @@ void def_tree(py::module_& m) {
         const TreeActivation act = tree_activation(activation.c_str());
         dispatch_float(dtype, "tree_compose", [&](auto t) {
           using T = decltype(t);
-          tree_compose_forward_cpu<T>(forest(fr), p, act, view<const T>(leaves, leaves_rs, leaves_cs),
-                                      weight, bias, out);
+          tree_compose_forward_cpu<T>(forest(fr), p, act,
+                                      view<const T>(leaves, leaves_rs, leaves_cs), weight, bias,
+                                      out);
         });
       },
       py::call_guard<py::gil_scoped_release>());

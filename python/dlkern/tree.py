@@ -95,9 +95,9 @@ def tree_levels(children, n_leaves) -> TreeLevels:
     return TreeLevels(_children(children, op), int(n_leaves))
 
 
-def _schedule(op: str, children, n_leaves: int, levels) -> TreeLevels:
-    """``levels`` checked against ``children`` and ``n_leaves``, or a new schedule."""
-    c = _children(children, op)
+def _schedule(op: str, c: np.ndarray, n_leaves: int, levels) -> TreeLevels:
+    """``levels`` checked against the children ``c`` (from :func:`_children`)
+    and ``n_leaves``, or a new schedule."""
     if levels is None:
         return TreeLevels(c, n_leaves)
     if not isinstance(levels, TreeLevels):
@@ -128,6 +128,15 @@ def _take(op: str, **arrays):
     return dict(named), dtype, named[0][1]
 
 
+def _address(a) -> int:
+    return 0 if a is None else a.address
+
+
+def _matrix(a) -> tuple:
+    """(address, row stride, column stride) of a 2-D Array; zeros if absent."""
+    return (0, 0, 0) if a is None else (a.address, *a.strides)
+
+
 def _check_ndim(op: str, a: dict, ranks: dict) -> None:
     for name, ndim in ranks.items():
         if name in a and a[name].ndim != ndim:
@@ -155,7 +164,7 @@ def tree_compose(leaves, children, weight, bias=None, *, activation="tanh", leve
     activation = _activation(op, activation)
     a, dtype, like = _take(op, leaves=leaves, weight=weight, bias=bias)
     _check_ndim(op, a, {"leaves": 2, "weight": 2, "bias": 1})
-    lv = _schedule(op, children, a["leaves"].shape[0], levels)
+    lv = _schedule(op, _children(children, op), a["leaves"].shape[0], levels)
     x = a["leaves"]
     params = _cpu.tree_compose_params(lv.n_leaves, lv.n_internal, lv.arity, *x.shape,
                                       *a["weight"].shape, a["bias"].shape[0] if "bias" in a else -1)
@@ -183,11 +192,11 @@ def tree_compose_backward(grad_output, output, children, weight, *, activation="
     a, dtype, like = _take(op, grad_output=grad_output, output=output, weight=weight)
     _check_ndim(op, a, {"grad_output": 2, "output": 2, "weight": 2})
     y = a["output"]
-    n_internal = _children(children, op).shape[0]
-    if y.shape[0] < n_internal:
+    c = _children(children, op)
+    if y.shape[0] < c.shape[0]:
         raise ValueError(f"{op}: output must have n_leaves + n_internal rows, at least the "
-                         f"{n_internal} rows of children, got shape {y.shape}")
-    lv = _schedule(op, children, y.shape[0] - n_internal, levels)
+                         f"{c.shape[0]} rows of children, got shape {y.shape}")
+    lv = _schedule(op, c, y.shape[0] - c.shape[0], levels)
     params = _cpu.tree_compose_params(lv.n_leaves, lv.n_internal, lv.arity, lv.n_leaves,
                                       y.shape[1], *a["weight"].shape, -1)
     g = a["grad_output"]
@@ -204,15 +213,6 @@ def tree_compose_backward(grad_output, output, children, weight, *, activation="
     return tuple(result for _, result in outs)
 
 
-def _address(a) -> int:
-    return 0 if a is None else a.address
-
-
-def _matrix(a) -> tuple:
-    """(address, row stride, column stride) of a 2-D Array; zeros if absent."""
-    return (0, 0, 0) if a is None else (a.address, *a.strides)
-
-
 def _leaves(op: str, leaves):
     """The leaves' (h, c): an array means h with c = 0 (c None)."""
     if isinstance(leaves, (tuple, list)):
@@ -224,12 +224,14 @@ def _leaves(op: str, leaves):
 
 
 class _Lstm:
-    """The checked arguments of a tree_lstm call (forward or backward)."""
+    """The checked arguments of a tree_lstm call (forward or backward);
+    ``children`` as :func:`_children` returns them, ``n_leaves`` None for
+    the leaves' rows."""
 
     def __init__(self, op, leaves_h, leaves_c, n_leaves, children, w_iou, u_iou, w_f, u_f, b_iou,
                  b_f, node_inputs, levels, **extra):
-        a, self.dtype, self.like = _take(op, leaves_h=leaves_h, leaves_c=leaves_c, w_iou=w_iou, u_iou=u_iou,
-                                         w_f=w_f, u_f=u_f, b_iou=b_iou, b_f=b_f,
+        a, self.dtype, self.like = _take(op, leaves_h=leaves_h, leaves_c=leaves_c, w_iou=w_iou,
+                                         u_iou=u_iou, w_f=w_f, u_f=u_f, b_iou=b_iou, b_f=b_f,
                                          node_inputs=node_inputs, **extra)
         _check_ndim(op, a, {"leaves_h": 2, "leaves_c": 2, "w_iou": 2, "u_iou": 2, "w_f": 2,
                             "u_f": 2, "b_iou": 1, "b_f": 1, "node_inputs": 2})
@@ -286,8 +288,8 @@ def tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou=None, b_f=None, *,
     """
     op = "tree_lstm"
     h0, c0 = _leaves(op, leaves)
-    s = _Lstm(op, h0, c0, None, children, w_iou, u_iou, w_f, u_f, b_iou, b_f, node_inputs,
-              levels)
+    s = _Lstm(op, h0, c0, None, _children(children, op), w_iou, u_iou, w_f, u_f, b_iou, b_f,
+              node_inputs, levels)
     p, lv = s.params, s.levels
     n_nodes, H = lv.n_leaves + lv.n_internal, p.hidden_size
     (h, h_result), (c, c_result) = s.empty((n_nodes, H)), s.empty((n_nodes, H))
@@ -322,13 +324,12 @@ def tree_lstm_backward(grad_h, grad_c, h, c, saved, children, w_iou, u_iou, w_f,
     ha = _arrays.take(h, "h", op)
     if ha.ndim != 2:
         raise ValueError(f"{op}: h must be 2-D, got shape {ha.shape}")
-    n_internal = _children(children, op).shape[0]
-    if ha.shape[0] < n_internal:
+    ch = _children(children, op)
+    if ha.shape[0] < ch.shape[0]:
         raise ValueError(f"{op}: h must have n_leaves + n_internal rows, at least the "
-                         f"{n_internal} rows of children, got shape {ha.shape}")
-    n_leaves = ha.shape[0] - n_internal
-    s = _Lstm(op, h, None, n_leaves, children, w_iou, u_iou, w_f, u_f, None, None, node_inputs,
-              levels, c=c, saved=saved, grad_h=grad_h, grad_c=grad_c)
+                         f"{ch.shape[0]} rows of children, got shape {ha.shape}")
+    s = _Lstm(op, h, None, ha.shape[0] - ch.shape[0], ch, w_iou, u_iou, w_f, u_f, None, None,
+              node_inputs, levels, c=c, saved=saved, grad_h=grad_h, grad_c=grad_c)
     p, lv = s.params, s.levels
     shape = ha.shape
     h_, c_ = s.take_like("leaves_h", shape), s.take_like("c", shape)

@@ -1,8 +1,8 @@
 // The level loop shared by the CPU tree kernels: each level's gather of the
 // children's rows, and the deterministic scatter of gradients back into them.
 // Forward, per level (in chunks of rows, below): gather the children's rows
-// into a (rows, arity * H) matrix, one product on the GEMM engine with a weight packed once per call
-// (rnn::StepProduct), one pointwise pass. Backward, from the deepest level:
+// into a (rows, arity * H) matrix, one product on the GEMM engine with a
+// weight packed once per call (rnn::StepProduct), one pointwise pass. Backward, from the deepest level:
 // the pointwise derivative, one product for the children's gradients, and a
 // scatter that adds them into the children's rows.
 #pragma once

@@ -49,11 +49,13 @@ void lstm_forward(const TreeForest& f, const TreeParams& p, MatrixView<const T> 
   else
     std::fill_n(c_out, f.n_leaves * H, T(0));
   if (f.n_levels == 0) return;
-  // Every node input's projection (the biases alone without inputs), node order.
-  std::vector<T> proj(n * 4 * H);
+  // Every node input's projection with the biases, node order; without
+  // inputs one row of the biases (zeros where absent), which every node reads.
+  const int64_t proj_rows = inputs.data ? n : 1, proj_stride = inputs.data ? 4 * H : 0;
+  std::vector<T> proj(proj_rows * 4 * H);
   const int64_t k = inputs.data ? I : 0;
-  rnn::project<T>(n, 3 * H, k, inputs, w_iou, b_iou, {proj.data(), 4 * H, 1}, false);
-  rnn::project<T>(n, H, k, inputs, w_f, b_f, {proj.data() + 3 * H, 4 * H, 1}, false);
+  rnn::project<T>(proj_rows, 3 * H, k, inputs, w_iou, b_iou, {proj.data(), 4 * H, 1}, false);
+  rnn::project<T>(proj_rows, H, k, inputs, w_f, b_f, {proj.data() + 3 * H, 4 * H, 1}, false);
   const std::vector<T> u_all = stack(u_iou, 3 * H, u_f, K, K);
   const LevelProducts<T> w(f, K, G, u_all.data(), K, 1, false);
   std::vector<T> x(w.rows * K), z(w.rows * G);
@@ -71,7 +73,7 @@ void lstm_forward(const TreeForest& f, const TreeParams& p, MatrixView<const T> 
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t node = lv.nodes[r], j = node - f.n_leaves;
         T* zr = z.data() + r * G;
-        node_forward(zr, proj.data() + j * 4 * H, children_c(f, node, c_out, H, cc), f.arity,
+        node_forward(zr, proj.data() + j * proj_stride, children_c(f, node, c_out, H, cc), f.arity,
                      c_out + node * H, h_out + node * H, H);
         if (saved) std::copy_n(zr, G, saved + j * G);
       }

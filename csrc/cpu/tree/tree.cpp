@@ -71,7 +71,8 @@ void compose_backward(const TreeForest& f, const TreeParams& p, TreeActivation a
     }
   }
   if (grad_leaves) std::copy_n(g.data(), f.n_leaves * H, grad_leaves);
-  if (grad_weight) matmul_cpu<T>({H, K, n}, {dz.data(), 1, H}, {x.data(), K, 1}, {grad_weight, K, 1});
+  if (grad_weight)
+    matmul_cpu<T>({H, K, n}, {dz.data(), 1, H}, {x.data(), K, 1}, {grad_weight, K, 1});
   if (grad_bias) rnn::column_sums<T>(n, H, dz.data(), grad_bias);
 }
 

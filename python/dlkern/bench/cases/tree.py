@@ -1,9 +1,9 @@
 """The tree family on the CPU (float32): ``dk.tree_compose`` and
 ``dk.tree_lstm`` over a forest of random binary trees, forward and
-forward+backward, against the same model in torch written node by node
-(``torch-nodes``) and level by level (``torch-levels``: per level one
-index_select of the children's rows and one matmul); and a chain (depth =
-its length) beside an LSTM sequence of the same length and width.
+forward+backward, against the same model in torch written level by level
+(``torch``: per level one index_select of the children's rows and one
+matmul, torch at its best) and node by node (``torch-nodes``); and a chain
+(depth = its length) beside an LSTM sequence of the same length and width.
 
 FLOPs are the GEMMs' multiply-adds only, so % of peak is a lower bound on the
 GEMM part's own fraction (the gathers and pointwise passes take time too):
@@ -212,7 +212,7 @@ def _compose_case(ctx: Context, which: str, trees: int, per_tree: int, H: int, r
         references = {
             "torch-nodes": _with_backward(lambda v: _torch_compose_nodes(children, v), grads,
                                           params),
-            "torch-levels": _with_backward(lambda v: _torch_compose_levels(torch_levels, v),
+            "torch": _with_backward(lambda v: _torch_compose_levels(torch_levels, v),
                                            grads, params),
         }
     return case(
@@ -265,7 +265,7 @@ def _lstm_case(ctx: Context, which: str, trees: int, per_tree: int, H: int, refs
     if refs:
         references = {
             "torch-nodes": _with_backward(lambda v: _torch_lstm_nodes(children, v), grads, params),
-            "torch-levels": _with_backward(lambda v: _torch_lstm_levels(torch_levels, v), grads,
+            "torch": _with_backward(lambda v: _torch_lstm_levels(torch_levels, v), grads,
                                            params),
         }
     return case(
