@@ -255,9 +255,51 @@ def assert_same_bits_at_thread_counts(run):
             np.testing.assert_array_equal(a, b)
 
 
+def wide_forest(rng):
+    """Levels wider than one chunk of rows (cpu/tree/levels.h: the gathered
+    rows of a chunk fill 256 KiB), so that threads run whole chunks alone:
+    600 two-leaf trees, under roots that join them in threes and a DAG's
+    shared child."""
+    pairs = np.arange(1200).reshape(600, 2)
+    joins = 1200 + np.arange(600).reshape(200, 3)[:, :2]
+    children = np.concatenate([pairs, joins, [[1200, 1200]]])
+    return children, 1200
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_wide_levels(rng, dtype):
+    children, n_leaves = wide_forest(rng)
+    H = 70
+    leaves, weight, bias = compose_operands(rng, children, n_leaves, H, dtype)
+    out = dk.tree_compose(leaves, children, weight, bias)
+    expected = ref.tree_compose(leaves, children, weight, bias)
+    assert_within(out, expected, compose_bound(leaves, children, weight, bias, expected, dtype),
+                  "tree_compose")
+    lstm_leaves, weights, inputs = lstm_operands(rng, children, n_leaves, H, 3, dtype)
+    h, c = dk.tree_lstm(lstm_leaves, children, *weights, node_inputs=inputs)
+    h_ref, c_ref = ref.tree_lstm(lstm_leaves, children, *weights, node_inputs=inputs)
+    eh, ec = lstm_bound(lstm_leaves, children, weights, inputs, dtype)
+    assert_within(h, h_ref, eh, "h")
+    assert_within(c, c_ref, ec, "c")
+    if dtype == "float64":  # the gradients against the reference's, as in the torch test
+        gh = random_array(rng, h.shape, dtype)
+        h, c, saved = dk.tree_lstm(lstm_leaves, children, *weights, node_inputs=inputs,
+                                   save_for_backward=True)
+        got = dk.tree_lstm_backward(gh, gh, h, c, saved, children, *weights[:4],
+                                    node_inputs=inputs)
+        want = ref.tree_lstm_backward(gh, gh, lstm_leaves, children, *weights,
+                                      node_inputs=inputs)
+        for g, e in zip([*got[0], *got[1:]], [*want[0], *want[1:]]):
+            np.testing.assert_allclose(g, e, rtol=1e-11, atol=1e-12)
+        got = dk.tree_compose_backward(gh, out, children, weight)
+        want = ref.tree_compose_backward(gh, expected, children, weight)
+        for g, e in zip(got, want):
+            np.testing.assert_allclose(g, e, rtol=1e-11, atol=1e-12)
+
+
 def test_compose_threads_bit_identical(rng):
-    # A DAG with wide levels: every thread count gives the same bits.
-    children, n_leaves = dag(rng)
+    # Every thread count gives the same bits, in a DAG and on levels of many chunks.
+    children, n_leaves = wide_forest(rng)
     leaves, weight, bias = compose_operands(rng, children, n_leaves, 130, "float32")
     grad = random_array(rng, (n_leaves + children.shape[0], 130), "float32")
 
@@ -690,7 +732,7 @@ def test_lstm_backward_no_inputs_roots_only(rng):
 
 
 def test_lstm_threads_bit_identical(rng):
-    children, n_leaves = dag(rng, arity=3)
+    children, n_leaves = wide_forest(rng)
     leaves, weights, inputs = lstm_operands(rng, children, n_leaves, 70, 9, "float32")
     n_nodes = n_leaves + len(children)
     gh = random_array(rng, (n_nodes, 70), "float32")

@@ -58,33 +58,30 @@ void lstm_forward(const TreeForest& f, const TreeParams& p, MatrixView<const T> 
   rnn::project<T>(proj_rows, H, k, inputs, w_f, b_f, {proj.data() + 3 * H, 4 * H, 1}, false);
   const std::vector<T> u_all = stack(u_iou, 3 * H, u_f, K, K);
   const LevelProducts<T> w(f, K, G, u_all.data(), K, 1, false);
-  std::vector<T> x(w.rows * K), z(w.rows * G);
 #pragma omp parallel num_threads(w.threads())
   {
-    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+    const AlignedArray<T> pack(w.a_pack_size());
+    std::vector<T> x(w.rows * K), z(w.rows * G);
     std::vector<const T*> cc(f.arity);
-    for (const Level& lv : w.parts) {
-      int64_t r0, r1;
-      share(lv.rows, tid, nthreads, &r0, &r1);
-      gather(f, lv.nodes, r0, r1, h_out, H, H, x.data());
-#pragma omp barrier
-      w.run(lv, x.data(), z.data(), nullptr, tid, nthreads, [](int64_t, int64_t) {});
-#pragma omp barrier
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t node = lv.nodes[r], j = node - f.n_leaves;
+    // A chunk: gather, product, then each node's pass.
+    auto chunk = [&](const Level& c, int64_t) {
+      gather(f, c, h_out, H, x.data());
+      w.run(c, x.data(), z.data(), nullptr, pack.get(), [](int64_t, int64_t) {});
+      for (int64_t r = 0; r < c.rows; ++r) {
+        const int64_t node = c.nodes[r], j = node - f.n_leaves;
         T* zr = z.data() + r * G;
-        node_forward(zr, proj.data() + j * proj_stride, children_c(f, node, c_out, H, cc), f.arity,
-                     c_out + node * H, h_out + node * H, H);
+        node_forward(zr, proj.data() + j * proj_stride, children_c(f, node, c_out, H, cc),
+                     f.arity, c_out + node * H, h_out + node * H, H);
         if (saved) std::copy_n(zr, G, saved + j * G);
       }
-#pragma omp barrier
-    }
+    };
+    for_levels(w.levels, omp_get_thread_num(), omp_get_num_threads(), chunk, no_spread);
   }
 }
 
 template <typename T>
 void lstm_backward(const TreeForest& f, const TreeParams& p, const T* grad_h, const T* grad_c,
-                   const T* h, const T* c, const T* saved, MatrixView<const T> inputs,
+                   const T* h, const T* c_all, const T* saved, MatrixView<const T> inputs,
                    const T* w_iou, const T* u_iou, const T* w_f, const T* u_f, T* grad_leaves_h,
                    T* grad_leaves_c, T* grad_inputs, T* grad_w_iou, T* grad_u_iou, T* grad_w_f,
                    T* grad_u_f, T* grad_b_iou, T* grad_b_f) {
@@ -100,31 +97,33 @@ void lstm_backward(const TreeForest& f, const TreeParams& p, const T* grad_h, co
   const std::vector<T> u_all = stack(u_iou, 3 * H, u_f, K, K);
   // B (G x K) = [u_iou; u_f]: the children's h gradients are d @ B.
   const LevelProducts<T> w(f, G, K, u_all.data(), 1, K, true);
-  std::vector<T> dx(w.rows * K), dck(w.rows * K);
+  // A level's children's h gradients and their shares of the cells' gradients.
+  std::vector<T> dx(w.widest_level * K), dck(w.widest_level * K);
 #pragma omp parallel num_threads(w.threads())
   {
-    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
-    int64_t u0, u1;
-    share(H, tid, nthreads, &u0, &u1);
+    const AlignedArray<T> pack(w.a_pack_size());
     std::vector<const T*> cc(f.arity);
-    for (const Level& lv : w.parts) {
-      int64_t r0, r1;
-      share(lv.rows, tid, nthreads, &r0, &r1);
-      T* d_level = d.data() + lv.first * G;
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t node = lv.nodes[r];
-        node_backward(saved + (node - f.n_leaves) * G, c + node * H,
-                      children_c(f, node, c, H, cc), f.arity, gh.data() + node * H,
-                      gc.data() + node * H, d_level + r * G, dck.data() + r * K, H);
+    // A chunk of the level starting at schedule position first.
+    auto chunk = [&](const Level& c, int64_t first) {
+      T* d_c = d.data() + c.first * G;
+      for (int64_t r = 0; r < c.rows; ++r) {
+        const int64_t node = c.nodes[r];
+        node_backward(saved + (node - f.n_leaves) * G, c_all + node * H,
+                      children_c(f, node, c_all, H, cc), f.arity, gh.data() + node * H,
+                      gc.data() + node * H, d_c + r * G, dck.data() + (c.first - first + r) * K,
+                      H);
       }
-      if (!x.empty()) gather(f, lv.nodes, r0, r1, h, H, H, x.data() + lv.first * K);
-#pragma omp barrier
-      w.run(lv, d_level, dx.data(), nullptr, tid, nthreads, [](int64_t, int64_t) {});
-#pragma omp barrier
-      scatter_add(f, lv, dx.data(), H, gh.data(), u0, u1);
-      scatter_add(f, lv, dck.data(), H, gc.data(), u0, u1);
-#pragma omp barrier
-    }
+      if (!x.empty()) gather(f, c, h, H, x.data() + c.first * K);
+      w.run(c, d_c, dx.data() + (c.first - first) * K, nullptr, pack.get(),
+            [](int64_t, int64_t) {});
+    };
+    auto spread = [&](const Level& l, int t, int nt) {
+      int64_t u0, u1;
+      share(H, t, nt, &u0, &u1);
+      scatter_add(f, l, dx.data(), H, gh.data(), u0, u1);
+      scatter_add(f, l, dck.data(), H, gc.data(), u0, u1);
+    };
+    for_levels(w.levels, omp_get_thread_num(), omp_get_num_threads(), chunk, spread);
   }
   if (grad_leaves_h) std::copy_n(gh.data(), f.n_leaves * H, grad_leaves_h);
   if (grad_leaves_c) std::copy_n(gc.data(), f.n_leaves * H, grad_leaves_c);

@@ -20,21 +20,19 @@ void compose_forward(const TreeForest& f, const TreeParams& p, TreeActivation ac
   if (f.n_levels == 0) return;
   // B (K x H) = weight^T: unit u's column is weight's row u.
   const LevelProducts<T> w(f, K, H, weight, K, 1, false);
-  std::vector<T> x(w.rows * K), z(w.rows * H);
 #pragma omp parallel num_threads(w.threads())
   {
-    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
-    for (const Level& lv : w.parts) {
-      int64_t r0, r1;
-      share(lv.rows, tid, nthreads, &r0, &r1);
-      gather(f, lv.nodes, r0, r1, out, H, H, x.data());
-#pragma omp barrier
-      w.run(lv, x.data(), z.data(), bias, tid, nthreads, [&](int64_t u0, int64_t u1) {
-        for (int64_t r = 0; r < lv.rows; ++r)
-          activate(z.data() + r * H, out + lv.nodes[r] * H, u0, u1);
+    const AlignedArray<T> pack(w.a_pack_size());
+    std::vector<T> x(w.rows * K), z(w.rows * H);
+    // A chunk: gather, product, activation into the output rows.
+    auto chunk = [&](const Level& c, int64_t) {
+      gather(f, c, out, H, x.data());
+      w.run(c, x.data(), z.data(), bias, pack.get(), [&](int64_t u0, int64_t u1) {
+        for (int64_t r = 0; r < c.rows; ++r)
+          activate(z.data() + r * H, out + c.nodes[r] * H, u0, u1);
       });
-#pragma omp barrier
-    }
+    };
+    for_levels(w.levels, omp_get_thread_num(), omp_get_num_threads(), chunk, no_spread);
   }
 }
 
@@ -46,29 +44,32 @@ void compose_backward(const TreeForest& f, const TreeParams& p, TreeActivation a
   const int64_t H = p.hidden_size, K = f.arity * H, n = f.n_internal;
   // g: the gradient of every node's output, completed level by level (a
   // node's parents are all deeper than it); dz: of each internal node's
-  // pre-activation, in schedule order, as the weight gradient reads them.
-  std::vector<T> g(grad_out, grad_out + (f.n_leaves + n) * H), dz(n * H), x(n * K);
+  // pre-activation, in schedule order, as the weight gradient reads them;
+  // x: the gathered children's rows, likewise.
+  std::vector<T> g(grad_out, grad_out + (f.n_leaves + n) * H), dz(n * H);
+  std::vector<T> x(grad_weight ? n * K : 0);
   // B (H x K) = weight: the children's gradients are dz @ weight.
   const LevelProducts<T> w(f, H, K, weight, 1, K, true);
-  std::vector<T> dx(w.rows * K);
+  std::vector<T> dx(w.widest_level * K);  // a level's children's gradients
 #pragma omp parallel num_threads(w.threads())
   {
-    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
-    int64_t u0, u1;
-    share(H, tid, nthreads, &u0, &u1);
-    for (const Level& lv : w.parts) {
-      int64_t r0, r1;
-      share(lv.rows, tid, nthreads, &r0, &r1);
-      T* dz_level = dz.data() + lv.first * H;
-      for (int64_t r = r0; r < r1; ++r)
-        slope(g.data() + lv.nodes[r] * H, out + lv.nodes[r] * H, dz_level + r * H, H);
-      if (grad_weight) gather(f, lv.nodes, r0, r1, out, H, H, x.data() + lv.first * K);
-#pragma omp barrier
-      w.run(lv, dz_level, dx.data(), nullptr, tid, nthreads, [](int64_t, int64_t) {});
-#pragma omp barrier
-      scatter_add(f, lv, dx.data(), H, g.data(), u0, u1);
-#pragma omp barrier
-    }
+    const AlignedArray<T> pack(w.a_pack_size());
+    // A chunk of the level starting at schedule position first: dz, the
+    // gathered rows, the children's gradients.
+    auto chunk = [&](const Level& c, int64_t first) {
+      T* dz_c = dz.data() + c.first * H;
+      for (int64_t r = 0; r < c.rows; ++r)
+        slope(g.data() + c.nodes[r] * H, out + c.nodes[r] * H, dz_c + r * H, H);
+      if (grad_weight) gather(f, c, out, H, x.data() + c.first * K);
+      w.run(c, dz_c, dx.data() + (c.first - first) * K, nullptr, pack.get(),
+            [](int64_t, int64_t) {});
+    };
+    auto spread = [&](const Level& l, int t, int nt) {
+      int64_t u0, u1;
+      share(H, t, nt, &u0, &u1);
+      scatter_add(f, l, dx.data(), H, g.data(), u0, u1);
+    };
+    for_levels(w.levels, omp_get_thread_num(), omp_get_num_threads(), chunk, spread);
   }
   if (grad_leaves) std::copy_n(g.data(), f.n_leaves * H, grad_leaves);
   if (grad_weight)
