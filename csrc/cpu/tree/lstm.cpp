@@ -4,8 +4,8 @@
 // once before the levels):
 //   [i o u | f_1 .. f_N] = [u_iou; u_f] x + [p_iou | p_f, ..., p_f]
 //   c = i u + sum_k f_k c_k,   h = o tanh(c)
-// one product per level over the stacked weight [u_iou; u_f], then one
-// pointwise pass per row. The forward saves the activated gates; the
+// one product per level (per chunk of a wide level) over the stacked weight
+// [u_iou; u_f], then one pointwise pass per row. The forward saves the activated gates; the
 // backward reads c and h from the forward's outputs.
 #include <vector>
 
