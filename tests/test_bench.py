@@ -24,6 +24,7 @@ from dlkern.bench.cases._factory import array_libraries
 from dlkern.bench.cases import attention as attention_cases
 from dlkern.bench.cases import gmm as gmm_cases
 from dlkern.bench.cases import rnn as rnn_cases
+from dlkern.bench.cases import tree as tree_cases
 from dlkern.bench.peak import Peaks
 from dlkern.bench.stats import summarize
 
@@ -233,6 +234,22 @@ def test_matmul_flop_and_byte_formulas():
         assert c.flops == 2 * p["batch"] * p["m"] * p["n"] * p["k"]
 
 
+def check_results(cases, least_magnitude=0.0):
+    """Every case's dlkern result and each reference's against its expected
+    value (float32 cases: 1e-5, and 1e-4 for the references); each expected
+    array's largest magnitude above least_magnitude."""
+    for c in cases:
+        inputs = c.setup()
+        got, want = c.run(inputs), c.expected(inputs)
+        got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert np.abs(w).max() > least_magnitude
+            assert arrays.relative_error(g, w) < 1e-5
+        for lib, reference in c.references.items():
+            assert arrays.relative_error(reference(inputs), c.expected(inputs)) < 1e-4, lib
+
+
 def test_rnn_cases_formulas_and_results():
     # Both projections: B x gates*H outputs, each a dot product over I + H terms.
     assert rnn_cases.flop_count("lstm_cell", 2, 3, 5) == 2 * 2 * 4 * 5 * (3 + 5)
@@ -249,16 +266,7 @@ def test_rnn_cases_formulas_and_results():
     assert {c.params.get("pass") for c in cases} == {None, "forward", "forward+backward"}
     varlen = [c for c in cases if c.params.get("variable_lengths")]
     assert varlen and all(c.params["rows"] < c.params["seq_len"] * c.params["batch"] for c in varlen)
-    for c in cases:
-        inputs = c.setup()
-        got, want = c.run(inputs), c.expected(inputs)
-        got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
-        assert len(got) == len(want)
-        for g, w in zip(got, want):
-            assert np.abs(w).max() > 0.1  # gates not all saturated to 0
-            assert arrays.relative_error(g, w) < 1e-5
-        for lib, reference in c.references.items():
-            assert arrays.relative_error(reference(inputs), c.expected(inputs)) < 1e-4, lib
+    check_results(cases, least_magnitude=0.1)  # gates not all saturated to 0
     # On CUDA: the same cases in float16, and a batch-8 forward for the
     # persistent kernel; skipped, with the reason, where no library holds
     # CUDA float16 arrays (no GPU).
@@ -270,6 +278,25 @@ def test_rnn_cases_formulas_and_results():
         assert any(c.params.get("batch") == 8 for c in cuda_cases if "seq_len" in c.params)
     else:
         assert cuda_cases == [] and ctx.skipped == [("rnn", "needs CuPy or torch with CUDA")]
+
+
+def test_tree_cases_formulas_and_results():
+    # One product per level: n_internal rows, H (tree_lstm: (3 + N) H) columns, N H deep.
+    assert tree_cases.flop_count("tree_compose", 7, 5, 2, False) == 2 * 7 * 5 * 10
+    assert tree_cases.flop_count("tree_lstm", 7, 5, 3, True) == 3 * 2 * 7 * 30 * 15
+    # Leaves and weights (with the bias) read, every node's output written.
+    assert tree_cases.byte_count("tree_compose", 4, 3, 5, 2, 4) == 4 * (20 + 5 * 11 + 35)
+    children, n_leaves = tree_cases.chain(6)
+    assert dk.tree_levels(children, n_leaves).n_levels == 6
+    children, n_leaves = tree_cases.random_forest(3, 8, 0)
+    lv = dk.tree_levels(children, n_leaves)
+    assert (n_leaves, lv.n_internal) == (24, 21) and lv.n_levels > 3
+    cases = tree_cases.cases(registry.Context(device="cpu", quick=True))
+    assert {c.params["op"] for c in cases} == {"tree_compose", "tree_lstm", "lstm"}
+    check_results(cases)
+    ctx = registry.Context(device="cuda", quick=False)
+    assert tree_cases.cases(ctx) == [] and ctx.skipped == [
+        ("tree", "the tree family has no CUDA kernels yet")]
 
 
 def test_attention_cases_formulas_and_results():

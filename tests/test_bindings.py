@@ -66,6 +66,19 @@ def test_rnn_cell_params_fields_by_name():
     assert (g.batch, g.input_size, g.hidden_size, g.gates) == (2, 7, 3, 3)
 
 
+def test_tree_params_fields_by_name():
+    # n_leaves, n_internal, arity, leaves (rows, cols), weight (rows, cols), bias size
+    p = _cpu.tree_compose_params(5, 4, 2, 5, 3, 3, 6, -1)
+    assert (p.n_leaves, p.n_internal, p.arity, p.hidden_size, p.input_size) == (5, 4, 2, 3, 0)
+    # ..., leaves h and c, w_iou, u_iou, w_f, u_f, b_iou, b_f, node_inputs
+    q = _cpu.tree_lstm_params(5, 4, 3, 5, 2, -1, -1, 6, 7, 6, 6, 2, 7, 6, 6, 6, -1, 4, 7)
+    assert (q.arity, q.hidden_size, q.input_size) == (3, 2, 7)
+    with pytest.raises(AttributeError):
+        q.arity = 2
+    with pytest.raises(TypeError):
+        _cpu.TreeParams()
+
+
 def test_attention_params_fields_by_name():
     # query, key, value and mask shapes, mask kind (1 boolean), is_causal, scale (NaN:
     # 1/sqrt(E)), enable_gqa, window sides
@@ -101,7 +114,7 @@ def test_params_are_read_only_and_not_sequences():
 @requires_emulator
 def test_structs_are_registered_once_and_shared():
     assert not hasattr(emu, "Pool2dParams") and not hasattr(emu, "Conv2dParams")
-    assert not hasattr(emu, "RnnCellParams")
+    assert not hasattr(emu, "RnnCellParams") and not hasattr(emu, "TreeParams")
     for op in OPS:  # one binding per op: the same signature on both backends
         assert getattr(_cpu, op).__doc__ == getattr(emu, op).__doc__, op
 

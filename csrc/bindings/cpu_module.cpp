@@ -12,6 +12,7 @@
 #include "bindings/matmul.h"
 #include "bindings/pool.h"
 #include "bindings/rnn.h"
+#include "bindings/tree.h"
 #include "cpu/peak.h"
 #include "dlkern/config.h"
 
@@ -37,12 +38,14 @@ PYBIND11_MODULE(_cpu, m) {
   bindings::def_rnn_params(m);
   bindings::def_attention_params(m);
   bindings::def_gmm_params(m);
+  bindings::def_tree_params(m);
   bindings::def_conv<bindings::Cpu>(m);
   bindings::def_pool<bindings::Cpu>(m);
   bindings::def_rnn<bindings::Cpu>(m);
   bindings::def_matmul<bindings::Cpu>(m);
   bindings::def_attention<bindings::Cpu>(m);
   bindings::def_gmm<bindings::Cpu>(m);
+  bindings::def_tree<bindings::Cpu>(m);
 
   // A NumPy array's data address and strides in elements, or None where the
   // address or a stride is not a multiple of the item size: what the array

@@ -33,6 +33,14 @@ from .rnn import (
     lstm_cell,
     lstm_cell_backward,
 )
+from .tree import (
+    TreeLevels,
+    tree_compose,
+    tree_compose_backward,
+    tree_levels,
+    tree_lstm,
+    tree_lstm_backward,
+)
 
 __all__ = [
     "__version__",
@@ -64,6 +72,12 @@ __all__ = [
     "max_pool2d_backward",
     "set_num_threads",
     "show_config",
+    "TreeLevels",
+    "tree_compose",
+    "tree_compose_backward",
+    "tree_levels",
+    "tree_lstm",
+    "tree_lstm_backward",
 ]
 
 

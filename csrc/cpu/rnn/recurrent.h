@@ -110,7 +110,9 @@ class PackedWeight {
 // threads pack it together into a_pack (a_pack_size elements, shared), so
 // every thread of the parallel region must call run, which has a barrier
 // between the packing and the product. The caller must not change A or
-// a_pack before every thread has returned.
+// a_pack before every thread has returned. With nthreads = 1 run has no
+// barrier: each thread of a region may then run a product of its own, with
+// its own a_pack, provided no thread calls run with more.
 template <typename T>
 struct StepProduct {
   const PackedWeight<T>& w;
@@ -137,7 +139,9 @@ struct StepProduct {
       const int64_t kc = std::min(w.kc(), k - pc);
       kernel.pack_a(r1 - r0, kc, a + r0 * lda + pc, lda, 1, T(1), a_pack + padded * pc + r0 * kc);
     }
+    if (nthreads > 1) {
 #pragma omp barrier
+    }
     int64_t b0, b1;
     gemm::detail::split(w.blocks(), nthreads, tid, &b0, &b1);
     for (int64_t b = b0; b < b1; ++b) {

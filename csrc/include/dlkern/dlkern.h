@@ -9,4 +9,5 @@
 #include "dlkern/matmul.h"
 #include "dlkern/pool.h"
 #include "dlkern/rnn.h"
+#include "dlkern/tree.h"
 #include "dlkern/types.h"

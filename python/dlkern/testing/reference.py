@@ -608,3 +608,143 @@ def attention_varlen_backward(grad_out, q, k, v, cu_seqlens_q, cu_seqlens_k, is_
                                enable_gqa=True)
         gq[rq], gk[rk], gv[rk] = (x.transpose(1, 0, 2) for x in g)
     return gq, gk, gv
+
+
+# ---------------------------------------------------------------------------
+# Recursive networks over forests, node by node in topological order.
+
+_TREE_ACTIVATIONS = {
+    "tanh": (np.tanh, lambda y: 1.0 - y * y),
+    "relu": (lambda v: np.maximum(v, 0.0), lambda y: (y > 0).astype(np.float64)),
+    "sigmoid": (_sigmoid, lambda y: y * (1.0 - y)),
+    "identity": (lambda v: v, np.ones_like),
+}
+
+
+def _tree_children(children):
+    return np.asarray(as_int64(children))
+
+
+def _gather_children(rows, ch):
+    """[row of ch[0]; ...; row of ch[-1]], zeros for a missing child (-1)."""
+    H = rows.shape[1]
+    return np.concatenate([rows[c] if c >= 0 else np.zeros(H) for c in ch])
+
+
+def tree_compose(leaves, children, weight, bias=None, activation="tanh"):
+    """Every node's vector: internal node i = act(weight @ [children's rows] + bias)."""
+    leaves, w, children = as64(leaves), as64(weight), _tree_children(children)
+    b = np.zeros(w.shape[0]) if bias is None else as64(bias)
+    act = _TREE_ACTIVATIONS[activation][0]
+    out = np.concatenate([leaves, np.zeros((children.shape[0], w.shape[0]))])
+    n_leaves = leaves.shape[0]
+    for i, ch in enumerate(children):
+        out[n_leaves + i] = act(w @ _gather_children(out, ch) + b)
+    return out
+
+
+def tree_compose_backward(grad_out, output, children, weight, activation="tanh"):
+    """(grad_leaves, grad_weight, grad_bias) of tree_compose, from the last node back."""
+    g, y, w = as64(grad_out).copy(), as64(output), as64(weight)
+    children = _tree_children(children)
+    slope = _TREE_ACTIVATIONS[activation][1]
+    H, n_leaves = w.shape[0], y.shape[0] - children.shape[0]
+    gw, gb = np.zeros_like(w), np.zeros(H)
+    for i in reversed(range(children.shape[0])):
+        node, ch = n_leaves + i, children[i]
+        dz = g[node] * slope(y[node])
+        gw += np.outer(dz, _gather_children(y, ch))
+        gb += dz
+        dx = w.T @ dz
+        for k, c in enumerate(ch):
+            if c >= 0:
+                g[c] += dx[k * H:(k + 1) * H]
+    return g[:n_leaves], gw, gb
+
+
+def tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou=None, b_f=None, node_inputs=None):
+    """Every node's (h, c) of the N-ary Tree-LSTM (Tai et al. 2015, section 3.2).
+
+    leaves: h (n_leaves, H), with c = 0, or a pair (h, c). Gates i, o, u are
+    rows [0, H), [H, 2H), [2H, 3H) of w_iou (3H, I), u_iou (3H, N * H) and
+    b_iou; u_f's block (k, l) is U^(f)_kl; w_f (H, I) and b_f (H,) are shared
+    by every child's forget gate.
+    """
+    h0, c0 = (leaves if isinstance(leaves, (tuple, list)) else (leaves, None))
+    h0 = as64(h0)
+    c0 = np.zeros_like(h0) if c0 is None else as64(c0)
+    children = _tree_children(children)
+    w_iou, u_iou, w_f, u_f = (as64(a) for a in (w_iou, u_iou, w_f, u_f))
+    H = h0.shape[1]
+    N = children.shape[1]
+    b_iou = np.zeros(3 * H) if b_iou is None else as64(b_iou)
+    b_f = np.zeros(H) if b_f is None else as64(b_f)
+    n_leaves, n_internal = h0.shape[0], children.shape[0]
+    h = np.concatenate([h0, np.zeros((n_internal, H))])
+    c = np.concatenate([c0, np.zeros((n_internal, H))])
+    for j, ch in enumerate(children):
+        x = _gather_children(h, ch)
+        iou = u_iou @ x + b_iou
+        f = u_f @ x + np.tile(b_f, N)
+        if node_inputs is not None:
+            inp = as64(node_inputs)[j]
+            iou += w_iou @ inp
+            f += np.tile(w_f @ inp, N)
+        i, o, u = _sigmoid(iou[:H]), _sigmoid(iou[H:2 * H]), np.tanh(iou[2 * H:])
+        f = _sigmoid(f)
+        cell = i * u
+        for k, child in enumerate(ch):
+            if child >= 0:
+                cell += f[k * H:(k + 1) * H] * c[child]
+        c[n_leaves + j] = cell
+        h[n_leaves + j] = o * np.tanh(cell)
+    return h, c
+
+
+def tree_lstm_backward(grad_h, grad_c, leaves, children, w_iou, u_iou, w_f, u_f, b_iou=None,
+                       b_f=None, node_inputs=None):
+    """Gradients of tree_lstm, from the last node back: ((grad_leaves_h,
+    grad_leaves_c), grad_node_inputs (None without), grad_w_iou, grad_u_iou,
+    grad_w_f, grad_u_f, grad_b_iou, grad_b_f). grad_h, grad_c: every node's
+    (None: zeros)."""
+    h, c = tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou, b_f, node_inputs)
+    children = _tree_children(children)
+    w_iou, u_iou, w_f, u_f = (as64(a) for a in (w_iou, u_iou, w_f, u_f))
+    H, N = h.shape[1], children.shape[1]
+    n_leaves = h.shape[0] - children.shape[0]
+    b_iou = np.zeros(3 * H) if b_iou is None else as64(b_iou)
+    b_f = np.zeros(H) if b_f is None else as64(b_f)
+    inputs = None if node_inputs is None else as64(node_inputs)
+    gh = np.zeros_like(h) if grad_h is None else as64(grad_h).copy()
+    gc = np.zeros_like(c) if grad_c is None else as64(grad_c).copy()
+    grads = [np.zeros_like(a) for a in (w_iou, u_iou, w_f, u_f, b_iou, b_f)]
+    g_w_iou, g_u_iou, g_w_f, g_u_f, g_b_iou, g_b_f = grads
+    g_in = None if inputs is None else np.zeros_like(inputs)
+    for j in reversed(range(children.shape[0])):
+        node, ch = n_leaves + j, children[j]
+        x = _gather_children(h, ch)
+        v = np.zeros(w_iou.shape[1]) if inputs is None else inputs[j]
+        iou = u_iou @ x + b_iou + w_iou @ v
+        i, o, u = _sigmoid(iou[:H]), _sigmoid(iou[H:2 * H]), np.tanh(iou[2 * H:])
+        f = _sigmoid(u_f @ x + np.tile(b_f + w_f @ v, N))
+        t = np.tanh(c[node])
+        dc = gc[node] + gh[node] * o * (1 - t * t)
+        d_iou = np.concatenate([dc * u * i * (1 - i), gh[node] * t * o * (1 - o),
+                                dc * i * (1 - u * u)])
+        c_children = _gather_children(c, ch)
+        d_f = dc[np.arange(N * H) % H] * c_children * f * (1 - f)
+        g_u_iou += np.outer(d_iou, x)
+        g_u_f += np.outer(d_f, x)
+        d_fv = d_f.reshape(N, H).sum(axis=0)
+        g_b_iou += d_iou
+        g_b_f += d_fv
+        g_w_iou += np.outer(d_iou, v)
+        g_w_f += np.outer(d_fv, v)
+        if g_in is not None:
+            g_in[j] = w_iou.T @ d_iou + w_f.T @ d_fv
+        dx = u_iou.T @ d_iou + u_f.T @ d_f
+        for k, child in enumerate(ch):
+            if child >= 0:
+                gh[child] += dx[k * H:(k + 1) * H]
+                gc[child] += dc * f[k * H:(k + 1) * H]
+    return (gh[:n_leaves], gc[:n_leaves]), g_in, *grads

@@ -41,6 +41,8 @@ VIEWS: dict[str, Callable[[Any], Any]] = {
     "torch": lambda x: arrays.view(x, "torch"),
     "cupy": lambda x: arrays.view(x, "cupy"),
     "torch_cl": _channels_last,
+    # torch running a model written node by node (the tree family; "torch": level by level).
+    "torch-nodes": lambda x: arrays.view(x, "torch"),
     "scikit-learn": lambda x: arrays.view(x, "numpy"),
 }
 

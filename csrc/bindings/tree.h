@@ -1,0 +1,109 @@
+// Tree bindings: the forest schedule and the shape rules (_cpu), and the
+// kernels as def_tree<Backend>. The family has CPU kernels only so far:
+// def_tree is instantiated for the CPU backend alone, and
+// python/dlkern/tree.py refuses the CUDA path before reaching a binding.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "bindings/backend.h"
+#include "bindings/common.h"
+#include "bindings/rnn.h"
+#include "dlkern/tree.h"
+
+namespace dlkern::bindings {
+
+// The forest from Python: (n_leaves, n_internal, arity, n_levels, children,
+// order, level_offset), the last three addresses of host int64 arrays.
+using Forest = std::tuple<int64_t, int64_t, int64_t, int64_t, Address, Address, Address>;
+
+inline TreeForest forest(const Forest& t) {
+  return {std::get<0>(t), std::get<1>(t), std::get<2>(t), std::get<3>(t),
+          std::get<4>(t), std::get<5>(t), std::get<6>(t)};
+}
+
+inline void def_tree_params(py::module_& m) {
+  py::class_<TreeParams>(m, "TreeParams",
+                         "A checked tree problem; made by tree_compose_params and "
+                         "tree_lstm_params")
+      .def_readonly("n_leaves", &TreeParams::n_leaves)
+      .def_readonly("n_internal", &TreeParams::n_internal)
+      .def_readonly("arity", &TreeParams::arity)
+      .def_readonly("hidden_size", &TreeParams::hidden_size)
+      .def_readonly("input_size", &TreeParams::input_size);
+  // children, depth, order, level_offset: addresses of host int64 arrays.
+  m.def("tree_levels",
+        [](Address children, int64_t n_internal, int64_t arity, int64_t n_leaves, Address depth,
+           Address order, Address level_offset) {
+          return tree_levels(children, n_internal, arity, n_leaves, depth, order, level_offset);
+        });
+  m.def("tree_compose_params", &tree_compose_params);
+  m.def("tree_lstm_params", &tree_lstm_params);
+  m.def("tree_lstm_saved_width", &tree_lstm_saved_width);
+}
+
+template <class Backend>
+void def_tree(py::module_& m) {
+  static_assert(!Backend::cuda, "the tree family has no CUDA kernels yet");
+  m.def(
+      "tree_compose_forward",
+      [](const std::string& dtype, const Forest& fr, const TreeParams& p,
+         const std::string& activation, Address leaves, int64_t leaves_rs, int64_t leaves_cs,
+         Address weight, Address bias, Address out, int, Address) {
+        const TreeActivation act = tree_activation(activation.c_str());
+        dispatch_float(dtype, "tree_compose", [&](auto t) {
+          using T = decltype(t);
+          tree_compose_forward_cpu<T>(forest(fr), p, act,
+                                      view<const T>(leaves, leaves_rs, leaves_cs), weight, bias,
+                                      out);
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "tree_compose_backward",
+      [](const std::string& dtype, const Forest& fr, const TreeParams& p,
+         const std::string& activation, Address grad_out, Address out, Address weight,
+         Address grad_leaves, Address grad_weight, Address grad_bias, int, Address) {
+        const TreeActivation act = tree_activation(activation.c_str());
+        dispatch_float(dtype, "tree_compose_backward", [&](auto t) {
+          using T = decltype(t);
+          tree_compose_backward_cpu<T>(forest(fr), p, act, grad_out, out, weight, grad_leaves,
+                                       grad_weight, grad_bias);
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  // Strided operands (bindings/rnn.h): leaves' h and c, node inputs; address 0 = absent.
+  m.def(
+      "tree_lstm_forward",
+      [](const std::string& dtype, const Forest& fr, const TreeParams& p, const Strided& leaves_h,
+         const Strided& leaves_c, const Strided& inputs, Address w_iou, Address u_iou, Address w_f,
+         Address u_f, Address b_iou, Address b_f, Address h_out, Address c_out, Address saved, int,
+         Address) {
+        dispatch_float(dtype, "tree_lstm", [&](auto t) {
+          using T = decltype(t);
+          tree_lstm_forward_cpu<T>(forest(fr), p, strided<T>(leaves_h), strided<T>(leaves_c),
+                                   strided<T>(inputs), w_iou, u_iou, w_f, u_f, b_iou, b_f, h_out,
+                                   c_out, saved);
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "tree_lstm_backward",
+      [](const std::string& dtype, const Forest& fr, const TreeParams& p, Address grad_h,
+         Address grad_c, Address h, Address c, Address saved, const Strided& inputs, Address w_iou,
+         Address u_iou, Address w_f, Address u_f, Address grad_leaves_h, Address grad_leaves_c,
+         Address grad_inputs, Address grad_w_iou, Address grad_u_iou, Address grad_w_f,
+         Address grad_u_f, Address grad_b_iou, Address grad_b_f, int, Address) {
+        dispatch_float(dtype, "tree_lstm_backward", [&](auto t) {
+          using T = decltype(t);
+          tree_lstm_backward_cpu<T>(forest(fr), p, grad_h, grad_c, h, c, saved, strided<T>(inputs),
+                                    w_iou, u_iou, w_f, u_f, grad_leaves_h, grad_leaves_c,
+                                    grad_inputs, grad_w_iou, grad_u_iou, grad_w_f, grad_u_f,
+                                    grad_b_iou, grad_b_f);
+        });
+      },
+      py::call_guard<py::gil_scoped_release>());
+}
+
+}  // namespace dlkern::bindings
