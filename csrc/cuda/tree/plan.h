@@ -1,0 +1,45 @@
+// Which forward path each level of a forest takes on CUDA (host only).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "cuda/runtime.cuh"
+#include "dlkern/types.h"
+
+namespace dlkern::cuda::tree {
+
+// A level of at most kPersistentMaxRows nodes is narrow: its product is a
+// few rows against the weight, which a GEMM launch cannot fill a GPU with,
+// and the launches (gather, product, pointwise) cost more than the work.
+// Runs of consecutive narrow levels go to the persistent kernel
+// (persistent.cuh) in one cooperative launch; wider levels take the level
+// GEMM path (a gather, one matmul_cuda, one pointwise kernel).
+constexpr int64_t kPersistentMaxRows = 16;
+
+struct PersistentPlan {
+  unsigned blocks = 0;  // 0: no persistent path (every level takes the GEMM path)
+  int64_t units = 0;    // hidden units per block (the last block may have fewer)
+  size_t smem_bytes = 0;
+};
+
+// A block per multiprocessor at most (the grid must be resident at once for
+// its barrier), each a slice of the H units; the children's rows of the
+// widest narrow level (kPersistentMaxRows x K) and, with gates > 0, the
+// block's gate sums for those rows in shared memory, which must fit.
+inline PersistentPlan persistent_plan(DType dtype, int64_t H, int64_t K, int64_t gates) {
+  if (H < 1) return {};
+  int device = 0, sms = 0, smem_optin = 0;
+  DLKERN_CUDA_CHECK(cudaGetDevice(&device));
+  DLKERN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  DLKERN_CUDA_CHECK(
+      cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const int64_t units = (H + sms - 1) / sms;
+  const int64_t blocks = (H + units - 1) / units;
+  const size_t acc = dtype == DType::float64 ? 8 : 4;
+  const size_t smem = acc * static_cast<size_t>(kPersistentMaxRows * (K + gates * units));
+  if (smem > static_cast<size_t>(smem_optin)) return {};
+  return {static_cast<unsigned>(blocks), units, smem};
+}
+
+}  // namespace dlkern::cuda::tree
