@@ -8,7 +8,7 @@
 #include <type_traits>
 
 #include "cuda/rnn/host.h"
-#include "cuda/tree/persistent.cuh"
+#include "cuda/tree/persistent_backward.cuh"
 #include "cuda/tree/schedule.h"
 
 namespace dlkern::cuda::tree {
@@ -55,8 +55,8 @@ void scatter_add(const DeviceForest& d, int64_t l, int64_t H, const Src* src, Ac
   const int64_t g0 = d.groups.level[l], groups = d.groups.level[l + 1] - g0;
   if (groups * H == 0) return;
   auto kernel = scatter_add_kernel<Acc, Src>;
-  DLKERN_LAUNCH(kernel, grid_stride_blocks(groups * H, kThreads), kThreads, 0, stream, groups, H,
-                d.group_child + g0, d.group_start + g0, d.slot, src, dst);
+  DLKERN_LAUNCH(kernel, grid_stride_blocks(groups * H, kThreads), kThreads, 0, stream, d.scatter,
+                g0, groups, H, src, dst);
 }
 
 // C = A @ B, or zeros when the sum is empty (k == 0); skipped for a null C.
@@ -84,6 +84,24 @@ void forward_levels(const TreeForest& f, const PersistentPlan& plan, Persistent&
       l = l1;
     } else {
       wide(l++);
+    }
+  }
+}
+
+// The backward's level loop, from the deepest: runs of narrow levels to
+// persistent(l_lo, l_hi) when the plan has a persistent path, every other
+// level to wide(l).
+template <typename Persistent, typename Wide>
+void backward_levels(const TreeForest& f, const PersistentPlan& plan, Persistent&& persistent,
+                     Wide&& wide) {
+  for (int64_t l = f.n_levels - 1; l >= 0;) {
+    int64_t lo = l + 1;
+    while (plan.blocks > 0 && lo > 0 && level_rows(f, lo - 1) <= kPersistentMaxRows) --lo;
+    if (lo <= l) {
+      persistent(lo, l + 1);
+      l = lo - 1;
+    } else {
+      wide(l--);
     }
   }
 }

@@ -54,20 +54,37 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// For each group g of a level (schedule.h) and unit j: dst's row of the
-// group's child gathers src's slots (rows of arity * H, slot s at s * H) in
-// the group's order. One thread per (group, unit): a child named by several
-// slots sums them in the CPU's order, whatever the launch's shape.
+// The backward's scatter groups on the device (schedule.h's scatter_groups):
+// group g adds slots slot[start[g]] .. slot[start[g + 1] - 1] (r * arity + k
+// of its level's rows) into child[g]'s row; level l's groups are
+// level[l] .. level[l + 1] - 1.
+struct Scatter {
+  const int64_t* child;
+  const int64_t* start;
+  const int64_t* slot;
+  const int64_t* level;
+};
+
+// One unit of group g's child: *dst += value(slot) for its slots, in order.
+// One thread per (group, unit): a child named by several slots sums them in
+// the CPU's order, whatever the launch's shape.
+template <typename Acc, typename Value>
+__device__ __forceinline__ void add_slots(const Scatter& s, int64_t g, Value&& value, Acc* dst) {
+  Acc sum = *dst;
+  for (int64_t i = s.start[g]; i < s.start[g + 1]; ++i) sum += value(s.slot[i]);
+  *dst = sum;
+}
+
+// Level l's groups (g0 .. g0 + groups - 1): unit j of each child's row of dst
+// gathers its slots of src (rows of arity * H, slot q at q * H).
 template <typename Acc, typename Src>
 __global__ void __launch_bounds__(kThreads)
-    scatter_add_kernel(int64_t groups, int64_t H, const int64_t* child, const int64_t* start,
-                       const int64_t* slot, const Src* src, Acc* dst) {
+    scatter_add_kernel(Scatter s, int64_t g0, int64_t groups, int64_t H, const Src* src,
+                       Acc* dst) {
   DLKERN_TREE_GRID_STRIDE(e, groups * H) {
-    const int64_t g = e / H, j = e - g * H;
-    Acc* d = dst + child[g] * H + j;
-    Acc sum = *d;
-    for (int64_t s = start[g]; s < start[g + 1]; ++s) sum += convert<Acc>(src[slot[s] * H + j]);
-    *d = sum;
+    const int64_t g = g0 + e / H, j = e % H;
+    add_slots(s, g, [&](int64_t q) { return convert<Acc>(src[q * H + j]); },
+              dst + s.child[g] * H + j);
   }
 }
 

@@ -6,7 +6,8 @@
 // bfloat16 keep every node's c in float32 between levels. Backward, per level
 // from the deepest: the pointwise derivative, one matmul_cuda for the
 // children's h gradients, the deterministic scatter of those and of the cell
-// gradients; then the weight gradients as single products over all nodes.
+// gradients, or for runs of narrow levels the persistent backward; then the
+// weight gradients as single products over all nodes.
 #include <cstdint>
 #include <tuple>
 #include <type_traits>
@@ -113,20 +114,29 @@ void lstm_backward(const TreeForest& f, const TreeParams& p, const T* grad_h, co
   T* u_all = weights.get<T>();
   T* w_x = u_all + G * K;
   stack(u_iou, 3 * H, u_f, K, K, u_all, stream);
-  int64_t rows = 1;
-  for (int64_t l = 0; l < f.n_levels; ++l) rows = std::max(rows, level_rows(f, l));
+  const PersistentPlan plan = persistent_plan(DTypeOf<T>::value, H, G, 2 * N);
+  const int64_t rows = widest_wide_level(f, plan);
   Scratch dx(sizeof(T) * rows * K, stream), dck(sizeof(Acc) * rows * K, stream);
+  Scratch arrived(sizeof(unsigned), stream);
   const LstmBackward<T> a{d.args, H, c, saved, gh, gc};
-  for (int64_t l = f.n_levels - 1; l >= 0 && H > 0; --l) {
-    const int64_t m = level_rows(f, l), first = f.level_offset[l];
-    T* d_level = dg + first * G;
-    auto kernel = lstm_backward_kernel<T>;
-    DLKERN_LAUNCH(kernel, grid_stride_blocks(m * H, kThreads), kThreads, 0, stream, a, m,
-                  d.args.order + first, d_level, dck.get<Acc>());
-    gemm<T>({m, K, G}, {d_level, G, 1}, {u_all, K, 1}, {dx.get<T>(), K, 1}, stream);
-    scatter_add<Acc, T>(d, l, H, dx.get<const T>(), gh, stream);
-    scatter_add<Acc, Acc>(d, l, H, dck.get<const Acc>(), gc, stream);
-  }
+  if (H > 0)
+    backward_levels(
+        f, plan,
+        [&](int64_t l_lo, int64_t l_hi) {
+          launch_persistent(lstm_backward_persistent_kernel<T>, plan, arrived.get<unsigned>(),
+                            stream, a, d.scatter, l_lo, l_hi, plan.units,
+                            static_cast<const T*>(u_all), dg);
+        },
+        [&](int64_t l) {
+          const int64_t m = level_rows(f, l), first = f.level_offset[l];
+          T* d_level = dg + first * G;
+          auto kernel = lstm_backward_kernel<T>;
+          DLKERN_LAUNCH(kernel, grid_stride_blocks(m * H, kThreads), kThreads, 0, stream, a, m,
+                        d.args.order + first, d_level, dck.get<Acc>());
+          gemm<T>({m, K, G}, {d_level, G, 1}, {u_all, K, 1}, {dx.get<T>(), K, 1}, stream);
+          scatter_add<Acc, T>(d, l, H, dx.get<const T>(), gh, stream);
+          scatter_add<Acc, Acc>(d, l, H, dck.get<const Acc>(), gc, stream);
+        });
   copy_rows<T, Acc>(f.n_leaves, H, {gh, H, 1}, grad_leaves_h, stream);
   copy_rows<T, Acc>(f.n_leaves, H, {gc, H, 1}, grad_leaves_c, stream);
   product<T>({3 * H, K, n}, {dg, 1, G}, {x.get<T>(), K, 1}, grad_u_iou, K, stream);

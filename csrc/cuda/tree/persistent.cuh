@@ -33,11 +33,12 @@ __device__ __forceinline__ void load_children(const Forest& f, const int64_t* no
   }
 }
 
-// w (K) . x (K) by one warp, in a fixed order; the sum in every lane.
+// w (K, w_stride apart) . x (K) by one warp, in a fixed order; the sum in every lane.
 template <typename T, typename Acc>
-__device__ __forceinline__ Acc warp_dot(const T* w, const Acc* x, int64_t K) {
+__device__ __forceinline__ Acc warp_dot(const T* w, const Acc* x, int64_t K,
+                                        int64_t w_stride = 1) {
   Acc sum = 0;
-  for (int64_t q = threadIdx.x % 32; q < K; q += 32) sum += convert<Acc>(w[q]) * x[q];
+  for (int64_t q = threadIdx.x % 32; q < K; q += 32) sum += convert<Acc>(w[q * w_stride]) * x[q];
   for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
   return sum;
 }

@@ -114,9 +114,32 @@ struct LstmBackward {
   int64_t H;
   const T* c;
   const T* saved;
-  const Accumulator<T>* gh;
-  const Accumulator<T>* gc;
+  Accumulator<T>* gh;  // written by the scatters, not by the pointwise pass
+  Accumulator<T>* gc;
 };
+
+// Unit j of `node`: its pre-activation gradients into d (the node's row of
+// d, offset by j: gate q at d[q * H]), and share(k, dc f_k) for each slot.
+template <typename T, typename Share>
+__device__ __forceinline__ void lstm_node_backward(const LstmBackward<T>& a, int64_t node,
+                                                   int64_t j, T* d, Share&& share) {
+  using Acc = Accumulator<T>;
+  const int64_t H = a.H, N = a.f.arity, G = (3 + N) * H, i = node * H + j;
+  const T* s = a.saved + (node - a.f.n_leaves) * G + j;
+  const auto g = dlkern::tree::tree_lstm_derivative<Acc>(
+      convert<Acc>(s[0]), convert<Acc>(s[H]), convert<Acc>(s[2 * H]),
+      dlkern::tree::tanh_(convert<Acc>(a.c[i])), a.gh[i], a.gc[i]);
+  d[0] = convert<T>(g.i);
+  d[H] = convert<T>(g.o);
+  d[2 * H] = convert<T>(g.u);
+  for (int64_t k = 0; k < N; ++k) {
+    const Acc f = convert<Acc>(s[(3 + k) * H]);
+    const int64_t ch = child_of(a.f, node, k);
+    share(k, g.c * f);
+    const Acc c_child = ch >= 0 ? convert<Acc>(a.c[ch * H + j]) : Acc(0);
+    d[(3 + k) * H] = convert<T>(dlkern::tree::forget_gate_derivative(g.c, f, c_child));
+  }
+}
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
@@ -125,22 +148,9 @@ __global__ void __launch_bounds__(kThreads)
   using Acc = Accumulator<T>;
   const int64_t H = a.H, N = a.f.arity, G = (3 + N) * H;
   DLKERN_TREE_GRID_STRIDE(e, rows * H) {
-    const int64_t r = e / H, j = e - r * H, node = nodes[r], i = node * H + j;
-    const T* s = a.saved + (node - a.f.n_leaves) * G + j;
-    const auto g = dlkern::tree::tree_lstm_derivative<Acc>(
-        convert<Acc>(s[0]), convert<Acc>(s[H]), convert<Acc>(s[2 * H]),
-        dlkern::tree::tanh_(convert<Acc>(a.c[i])), a.gh[i], a.gc[i]);
-    T* dr = d + r * G + j;
-    dr[0] = convert<T>(g.i);
-    dr[H] = convert<T>(g.o);
-    dr[2 * H] = convert<T>(g.u);
-    for (int64_t k = 0; k < N; ++k) {
-      const Acc f = convert<Acc>(s[(3 + k) * H]);
-      const int64_t ch = child_of(a.f, node, k);
-      dck[r * N * H + k * H + j] = g.c * f;
-      const Acc c_child = ch >= 0 ? convert<Acc>(a.c[ch * H + j]) : Acc(0);
-      dr[(3 + k) * H] = convert<T>(dlkern::tree::forget_gate_derivative(g.c, f, c_child));
-    }
+    const int64_t r = e / H, j = e - r * H;
+    lstm_node_backward(a, nodes[r], j, d + r * G + j,
+                       [&](int64_t k, Acc v) { dck[(r * N + k) * H + j] = v; });
   }
 }
 

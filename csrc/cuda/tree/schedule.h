@@ -71,21 +71,22 @@ class DeviceForest {
     args = {p, p + f.n_internal * f.arity, p + f.n_internal * (f.arity + 1), f.n_leaves,
             f.arity};
     p = args.level_offset + f.n_levels + 1;
-    group_child = p;
-    group_start = p + groups.child.size();
-    slot = group_start + groups.start.size();
+    scatter.child = p;
+    scatter.start = scatter.child + groups.child.size();
+    scatter.slot = scatter.start + groups.start.size();
+    scatter.level = scatter.slot + groups.slot.size();
   }
 
-  const Groups groups;   // host copies (the level ranges are read on the host)
-  Forest args;           // children, order, level_offset on the device
-  const int64_t *group_child, *group_start, *slot;
+  const Groups groups;  // host copies (the level ranges are read on the host)
+  Forest args;          // children, order, level_offset on the device
+  Scatter scatter;      // the groups on the device
 
  private:
   std::vector<int64_t> pack(const TreeForest& f) const {
     std::vector<int64_t> h(f.children, f.children + f.n_internal * f.arity);
     h.insert(h.end(), f.order, f.order + f.n_internal);
     h.insert(h.end(), f.level_offset, f.level_offset + f.n_levels + 1);
-    for (const auto* v : {&groups.child, &groups.start, &groups.slot})
+    for (const auto* v : {&groups.child, &groups.start, &groups.slot, &groups.level})
       h.insert(h.end(), v->begin(), v->end());
     return h;
   }

@@ -4,8 +4,9 @@
 // for bias and activation) or, for runs of narrow levels, the persistent
 // kernel (plan.h). Backward, per level from the deepest: the activation's
 // derivative, one matmul_cuda for the children's gradients, and the
-// deterministic scatter into their rows; then the weight gradient as one
-// product over all internal nodes and the bias gradient as column sums.
+// deterministic scatter into their rows, or for runs of narrow levels the
+// persistent backward; then the weight gradient as one product over all
+// internal nodes and the bias gradient as column sums.
 #include <cstdint>
 
 #include "cuda/tree/host.h"
@@ -62,18 +63,26 @@ void compose_backward(const TreeForest& f, const TreeParams& p, const T* grad_ou
   Scratch x(grad_weight ? sizeof(T) * n * K : 0, stream);
   copy_rows<Acc, T>(f.n_leaves + n, H, {grad_out, H, 1}, g.get<Acc>(), stream);
   if (grad_weight) gather<T>(d.args, n, d.args.order, H, out, x.get<T>(), stream);
-  int64_t rows = 1;
-  for (int64_t l = 0; l < f.n_levels; ++l) rows = std::max(rows, level_rows(f, l));
-  Scratch dx(sizeof(T) * rows * K, stream);
-  for (int64_t l = f.n_levels - 1; l >= 0 && H > 0; --l) {
-    const int64_t m = level_rows(f, l), first = f.level_offset[l];
-    T* dz_level = dz.get<T>() + first * H;
-    auto kernel = compose_backward_kernel<T, A>;
-    DLKERN_LAUNCH(kernel, grid_stride_blocks(m * H, kThreads), kThreads, 0, stream, m, H,
-                  d.args.order + first, g.get<const Acc>(), out, dz_level);
-    gemm<T>({m, K, H}, {dz_level, H, 1}, {weight, K, 1}, {dx.get<T>(), K, 1}, stream);
-    scatter_add<Acc, T>(d, l, H, dx.get<const T>(), g.get<Acc>(), stream);
-  }
+  const PersistentPlan plan = persistent_plan(DTypeOf<T>::value, H, H, f.arity);
+  Scratch dx(sizeof(T) * widest_wide_level(f, plan) * K, stream);
+  Scratch arrived(sizeof(unsigned), stream);
+  if (H > 0)
+    backward_levels(
+        f, plan,
+        [&](int64_t l_lo, int64_t l_hi) {
+          launch_persistent(compose_backward_persistent_kernel<T, A>, plan,
+                            arrived.get<unsigned>(), stream, d.args, d.scatter, l_lo, l_hi, H,
+                            plan.units, weight, out, g.get<Acc>(), dz.get<T>());
+        },
+        [&](int64_t l) {
+          const int64_t m = level_rows(f, l), first = f.level_offset[l];
+          T* dz_level = dz.get<T>() + first * H;
+          auto kernel = compose_backward_kernel<T, A>;
+          DLKERN_LAUNCH(kernel, grid_stride_blocks(m * H, kThreads), kThreads, 0, stream, m, H,
+                        d.args.order + first, g.get<const Acc>(), out, dz_level);
+          gemm<T>({m, K, H}, {dz_level, H, 1}, {weight, K, 1}, {dx.get<T>(), K, 1}, stream);
+          scatter_add<Acc, T>(d, l, H, dx.get<const T>(), g.get<Acc>(), stream);
+        });
   copy_rows<T, Acc>(f.n_leaves, H, {g.get<const Acc>(), H, 1}, grad_leaves, stream);
   product<T>({H, K, n}, {dz.get<T>(), 1, H}, {x.get<T>(), K, 1}, grad_weight, K, stream);
   cuda::rnn::column_sums<T>(n, H, dz.get<const T>(), grad_bias, stream);
