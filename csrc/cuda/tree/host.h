@@ -14,6 +14,10 @@
 namespace dlkern::cuda::tree {
 
 using rnn::gemm;
+// For the launchers, which take this namespace whole.
+using cuda::Accumulator;
+using cuda::grid_stride_blocks;
+using cuda::Scratch;
 
 // The tree kernels' dtypes on CUDA: the recurrent family's.
 using TreeTypes = rnn::RnnTypes;

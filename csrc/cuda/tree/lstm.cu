@@ -20,9 +20,6 @@ namespace dlkern {
 namespace {
 
 using namespace cuda::tree;
-using cuda::Accumulator;
-using cuda::grid_stride_blocks;
-using cuda::Scratch;
 
 // [top; bottom] (top_rows + bottom_rows, cols) in scratch, both contiguous.
 template <typename T>

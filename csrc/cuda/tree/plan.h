@@ -4,7 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "cuda/runtime.cuh"
+#include "cuda/device_limits.h"
 #include "dlkern/types.h"
 
 namespace dlkern::cuda::tree {
@@ -32,16 +32,13 @@ struct PersistentPlan {
 // accumulator type; for kPersistentMaxRows rows they must fit a block.
 inline PersistentPlan persistent_plan(DType dtype, int64_t H, int64_t shared, int64_t per_unit) {
   if (H < 1) return {};
-  int device = 0, sms = 0, smem_optin = 0;
-  DLKERN_CUDA_CHECK(cudaGetDevice(&device));
-  DLKERN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  DLKERN_CUDA_CHECK(
-      cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const DeviceLimits limits = current_device_limits();
+  const int64_t sms = limits.multiprocessors;
   const int64_t units = (H + sms - 1) / sms;
   const int64_t blocks = (H + units - 1) / units;
   const size_t acc = dtype == DType::float64 ? 8 : 4;
   const size_t smem = acc * static_cast<size_t>(kPersistentMaxRows * (shared + per_unit * units));
-  if (smem > static_cast<size_t>(smem_optin)) return {};
+  if (smem > static_cast<size_t>(limits.smem_optin)) return {};
   return {static_cast<unsigned>(blocks), units, smem};
 }
 

@@ -16,9 +16,6 @@ namespace dlkern {
 namespace {
 
 using namespace cuda::tree;
-using cuda::Accumulator;
-using cuda::grid_stride_blocks;
-using cuda::Scratch;
 
 template <typename T, TreeActivation A>
 void compose_forward(const TreeForest& f, const TreeParams& p, MatrixView<const T> leaves,

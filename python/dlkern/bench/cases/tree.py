@@ -184,6 +184,27 @@ def _scaled(name: str, scale: float):
     return lambda v: v[name] * np.float32(scale)
 
 
+def _compose_run(children, levels, backward: bool):
+    """dlkern's call of a tree_compose case: the forward, and with backward
+    the gradients of grad (every node's) instead."""
+    def run(v):
+        out = dk.tree_compose(v["leaves"], children, v["weight"], v["bias"], levels=levels)
+        if not backward:
+            return out
+        return dk.tree_compose_backward(v["grad"], out, children, v["weight"], levels=levels)
+    return run
+
+
+def _compose_expected(children, backward: bool):
+    """The float64 reference of _compose_run's result."""
+    def expected(v):
+        out = reference.tree_compose(v["leaves"], children, v["weight"], v["bias"])
+        if not backward:
+            return out
+        return reference.tree_compose_backward(v["grad"], out, children, v["weight"])
+    return expected
+
+
 def _compose_case(ctx: Context, which: str, trees: int, per_tree: int, H: int, refs,
                   kind: str = "numpy") -> Case:
     backward = which == "forward+backward"
@@ -195,18 +216,6 @@ def _compose_case(ctx: Context, which: str, trees: int, per_tree: int, H: int, r
               "weight": _scaled("w", (ARITY * H) ** -0.5), "bias": _scaled("b", 0.1)}
     if backward:
         inputs["grad"] = (n_nodes, H)
-
-    def run(v):
-        out = dk.tree_compose(v["leaves"], children, v["weight"], v["bias"], levels=levels)
-        if not backward:
-            return out
-        return dk.tree_compose_backward(v["grad"], out, children, v["weight"], levels=levels)
-
-    def expected(v):
-        out = reference.tree_compose(v["leaves"], children, v["weight"], v["bias"])
-        if not backward:
-            return out
-        return reference.tree_compose_backward(v["grad"], out, children, v["weight"])
 
     torch_levels = _Levels(children, n_leaves) if refs else None
     grads, params = (["grad"], ["leaves", "weight", "bias"]) if backward else ([], [])
@@ -225,7 +234,8 @@ def _compose_case(ctx: Context, which: str, trees: int, per_tree: int, H: int, r
                 "hidden_size": H, "arity": ARITY, "n_levels": levels.n_levels},
         flops=flop_count("tree_compose", len(children), H, ARITY, backward),
         bytes=byte_count("tree_compose", n_leaves, len(children), H, ARITY, 4),
-        inputs=inputs, run=run, expected=expected, references=references,
+        inputs=inputs, run=_compose_run(children, levels, backward),
+        expected=_compose_expected(children, backward), references=references,
     )
 
 
@@ -293,25 +303,14 @@ def _chain_compose_case(ctx: Context, which: str, length: int, H: int,
     if backward:
         inputs["grad"] = (n_leaves + length, H)
 
-    def run(v):
-        out = dk.tree_compose(v["leaves"], children, v["weight"], v["bias"], levels=levels)
-        if not backward:
-            return out
-        return dk.tree_compose_backward(v["grad"], out, children, v["weight"], levels=levels)
-
-    def expected(v):
-        out = reference.tree_compose(v["leaves"], children, v["weight"], v["bias"])
-        if not backward:
-            return out
-        return reference.tree_compose_backward(v["grad"], out, children, v["weight"])
-
     return case(
         ctx, "tree", f"tree_compose chain {length} h{H} {which}", dtype="float32", kind=kind,
         params={"op": "tree_compose", "pass": which, "chain": length, "hidden_size": H,
                 "arity": ARITY, "n_levels": levels.n_levels},
         flops=flop_count("tree_compose", length, H, ARITY, backward),
         bytes=byte_count("tree_compose", n_leaves, length, H, ARITY, 4),
-        inputs=inputs, run=run, expected=expected, references={},
+        inputs=inputs, run=_compose_run(children, levels, backward),
+        expected=_compose_expected(children, backward), references={},
     )
 
 
