@@ -7,10 +7,10 @@ persistent kernel, a wider one as a gather, a matmul_cuda and a pointwise
 kernel. The forests below are built to take each: a chain (only narrow
 levels), "wide+narrow" (balanced trees: a first level of 24 nodes, then
 12, 6, 3), "wide dag" (one level of 20 nodes sharing 6 leaves). float16
-and bfloat16 store every node's output, the level products and the saved
-gates in their own dtype and compute in float32: test_tree's bounds with
-their unit roundoff hold for them (each stored value adds one rounding of
-relative size u, which those bounds allow per operation)."""
+and bfloat16 store every node's output and the level products in their own
+dtype and compute in float32 (the saved gates are float32): test_tree's
+bounds with their unit roundoff hold for them (each stored value adds one
+rounding of relative size u, which those bounds allow per operation)."""
 
 from __future__ import annotations
 
@@ -170,7 +170,8 @@ def check_lstm(cuda, rng, children, n_leaves, H, I, dtype, backward=True, **vari
     leaves_arg = h0 if c0 is None else (h0, c0)
     h_ref, c_ref = ref.tree_lstm(leaves_arg, children, *weights, node_inputs=inputs)
     eh, ec = lstm_bound((h0, c0), children, weights, inputs, dtype)
-    assert dtype_of(h) == dtype and dtype_of(c) == dtype and dtype_of(saved) == dtype
+    assert dtype_of(h) == dtype and dtype_of(c) == dtype
+    assert dtype_of(saved) == ("float32" if dtype in ("float16", "bfloat16") else dtype)
     assert_within(h, h_ref, eh, "h")
     assert_within(c, c_ref, ec, "c")
     if not backward:
@@ -248,6 +249,21 @@ def test_runs_bit_identical(cuda, rng):
         first, second = run(), run()
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.cuda
+def test_lstm_saved_dtype_is_checked(cuda, rng):
+    # float16 input saves float32 (the gates at full precision); a float16 saved is refused.
+    children, n_leaves = balanced(1, 4)
+    (h0, c0), weights, _ = lstm_problem(rng, children, n_leaves, 3, 2, "float16")
+    dev_w = [cuda.array(w) for w in weights]
+    h, c, saved = cuda.run(dk.tree_lstm, cuda.array(h0), children, *dev_w,
+                           save_for_backward=True)
+    bad = cuda.array(np.asarray(saved).astype(np.float16))
+    with cuda.context(), pytest.raises(TypeError, match="saved has dtype float16; expected "
+                                                        "float32.*for float16 input"):
+        dk.tree_lstm_backward(cuda.array(h), None, cuda.array(h), cuda.array(c), bad, children,
+                              *dev_w[:4])
 
 
 def test_half_precision_on_cuda_only(rng):

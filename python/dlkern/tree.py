@@ -23,6 +23,9 @@ import numpy as np
 from . import _arrays, _backend, _cpu
 
 _DTYPES = ("float32", "float64")
+# tree_lstm's ``saved`` for the dtypes that do not save in their own (CUDA):
+# the activated gates at float32 precision, as the recurrent family's.
+_SAVED_DTYPE = {"float16": "float32", "bfloat16": "float32"}
 
 
 class TreeLevels:
@@ -290,7 +293,8 @@ def tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou=None, b_f=None, *,
     ``(3H,)`` and ``b_f`` ``(H,)`` or None (zeros). With
     ``save_for_backward=True`` returns ``(h, c, saved)``: ``saved``
     ``(n_internal, (3 + N) H)`` holds each internal node's activated gates
-    i, o, u, f_1..f_N, which :func:`tree_lstm_backward` takes.
+    i, o, u, f_1..f_N (float32 for float16 and bfloat16 input), which
+    :func:`tree_lstm_backward` takes.
     """
     op = "tree_lstm"
     h0, c0 = _leaves(op, leaves)
@@ -301,7 +305,9 @@ def tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou=None, b_f=None, *,
     (h, h_result), (c, c_result) = s.empty((n_nodes, H)), s.empty((n_nodes, H))
     saved = saved_result = None
     if save_for_backward:
-        saved, saved_result = s.empty((lv.n_internal, _cpu.tree_lstm_saved_width(H, lv.arity)))
+        saved, saved_result = _arrays.empty(
+            (lv.n_internal, _cpu.tree_lstm_saved_width(H, lv.arity)),
+            _SAVED_DTYPE.get(s.dtype, s.dtype), s.like)
     _backend.launch(_kernels(s.like).tree_lstm_forward, s.like, s.dtype, lv.forest(), p,
                     _matrix(s.a["leaves_h"]), _matrix(s.a.get("leaves_c")),
                     _matrix(s.a.get("node_inputs")), s.address("w_iou"), s.address("u_iou"),
@@ -310,6 +316,23 @@ def tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou=None, b_f=None, *,
     if saved is not None:
         return h_result, c_result, saved_result
     return h_result, c_result
+
+
+def _saved(op: str, saved, s: _Lstm, shape):
+    """The backward's ``saved``, checked for presence, device, dtype (its own:
+    _SAVED_DTYPE) and shape, made contiguous."""
+    if saved is None:
+        raise TypeError(f"{op}: saved must be the array tree_lstm(..., save_for_backward=True) "
+                        "returned last, got None")
+    a = _arrays.take(saved, "saved", op)
+    _arrays.check_same_device(op, ("h", s.a["leaves_h"]), ("saved", a))
+    expected = _SAVED_DTYPE.get(s.dtype, s.dtype)
+    if a.dtype != expected:
+        raise TypeError(f"{op}: saved has dtype {a.dtype}; expected {expected}, the dtype "
+                        f"tree_lstm saves for {s.dtype} input")
+    if a.shape != shape:
+        raise ValueError(f"{op}: saved must have shape {shape}, got {a.shape}")
+    return _arrays.contiguous(a, "saved", op)
 
 
 def tree_lstm_backward(grad_h, grad_c, h, c, saved, children, w_iou, u_iou, w_f, u_f, *,
@@ -335,16 +358,13 @@ def tree_lstm_backward(grad_h, grad_c, h, c, saved, children, w_iou, u_iou, w_f,
         raise ValueError(f"{op}: h must have n_leaves + n_internal rows, at least the "
                          f"{ch.shape[0]} rows of children, got shape {ha.shape}")
     s = _Lstm(op, h, None, ha.shape[0] - ch.shape[0], ch, w_iou, u_iou, w_f, u_f, None, None,
-              node_inputs, levels, c=c, saved=saved, grad_h=grad_h, grad_c=grad_c)
+              node_inputs, levels, c=c, grad_h=grad_h, grad_c=grad_c)
     p, lv = s.params, s.levels
     shape = ha.shape
     h_, c_ = s.take_like("leaves_h", shape), s.take_like("c", shape)
     gh, gc = s.take_like("grad_h", shape), s.take_like("grad_c", shape)
-    sv = s.take_like("saved", (lv.n_internal, _cpu.tree_lstm_saved_width(p.hidden_size,
+    sv = _saved(op, saved, s, (lv.n_internal, _cpu.tree_lstm_saved_width(p.hidden_size,
                                                                          lv.arity)))
-    if sv is None:
-        raise TypeError(f"{op}: saved must be the array tree_lstm(..., save_for_backward=True) "
-                        "returned last, got None")
     H, I = p.hidden_size, p.input_size
     inputs = s.a.get("node_inputs")
     shapes = [(lv.n_leaves, H), (lv.n_leaves, H), (lv.n_internal, I) if inputs else None,

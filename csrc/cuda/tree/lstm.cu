@@ -36,7 +36,7 @@ template <typename T>
 void lstm_forward(const TreeForest& f, const TreeParams& p, MatrixView<const T> leaves_h,
                   MatrixView<const T> leaves_c, MatrixView<const T> inputs, const T* w_iou,
                   const T* u_iou, const T* w_f, const T* u_f, const T* b_iou, const T* b_f,
-                  T* h_out, T* c_out, T* saved, cudaStream_t stream) {
+                  T* h_out, T* c_out, Accumulator<T>* saved, cudaStream_t stream) {
   using Acc = Accumulator<T>;
   constexpr bool kSameState = std::is_same_v<Acc, T>;
   const int64_t H = p.hidden_size, N = f.arity, K = N * H, G = 3 * H + K, I = p.input_size;
@@ -86,10 +86,11 @@ void lstm_forward(const TreeForest& f, const TreeParams& p, MatrixView<const T> 
 
 template <typename T>
 void lstm_backward(const TreeForest& f, const TreeParams& p, const T* grad_h, const T* grad_c,
-                   const T* h, const T* c, const T* saved, MatrixView<const T> inputs,
-                   const T* w_iou, const T* u_iou, const T* w_f, const T* u_f, T* grad_leaves_h,
-                   T* grad_leaves_c, T* grad_inputs, T* grad_w_iou, T* grad_u_iou, T* grad_w_f,
-                   T* grad_u_f, T* grad_b_iou, T* grad_b_f, cudaStream_t stream) {
+                   const T* h, const T* c, const Accumulator<T>* saved,
+                   MatrixView<const T> inputs, const T* w_iou, const T* u_iou, const T* w_f,
+                   const T* u_f, T* grad_leaves_h, T* grad_leaves_c, T* grad_inputs,
+                   T* grad_w_iou, T* grad_u_iou, T* grad_w_f, T* grad_u_f, T* grad_b_iou,
+                   T* grad_b_f, cudaStream_t stream) {
   using Acc = Accumulator<T>;
   const int64_t H = p.hidden_size, N = f.arity, K = N * H, G = 3 * H + K, I = p.input_size;
   const int64_t n = f.n_internal, n_nodes = f.n_leaves + n;
@@ -177,7 +178,7 @@ void tree_lstm_forward_cuda(DType dtype, const TreeForest& f, const TreeParams& 
                     static_cast<const T*>(u_iou), static_cast<const T*>(w_f),
                     static_cast<const T*>(u_f), static_cast<const T*>(b_iou),
                     static_cast<const T*>(b_f), static_cast<T*>(h_out), static_cast<T*>(c_out),
-                    static_cast<T*>(saved), stream);
+                    static_cast<Accumulator<T>*>(saved), stream);
   });
 }
 
@@ -193,7 +194,7 @@ void tree_lstm_backward_cuda(DType dtype, const TreeForest& f, const TreeParams&
     using T = decltype(tag);
     lstm_backward<T>(f, p, static_cast<const T*>(grad_h), static_cast<const T*>(grad_c),
                      static_cast<const T*>(h), static_cast<const T*>(c),
-                     static_cast<const T*>(saved), cuda::rnn::typed<T>(node_inputs),
+                     static_cast<const Accumulator<T>*>(saved), cuda::rnn::typed<T>(node_inputs),
                      static_cast<const T*>(w_iou), static_cast<const T*>(u_iou),
                      static_cast<const T*>(w_f), static_cast<const T*>(u_f),
                      static_cast<T*>(grad_leaves_h), static_cast<T*>(grad_leaves_c),

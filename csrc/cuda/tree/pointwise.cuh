@@ -56,7 +56,7 @@ struct LstmForward {
   Accumulator<T>* c_state;
   T* h_out;
   T* c_out;
-  T* saved;  // (n_internal, (3 + arity) H) or null
+  Accumulator<T>* saved;  // (n_internal, (3 + arity) H) or null
 };
 
 // Unit j of `node`; z(q) is the product's pre-activation of gate q (i, o, u,
@@ -72,19 +72,19 @@ __device__ __forceinline__ void lstm_node(const LstmForward<T>& a, int64_t node,
   const Acc u =
       dlkern::tree::tanh_(z(2) + (load<Acc>(p, 2 * H + j) + load<Acc>(a.b_iou, 2 * H + j)));
   const Acc pf = load<Acc>(p, 3 * H + j) + load<Acc>(a.b_f, j);
-  T* saved = a.saved ? a.saved + n * G : nullptr;
+  Acc* saved = a.saved ? a.saved + n * G : nullptr;
   Acc c = i * u;
   for (int64_t k = 0; k < a.f.arity; ++k) {
     const Acc f = dlkern::tree::sigmoid(z(3 + k) + pf);
     const int64_t ch = child_of(a.f, node, k);
     if (ch >= 0) c += f * a.c_state[ch * H + j];
-    if (saved) saved[(3 + k) * H + j] = convert<T>(f);
+    if (saved) saved[(3 + k) * H + j] = f;
   }
   const Acc h = o * dlkern::tree::tanh_(c);
   if (saved) {
-    saved[j] = convert<T>(i);
-    saved[H + j] = convert<T>(o);
-    saved[2 * H + j] = convert<T>(u);
+    saved[j] = i;
+    saved[H + j] = o;
+    saved[2 * H + j] = u;
   }
   a.c_state[node * H + j] = c;
   a.c_out[node * H + j] = convert<T>(c);
@@ -113,7 +113,7 @@ struct LstmBackward {
   Forest f;
   int64_t H;
   const T* c;
-  const T* saved;
+  const Accumulator<T>* saved;
   Accumulator<T>* gh;  // written by the scatters, not by the pointwise pass
   Accumulator<T>* gc;
 };
@@ -125,7 +125,7 @@ __device__ __forceinline__ void lstm_node_backward(const LstmBackward<T>& a, int
                                                    int64_t j, T* d, Share&& share) {
   using Acc = Accumulator<T>;
   const int64_t H = a.H, N = a.f.arity, G = (3 + N) * H, i = node * H + j;
-  const T* s = a.saved + (node - a.f.n_leaves) * G + j;
+  const Acc* s = a.saved + (node - a.f.n_leaves) * G + j;
   const auto g = dlkern::tree::tree_lstm_derivative<Acc>(
       convert<Acc>(s[0]), convert<Acc>(s[H]), convert<Acc>(s[2 * H]),
       dlkern::tree::tanh_(convert<Acc>(a.c[i])), a.gh[i], a.gc[i]);

@@ -115,8 +115,9 @@ void tree_lstm_backward_cpu(const TreeForest& f, const TreeParams& p, const T* g
                             T* grad_u_f, T* grad_b_iou, T* grad_b_f);
 
 // CUDA: device pointers of `dtype` (float16 and bfloat16 compute every sum,
-// activation and the Tree-LSTM cell state in float32; docs/tree-cuda.md),
-// queued on `stream`, with the CPU functions' semantics and layouts. The
+// activation and the Tree-LSTM cell state in float32, and tree_lstm's saved
+// is float32 for them; docs/tree-cuda.md), queued on `stream`, with the CPU
+// functions' semantics and layouts. The
 // forest (children, order, level_offset) stays in host memory: each call
 // uploads it once to stream-ordered scratch.
 void tree_compose_forward_cuda(DType dtype, const TreeForest& f, const TreeParams& p,
