@@ -226,6 +226,38 @@ def test_lstm_variants(cuda, rng, variant):
 
 
 @pytest.mark.cuda
+def test_strided_inputs(cuda, rng):
+    # Leaves and node inputs as views with a negative row stride and a column
+    # stride (the same values): read through their strides on both paths.
+    children, n_leaves = balanced(3, 16)
+    flip = lambda a: a[::-1].T.copy().T[::-1]  # noqa: E731
+    leaves, weight, bias = compose_problem(rng, children, n_leaves, 5, "float64")
+    out = cuda.run(dk.tree_compose, flip(cuda.array(leaves)), children, cuda.array(weight),
+                   cuda.array(bias))
+    expected = ref.tree_compose(leaves, children, weight, bias)
+    assert_within(out, expected, compose_bound(leaves, children, weight, bias, expected,
+                                               "float64"), "strided leaves")
+    (h0, c0), weights, inputs = lstm_problem(rng, children, n_leaves, 4, 3, "float64")
+    dev_w = [cuda.array(w) for w in weights]
+    h, c, saved = cuda.run(dk.tree_lstm, (flip(cuda.array(h0)), flip(cuda.array(c0))), children,
+                           *dev_w, node_inputs=flip(cuda.array(inputs)), save_for_backward=True)
+    h_ref, c_ref = ref.tree_lstm((h0, c0), children, *weights, node_inputs=inputs)
+    eh, ec = lstm_bound((h0, c0), children, weights, inputs, "float64")
+    assert_within(h, h_ref, eh, "h")
+    assert_within(c, c_ref, ec, "c")
+    # The backward reads the node inputs through their strides for the w gradients.
+    gh = uniform(rng, h_ref.shape)
+    got = cuda.run(dk.tree_lstm_backward, cuda.array(gh), None, cuda.array(h), cuda.array(c),
+                   cuda.array(saved), children, *dev_w[:4],
+                   node_inputs=flip(cuda.array(inputs)))
+    want = ref.tree_lstm_backward(gh, None, (h0, c0), children, *weights, node_inputs=inputs)
+    levels = dk.tree_levels(children, n_leaves).n_levels
+    for name, g, e in zip(["inputs", "w_iou", "w_f"], (got[1], got[2], got[4]),
+                          (want[1], want[2], want[4])):
+        assert_within(g, e, lstm_backward_bound(e, levels, 2, 4, 3, "float64"), f"grad {name}")
+
+
+@pytest.mark.cuda
 def test_runs_bit_identical(cuda, rng):
     # A DAG with a wide level then narrow ones: two runs give the same bits.
     children, n_leaves = wide_dag(rng)
