@@ -314,14 +314,15 @@ def _chain_compose_case(ctx: Context, which: str, length: int, H: int,
     )
 
 
-def _chain_cases(ctx: Context, length: int, H: int) -> list[Case]:
-    """tree_compose over a chain, and dk.lstm over a sequence of the same
-    length and width (batch 1, input size H), to compare their times."""
-    compose = _chain_compose_case(ctx, "forward", length, H)
+def _chain_cases(ctx: Context, length: int, H: int, passes=("forward",),
+                 kind: str = "numpy") -> list[Case]:
+    """tree_compose over a chain (each of passes), and dk.lstm over a sequence
+    of the same length and width (batch 1, input size H), to compare their times."""
+    compose = [_chain_compose_case(ctx, p, length, H, kind) for p in passes]
     scale = np.float32(H ** -0.5)
     lstm = case(
         ctx, "tree", f"lstm T{length} 1x{H} h{H} forward (the chain's yardstick)",
-        dtype="float32", kind="numpy",
+        dtype="float32", kind=kind,
         params={"op": "lstm", "pass": "forward", "seq_len": length, "batch": 1,
                 "input_size": H, "hidden_size": H},
         flops=2 * length * 4 * H * 2 * H, bytes=4 * (length * 2 * H + 8 * H * H),
@@ -331,13 +332,13 @@ def _chain_cases(ctx: Context, length: int, H: int) -> list[Case]:
         expected=lambda v: reference.lstm(v["x"], None, v["w_ih"], v["w_hh"])[0],
         references={},
     )
-    return [compose, lstm]
+    return compose + [lstm]
 
 
 def _cuda_cases(ctx: Context) -> list[Case]:
     """The forest and the chain in float32 on CUDA arrays, forward and
-    forward+backward, without references (the torch versions above run on the
-    CPU): timings for docs/tree-cuda.md."""
+    forward+backward, and the chain's LSTM yardstick, without references (the
+    torch versions above run on the CPU): timings for docs/tree-cuda.md."""
     kind = kind_for(ctx, "float32", "tree", prefer=("cupy", "torch"))
     if kind is None:
         return []
@@ -345,7 +346,7 @@ def _cuda_cases(ctx: Context) -> list[Case]:
     length, chain_h = CHAIN_QUICK if ctx.quick else CHAIN
     return ([_compose_case(ctx, p, trees, per_tree, H, False, kind) for p in PASSES]
             + [_lstm_case(ctx, p, trees, per_tree, H, False, kind) for p in PASSES]
-            + [_chain_compose_case(ctx, p, length, chain_h, kind) for p in PASSES])
+            + _chain_cases(ctx, length, chain_h, PASSES, kind))
 
 
 def cases(ctx: Context) -> list[Case]:
