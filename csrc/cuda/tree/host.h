@@ -42,6 +42,15 @@ void copy_rows(int64_t rows, int64_t H, MatrixView<const T> src, Out* dst, cudaS
                 src, dst);
 }
 
+// out (cols, rows) = in (rows, cols) transposed.
+template <typename T>
+void transpose(int64_t rows, int64_t cols, const T* in, T* out, cudaStream_t stream) {
+  if (rows * cols == 0) return;
+  auto kernel = transpose_kernel<T>;
+  DLKERN_LAUNCH(kernel, grid_stride_blocks(rows * cols, kThreads), kThreads, 0, stream, rows,
+                cols, in, out);
+}
+
 // x (rows, arity * H) = the children's rows of table for nodes (device).
 template <typename T>
 void gather(const Forest& f, int64_t rows, const int64_t* nodes, int64_t H, const T* table, T* x,

@@ -41,6 +41,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// out (cols, rows) = in (rows, cols) transposed, both contiguous.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    transpose_kernel(int64_t rows, int64_t cols, const T* in, T* out) {
+  DLKERN_TREE_GRID_STRIDE(e, rows * cols) {
+    const int64_t c = e / rows, r = e - c * rows;
+    out[e] = in[r * cols + c];
+  }
+}
+
 // x (rows, arity * H): row r holds the rows of table (n_nodes, H) of
 // nodes[r]'s children side by side, zeros for a missing child.
 template <typename T>

@@ -116,6 +116,9 @@ void lstm_backward(const TreeForest& f, const TreeParams& p, const T* grad_h, co
   const int64_t rows = widest_wide_level(f, plan);
   Scratch dx(sizeof(T) * rows * K, stream), dck(sizeof(Acc) * rows * K, stream);
   Scratch arrived(sizeof(unsigned), stream);
+  // The persistent backward reads [u_iou; u_f]'s columns: as rows of its transpose.
+  Scratch u_all_t(plan.blocks > 0 ? sizeof(T) * K * G : 0, stream);
+  if (plan.blocks > 0) transpose<T>(G, K, u_all, u_all_t.get<T>(), stream);
   const LstmBackward<T> a{d.args, H, c, saved, gh, gc};
   if (H > 0)
     backward_levels(
@@ -123,7 +126,7 @@ void lstm_backward(const TreeForest& f, const TreeParams& p, const T* grad_h, co
         [&](int64_t l_lo, int64_t l_hi) {
           launch_persistent(lstm_backward_persistent_kernel<T>, plan, arrived.get<unsigned>(),
                             stream, a, d.scatter, l_lo, l_hi, plan.units,
-                            static_cast<const T*>(u_all), dg);
+                            u_all_t.get<const T>(), dg);
         },
         [&](int64_t l) {
           const int64_t m = level_rows(f, l), first = f.level_offset[l];

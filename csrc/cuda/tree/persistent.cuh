@@ -33,12 +33,13 @@ __device__ __forceinline__ void load_children(const Forest& f, const int64_t* no
   }
 }
 
-// w (K, w_stride apart) . x (K) by one warp, in a fixed order; the sum in every lane.
+// w (K) . x (K) by one warp, in a fixed order; the sum in every lane. The
+// weight comes from L2: unrolled, a lane keeps several loads in flight.
 template <typename T, typename Acc>
-__device__ __forceinline__ Acc warp_dot(const T* w, const Acc* x, int64_t K,
-                                        int64_t w_stride = 1) {
+__device__ __forceinline__ Acc warp_dot(const T* w, const Acc* x, int64_t K) {
   Acc sum = 0;
-  for (int64_t q = threadIdx.x % 32; q < K; q += 32) sum += convert<Acc>(w[q * w_stride]) * x[q];
+#pragma unroll 4
+  for (int64_t q = threadIdx.x % 32; q < K; q += 32) sum += convert<Acc>(w[q]) * x[q];
   for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
   return sum;
 }

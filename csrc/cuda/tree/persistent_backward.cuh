@@ -42,29 +42,30 @@ __device__ __forceinline__ void scatter_slice(const Scatter& s, int64_t l, int64
 }
 
 // B: x_s (rows, width) = rows of src (width apart) in the accumulator type;
-// dx_s (rows * arity, U) = the block's columns of x_s @ w (width, arity * H).
+// dx_s (rows * arity, U) = the block's columns of x_s @ w, w (width, arity *
+// H) given transposed as wt (arity * H, width): a column is a contiguous row.
 template <typename T, typename Acc>
 __device__ __forceinline__ void children_grads(const T* src, int64_t rows, int64_t width,
-                                               const T* w, int64_t arity, int64_t H, Slice b,
+                                               const T* wt, int64_t arity, int64_t H, Slice b,
                                                Acc* x_s, Acc* dx_s) {
   for (int64_t e = threadIdx.x; e < rows * width; e += blockDim.x) x_s[e] = convert<Acc>(src[e]);
   __syncthreads();
-  const int64_t K = arity * H;
   for (int64_t i = threadIdx.x / 32; i < rows * arity * b.U; i += blockDim.x / 32) {
     const int64_t r = i / (arity * b.U), q = i - r * arity * b.U, k = q / b.U, u = q - k * b.U;
-    const Acc sum = warp_dot(w + k * H + b.u0 + u, x_s + r * width, width, K);
+    const Acc sum = warp_dot(wt + (k * H + b.u0 + u) * width, x_s + r * width, width);
     if (threadIdx.x % 32 == 0) dx_s[i] = sum;
   }
   __syncthreads();
 }
 
 // Levels [l_lo, l_hi) of tree_compose's backward, from l_hi - 1. g: every
-// node's output gradient; dz (n_internal, H) in schedule order. Dynamic
-// shared memory: (kPersistentMaxRows, H + arity * units), accumulator type.
+// node's output gradient; dz (n_internal, H) in schedule order; weight_t the
+// weight transposed, (arity * H, H). Dynamic shared memory:
+// (kPersistentMaxRows, H + arity * units), accumulator type.
 template <typename T, TreeActivation A>
 __global__ void __launch_bounds__(kThreads)
     compose_backward_persistent_kernel(Forest f, Scatter s, int64_t l_lo, int64_t l_hi,
-                                       int64_t H, int64_t units, const T* weight, const T* y,
+                                       int64_t H, int64_t units, const T* weight_t, const T* y,
                                        Accumulator<T>* g, T* dz, unsigned* arrived) {
   using Acc = Accumulator<T>;
   const Slice b = slice(H, units);
@@ -80,21 +81,22 @@ __global__ void __launch_bounds__(kThreads)
           convert<T>(g[i] * dlkern::tree::activation_slope<A>(convert<Acc>(y[i])));
     }
     grid_barrier(arrived, ++generation);
-    children_grads(dz + first * H, rows, H, weight, f.arity, H, b, x_s, dx_s);
+    children_grads(dz + first * H, rows, H, weight_t, f.arity, H, b, x_s, dx_s);
     scatter_slice(s, l, H, b, dx_s, g);
     __syncthreads();
   }
 }
 
 // Levels [l_lo, l_hi) of the Tree-LSTM's backward, from l_hi - 1. d
-// (n_internal, (3 + arity) H) in schedule order; u_all the stacked
-// [u_iou; u_f]. Dynamic shared memory: (kPersistentMaxRows, (3 + arity) H +
-// 2 arity units), accumulator type. The cell gradients' shares are
-// scattered in A (each unit's share is the block's own), the h gradients in B.
+// (n_internal, (3 + arity) H) in schedule order; u_all_t the stacked
+// [u_iou; u_f] transposed, (arity * H, (3 + arity) H). Dynamic shared
+// memory: (kPersistentMaxRows, (3 + arity) H + 2 arity units), accumulator
+// type. The cell gradients' shares are scattered in A (each unit's share is
+// the block's own), the h gradients in B.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     lstm_backward_persistent_kernel(LstmBackward<T> a, Scatter s, int64_t l_lo, int64_t l_hi,
-                                    int64_t units, const T* u_all, T* d, unsigned* arrived) {
+                                    int64_t units, const T* u_all_t, T* d, unsigned* arrived) {
   using Acc = Accumulator<T>;
   const Forest& f = a.f;
   const int64_t H = a.H, N = f.arity, G = (3 + N) * H;
@@ -114,7 +116,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     scatter_slice(s, l, H, b, dck_s, a.gc);
     grid_barrier(arrived, ++generation);
-    children_grads(d + first * G, rows, G, u_all, N, H, b, x_s, dx_s);
+    children_grads(d + first * G, rows, G, u_all_t, N, H, b, x_s, dx_s);
     scatter_slice(s, l, H, b, dx_s, a.gh);
     __syncthreads();
   }

@@ -63,13 +63,17 @@ void compose_backward(const TreeForest& f, const TreeParams& p, const T* grad_ou
   const PersistentPlan plan = persistent_plan(DTypeOf<T>::value, H, H, f.arity);
   Scratch dx(sizeof(T) * widest_wide_level(f, plan) * K, stream);
   Scratch arrived(sizeof(unsigned), stream);
+  // The persistent backward reads the weight's columns: as rows of weight^T.
+  Scratch weight_t(plan.blocks > 0 ? sizeof(T) * K * H : 0, stream);
+  if (plan.blocks > 0) transpose<T>(H, K, weight, weight_t.get<T>(), stream);
   if (H > 0)
     backward_levels(
         f, plan,
         [&](int64_t l_lo, int64_t l_hi) {
           launch_persistent(compose_backward_persistent_kernel<T, A>, plan,
                             arrived.get<unsigned>(), stream, d.args, d.scatter, l_lo, l_hi, H,
-                            plan.units, weight, out, g.get<Acc>(), dz.get<T>());
+                            plan.units, weight_t.get<const T>(), out, g.get<Acc>(),
+                            dz.get<T>());
         },
         [&](int64_t l) {
           const int64_t m = level_rows(f, l), first = f.level_offset[l];
