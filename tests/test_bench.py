@@ -294,9 +294,18 @@ def test_tree_cases_formulas_and_results():
     cases = tree_cases.cases(registry.Context(device="cpu", quick=True))
     assert {c.params["op"] for c in cases} == {"tree_compose", "tree_lstm", "lstm"}
     check_results(cases)
+    # On CUDA: the forest and the 4,096-node chain, both passes; skipped, with
+    # the reason, where no library holds CUDA arrays (no GPU).
     ctx = registry.Context(device="cuda", quick=False)
-    assert tree_cases.cases(ctx) == [] and ctx.skipped == [
-        ("tree", "the tree family has no CUDA kernels yet")]
+    cuda_cases = tree_cases.cases(ctx)
+    if cuda_cases:
+        assert {(c.params["op"], c.params["pass"]) for c in cuda_cases} == {
+            (op, p) for op in ("tree_compose", "tree_lstm") for p in tree_cases.PASSES} | {
+            ("lstm", "forward")}
+        assert {c.params["pass"] for c in cuda_cases if c.params.get("chain") == 4096} == set(
+            tree_cases.PASSES)
+    else:
+        assert ctx.skipped == [("tree", "needs CuPy or torch with CUDA")]
 
 
 def test_attention_cases_formulas_and_results():

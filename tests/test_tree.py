@@ -773,15 +773,3 @@ def test_lstm_bad_arguments(rng):
     with pytest.raises(ValueError, match=r"saved must have shape \(6, 20\)"):
         dk.tree_lstm_backward(h, None, h, c, saved[:, 1:], children, *weights[:4])
 
-
-def test_cuda_path_not_written_yet(rng, monkeypatch):
-    # Arrays the CUDA backend would run (a GPU's, or the emulator's) are refused.
-    monkeypatch.setattr(dk.tree._backend, "for_device", lambda device: (None, True))
-    children, n_leaves = random_forest(rng, 1, 3, 2)
-    leaves, weight, bias = compose_operands(rng, children, n_leaves, 2, "float32")
-    with pytest.raises(NotImplementedError, match="tree_compose: runs on the CPU only so far; "
-                                                  "its CUDA kernel is not written yet"):
-        dk.tree_compose(leaves, children, weight, bias)
-    lstm_leaves, weights, _ = lstm_operands(rng, children, n_leaves, 2, 1, "float32")
-    with pytest.raises(NotImplementedError, match="tree_lstm: runs on the CPU only so far"):
-        dk.tree_lstm(lstm_leaves, children, *weights)

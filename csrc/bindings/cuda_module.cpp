@@ -13,6 +13,7 @@
 #include "bindings/matmul.h"
 #include "bindings/pool.h"
 #include "bindings/rnn.h"
+#include "bindings/tree.h"
 #include "cuda/runtime.cuh"
 
 namespace py = pybind11;
@@ -91,6 +92,7 @@ PYBIND11_MODULE(DLKERN_MODULE_NAME, m) {
   bindings::def_rnn<bindings::Cuda>(m);
   bindings::def_attention<bindings::Cuda>(m);
   bindings::def_gmm<bindings::Cuda>(m);
+  bindings::def_tree<bindings::Cuda>(m);
 
 #if defined(DLKERN_EMU)
   // The emulator's fiber order for launches from the calling thread

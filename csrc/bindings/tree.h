@@ -1,7 +1,6 @@
 // Tree bindings: the forest schedule and the shape rules (_cpu), and the
-// kernels as def_tree<Backend>. The family has CPU kernels only so far:
-// def_tree is instantiated for the CPU backend alone, and
-// python/dlkern/tree.py refuses the CUDA path before reaching a binding.
+// kernels as def_tree<Backend> (see backend.h). The forest is host memory on
+// both backends; the CUDA functions upload what they need.
 #pragma once
 
 #include <cstdint>
@@ -45,14 +44,19 @@ inline void def_tree_params(py::module_& m) {
 
 template <class Backend>
 void def_tree(py::module_& m) {
-  static_assert(!Backend::cuda, "the tree family has no CUDA kernels yet");
   m.def(
       "tree_compose_forward",
       [](const std::string& dtype, const Forest& fr, const TreeParams& p,
          const std::string& activation, Address leaves, int64_t leaves_rs, int64_t leaves_cs,
-         Address weight, Address bias, Address out, int, Address) {
+         Address weight, Address bias, Address out, int device, Address stream) {
         const TreeActivation act = tree_activation(activation.c_str());
-        dispatch_float(dtype, "tree_compose", [&](auto t) {
+        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+        if constexpr (Backend::cuda)
+          tree_compose_forward_cuda(parse_dtype(dtype), forest(fr), p, act,
+                                    view<const void>(leaves, leaves_rs, leaves_cs), weight, bias,
+                                    out, stream);
+        else
+          dispatch_float(dtype, "tree_compose", [&](auto t) {
           using T = decltype(t);
           tree_compose_forward_cpu<T>(forest(fr), p, act,
                                       view<const T>(leaves, leaves_rs, leaves_cs), weight, bias,
@@ -64,9 +68,15 @@ void def_tree(py::module_& m) {
       "tree_compose_backward",
       [](const std::string& dtype, const Forest& fr, const TreeParams& p,
          const std::string& activation, Address grad_out, Address out, Address weight,
-         Address grad_leaves, Address grad_weight, Address grad_bias, int, Address) {
+         Address grad_leaves, Address grad_weight, Address grad_bias, int device,
+         Address stream) {
         const TreeActivation act = tree_activation(activation.c_str());
-        dispatch_float(dtype, "tree_compose_backward", [&](auto t) {
+        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+        if constexpr (Backend::cuda)
+          tree_compose_backward_cuda(parse_dtype(dtype), forest(fr), p, act, grad_out, out,
+                                     weight, grad_leaves, grad_weight, grad_bias, stream);
+        else
+          dispatch_float(dtype, "tree_compose_backward", [&](auto t) {
           using T = decltype(t);
           tree_compose_backward_cpu<T>(forest(fr), p, act, grad_out, out, weight, grad_leaves,
                                        grad_weight, grad_bias);
@@ -78,9 +88,15 @@ void def_tree(py::module_& m) {
       "tree_lstm_forward",
       [](const std::string& dtype, const Forest& fr, const TreeParams& p, const Strided& leaves_h,
          const Strided& leaves_c, const Strided& inputs, Address w_iou, Address u_iou, Address w_f,
-         Address u_f, Address b_iou, Address b_f, Address h_out, Address c_out, Address saved, int,
-         Address) {
-        dispatch_float(dtype, "tree_lstm", [&](auto t) {
+         Address u_f, Address b_iou, Address b_f, Address h_out, Address c_out, Address saved,
+         int device, Address stream) {
+        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+        if constexpr (Backend::cuda)
+          tree_lstm_forward_cuda(parse_dtype(dtype), forest(fr), p, strided<void>(leaves_h),
+                                 strided<void>(leaves_c), strided<void>(inputs), w_iou, u_iou,
+                                 w_f, u_f, b_iou, b_f, h_out, c_out, saved, stream);
+        else
+          dispatch_float(dtype, "tree_lstm", [&](auto t) {
           using T = decltype(t);
           tree_lstm_forward_cpu<T>(forest(fr), p, strided<T>(leaves_h), strided<T>(leaves_c),
                                    strided<T>(inputs), w_iou, u_iou, w_f, u_f, b_iou, b_f, h_out,
@@ -94,8 +110,15 @@ void def_tree(py::module_& m) {
          Address grad_c, Address h, Address c, Address saved, const Strided& inputs, Address w_iou,
          Address u_iou, Address w_f, Address u_f, Address grad_leaves_h, Address grad_leaves_c,
          Address grad_inputs, Address grad_w_iou, Address grad_u_iou, Address grad_w_f,
-         Address grad_u_f, Address grad_b_iou, Address grad_b_f, int, Address) {
-        dispatch_float(dtype, "tree_lstm_backward", [&](auto t) {
+         Address grad_u_f, Address grad_b_iou, Address grad_b_f, int device, Address stream) {
+        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+        if constexpr (Backend::cuda)
+          tree_lstm_backward_cuda(parse_dtype(dtype), forest(fr), p, grad_h, grad_c, h, c, saved,
+                                  strided<void>(inputs), w_iou, u_iou, w_f, u_f, grad_leaves_h,
+                                  grad_leaves_c, grad_inputs, grad_w_iou, grad_u_iou, grad_w_f,
+                                  grad_u_f, grad_b_iou, grad_b_f, stream);
+        else
+          dispatch_float(dtype, "tree_lstm_backward", [&](auto t) {
           using T = decltype(t);
           tree_lstm_backward_cpu<T>(forest(fr), p, grad_h, grad_c, h, c, saved, strided<T>(inputs),
                                     w_iou, u_iou, w_f, u_f, grad_leaves_h, grad_leaves_c,

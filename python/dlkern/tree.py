@@ -11,7 +11,9 @@ then child slot), so that results are the same at any thread count.
 
 :func:`tree_levels` validates a forest and computes its depth schedule once;
 pass the result as ``levels=`` to calls on forests of the same structure.
-Runs on the CPU (float32, float64) only so far. See docs/tree-cpu.md.
+Runs on the CPU (float32, float64) and on CUDA (float16 and bfloat16 too,
+computing in float32), on the caller's current stream. See docs/tree-cpu.md
+and docs/tree-cuda.md.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import numpy as np
 from . import _arrays, _backend, _cpu
 
 _DTYPES = ("float32", "float64")
+# tree_lstm's ``saved`` for the dtypes that do not save in their own (CUDA):
+# the activated gates at float32 precision, as the recurrent family's.
+_SAVED_DTYPE = {"float16": "float32", "bfloat16": "float32"}
 
 
 class TreeLevels:
@@ -115,16 +120,14 @@ def _schedule(op: str, c: np.ndarray, n_leaves: int, levels) -> TreeLevels:
 
 
 def _take(op: str, **arrays):
-    """The named arrays (None skipped) taken on one device with one float dtype:
-    (dict of Arrays, dtype, the first Array); NotImplementedError on the CUDA path."""
+    """The named arrays (None skipped) taken on one device with one float dtype
+    the backend runs: (dict of Arrays, dtype, the first Array)."""
     named = [(name, _arrays.take(a, name, op)) for name, a in arrays.items() if a is not None]
     device = _arrays.check_same_device(op, *named)
     dtype = _arrays.check_same_dtype(op, *named)
     _module, cuda_path = _backend.for_device(device)
-    if cuda_path:
-        raise NotImplementedError(f"{op}: runs on the CPU only so far; its CUDA kernel is not "
-                                  "written yet (pass CPU arrays)")
-    _arrays.check_supported_dtype(op, named[0][0], named[0][1], cuda_path, _DTYPES)
+    _arrays.check_supported_dtype(op, named[0][0], named[0][1], cuda_path,
+                                  None if cuda_path else _DTYPES)
     return dict(named), dtype, named[0][1]
 
 
@@ -135,6 +138,11 @@ def _address(a) -> int:
 def _matrix(a) -> tuple:
     """(address, row stride, column stride) of a 2-D Array; zeros if absent."""
     return (0, 0, 0) if a is None else (a.address, *a.strides)
+
+
+def _kernels(like):
+    """The compiled module whose kernels run on ``like``'s device."""
+    return _backend.for_device(like.device)[0]
 
 
 def _check_ndim(op: str, a: dict, ranks: dict) -> None:
@@ -171,8 +179,8 @@ def tree_compose(leaves, children, weight, bias=None, *, activation="tanh", leve
     w = _arrays.contiguous(a["weight"], "weight", op)
     b = _address(_arrays.contiguous(a["bias"], "bias", op) if "bias" in a else None)
     out, result = _arrays.empty((lv.n_leaves + lv.n_internal, params.hidden_size), dtype, like)
-    _backend.launch(_cpu.tree_compose_forward, like, dtype, lv.forest(), params, activation,
-                    x.address, x.strides[0], x.strides[1], w.address, b, out.address)
+    _backend.launch(_kernels(like).tree_compose_forward, like, dtype, lv.forest(), params,
+                    activation, x.address, x.strides[0], x.strides[1], w.address, b, out.address)
     return result
 
 
@@ -208,8 +216,9 @@ def tree_compose_backward(grad_output, output, children, weight, *, activation="
     H = params.hidden_size
     outs = [_arrays.empty(shape, dtype, like)
             for shape in ((lv.n_leaves, H), w.shape, (H,))]
-    _backend.launch(_cpu.tree_compose_backward, like, dtype, lv.forest(), params, activation,
-                    g.address, y.address, w.address, *(view.address for view, _ in outs))
+    _backend.launch(_kernels(like).tree_compose_backward, like, dtype, lv.forest(), params,
+                    activation, g.address, y.address, w.address,
+                    *(view.address for view, _ in outs))
     return tuple(result for _, result in outs)
 
 
@@ -284,7 +293,8 @@ def tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou=None, b_f=None, *,
     ``(3H,)`` and ``b_f`` ``(H,)`` or None (zeros). With
     ``save_for_backward=True`` returns ``(h, c, saved)``: ``saved``
     ``(n_internal, (3 + N) H)`` holds each internal node's activated gates
-    i, o, u, f_1..f_N, which :func:`tree_lstm_backward` takes.
+    i, o, u, f_1..f_N (float32 for float16 and bfloat16 input), which
+    :func:`tree_lstm_backward` takes.
     """
     op = "tree_lstm"
     h0, c0 = _leaves(op, leaves)
@@ -295,8 +305,10 @@ def tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou=None, b_f=None, *,
     (h, h_result), (c, c_result) = s.empty((n_nodes, H)), s.empty((n_nodes, H))
     saved = saved_result = None
     if save_for_backward:
-        saved, saved_result = s.empty((lv.n_internal, _cpu.tree_lstm_saved_width(H, lv.arity)))
-    _backend.launch(_cpu.tree_lstm_forward, s.like, s.dtype, lv.forest(), p,
+        saved, saved_result = _arrays.empty(
+            (lv.n_internal, _cpu.tree_lstm_saved_width(H, lv.arity)),
+            _SAVED_DTYPE.get(s.dtype, s.dtype), s.like)
+    _backend.launch(_kernels(s.like).tree_lstm_forward, s.like, s.dtype, lv.forest(), p,
                     _matrix(s.a["leaves_h"]), _matrix(s.a.get("leaves_c")),
                     _matrix(s.a.get("node_inputs")), s.address("w_iou"), s.address("u_iou"),
                     s.address("w_f"), s.address("u_f"), s.address("b_iou"), s.address("b_f"),
@@ -304,6 +316,23 @@ def tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou=None, b_f=None, *,
     if saved is not None:
         return h_result, c_result, saved_result
     return h_result, c_result
+
+
+def _saved(op: str, saved, s: _Lstm, shape):
+    """The backward's ``saved``, checked for presence, device, dtype (its own:
+    _SAVED_DTYPE) and shape, made contiguous."""
+    if saved is None:
+        raise TypeError(f"{op}: saved must be the array tree_lstm(..., save_for_backward=True) "
+                        "returned last, got None")
+    a = _arrays.take(saved, "saved", op)
+    _arrays.check_same_device(op, ("h", s.a["leaves_h"]), ("saved", a))
+    expected = _SAVED_DTYPE.get(s.dtype, s.dtype)
+    if a.dtype != expected:
+        raise TypeError(f"{op}: saved has dtype {a.dtype}; expected {expected}, the dtype "
+                        f"tree_lstm saves for {s.dtype} input")
+    if a.shape != shape:
+        raise ValueError(f"{op}: saved must have shape {shape}, got {a.shape}")
+    return _arrays.contiguous(a, "saved", op)
 
 
 def tree_lstm_backward(grad_h, grad_c, h, c, saved, children, w_iou, u_iou, w_f, u_f, *,
@@ -329,23 +358,20 @@ def tree_lstm_backward(grad_h, grad_c, h, c, saved, children, w_iou, u_iou, w_f,
         raise ValueError(f"{op}: h must have n_leaves + n_internal rows, at least the "
                          f"{ch.shape[0]} rows of children, got shape {ha.shape}")
     s = _Lstm(op, h, None, ha.shape[0] - ch.shape[0], ch, w_iou, u_iou, w_f, u_f, None, None,
-              node_inputs, levels, c=c, saved=saved, grad_h=grad_h, grad_c=grad_c)
+              node_inputs, levels, c=c, grad_h=grad_h, grad_c=grad_c)
     p, lv = s.params, s.levels
     shape = ha.shape
     h_, c_ = s.take_like("leaves_h", shape), s.take_like("c", shape)
     gh, gc = s.take_like("grad_h", shape), s.take_like("grad_c", shape)
-    sv = s.take_like("saved", (lv.n_internal, _cpu.tree_lstm_saved_width(p.hidden_size,
+    sv = _saved(op, saved, s, (lv.n_internal, _cpu.tree_lstm_saved_width(p.hidden_size,
                                                                          lv.arity)))
-    if sv is None:
-        raise TypeError(f"{op}: saved must be the array tree_lstm(..., save_for_backward=True) "
-                        "returned last, got None")
     H, I = p.hidden_size, p.input_size
     inputs = s.a.get("node_inputs")
     shapes = [(lv.n_leaves, H), (lv.n_leaves, H), (lv.n_internal, I) if inputs else None,
               (3 * H, I), (3 * H, lv.arity * H), (H, I), (lv.arity * H, lv.arity * H), (3 * H,),
               (H,)]
     outs = [s.empty(shape) if shape is not None else (None, None) for shape in shapes]
-    _backend.launch(_cpu.tree_lstm_backward, s.like, s.dtype, lv.forest(), p,
+    _backend.launch(_kernels(s.like).tree_lstm_backward, s.like, s.dtype, lv.forest(), p,
                     _address(gh), _address(gc), h_.address, c_.address,
                     sv.address, _matrix(inputs), s.address("w_iou"), s.address("u_iou"),
                     s.address("w_f"), s.address("u_f"),

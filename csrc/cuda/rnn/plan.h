@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "cuda/runtime.cuh"
+#include "cuda/device_limits.h"
 #include "dlkern/types.h"
 
 namespace dlkern::cuda::rnn {
@@ -33,11 +33,8 @@ struct PersistentPlan {
 
 inline PersistentPlan persistent_plan(DType dtype, int64_t batch, int64_t hidden, int64_t gates) {
   if (batch < 1 || batch > kPersistentMaxBatch || hidden < 1) return {};
-  int device = 0, sms = 0, smem_optin = 0;
-  DLKERN_CUDA_CHECK(cudaGetDevice(&device));
-  DLKERN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  DLKERN_CUDA_CHECK(
-      cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const DeviceLimits limits = current_device_limits();
+  const int64_t sms = limits.multiprocessors;
   const int64_t units = (hidden + sms - 1) / sms;
   const int64_t blocks = (hidden + units - 1) / units;
   // The element and accumulator sizes: float16/bfloat16 hold w_hh in 2 bytes
@@ -48,7 +45,7 @@ inline PersistentPlan persistent_plan(DType dtype, int64_t batch, int64_t hidden
   // accumulator type, then the w_hh rows (gates * units, H).
   const size_t smem = acc * static_cast<size_t>(batch * hidden + batch * gates * units) +
                       elem * static_cast<size_t>(gates * units * hidden);
-  if (smem > static_cast<size_t>(smem_optin)) return {};
+  if (smem > static_cast<size_t>(limits.smem_optin)) return {};
   return {static_cast<unsigned>(blocks), units, smem};
 }
 

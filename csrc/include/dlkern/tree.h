@@ -1,5 +1,5 @@
 // Recursive (tree-structured) networks over whole forests: tree_compose and
-// the N-ary Tree-LSTM of Tai et al. (2015), forward and backward, CPU so far.
+// the N-ary Tree-LSTM of Tai et al. (2015), forward and backward, on the CPU and on CUDA.
 //
 // A forest: n_leaves leaf vectors, then n_internal internal nodes in
 // topological order. children (n_internal, arity) row-major int64 holds, for
@@ -113,5 +113,37 @@ void tree_lstm_backward_cpu(const TreeForest& f, const TreeParams& p, const T* g
                             const T* w_f, const T* u_f, T* grad_leaves_h, T* grad_leaves_c,
                             T* grad_inputs, T* grad_w_iou, T* grad_u_iou, T* grad_w_f,
                             T* grad_u_f, T* grad_b_iou, T* grad_b_f);
+
+// CUDA: device pointers of `dtype` (float16 and bfloat16 compute every sum,
+// activation and the Tree-LSTM cell state in float32, and tree_lstm's saved
+// is float32 for them; docs/tree-cuda.md), queued on `stream`, with the CPU
+// functions' semantics and layouts. The
+// forest (children, order, level_offset) stays in host memory: each call
+// uploads it once to stream-ordered scratch.
+void tree_compose_forward_cuda(DType dtype, const TreeForest& f, const TreeParams& p,
+                               TreeActivation act, MatrixView<const void> leaves,
+                               const void* weight, const void* bias, void* out,
+                               cudaStream_t stream);
+
+void tree_compose_backward_cuda(DType dtype, const TreeForest& f, const TreeParams& p,
+                                TreeActivation act, const void* grad_out, const void* out,
+                                const void* weight, void* grad_leaves, void* grad_weight,
+                                void* grad_bias, cudaStream_t stream);
+
+void tree_lstm_forward_cuda(DType dtype, const TreeForest& f, const TreeParams& p,
+                            MatrixView<const void> leaves_h, MatrixView<const void> leaves_c,
+                            MatrixView<const void> node_inputs, const void* w_iou,
+                            const void* u_iou, const void* w_f, const void* u_f,
+                            const void* b_iou, const void* b_f, void* h_out, void* c_out,
+                            void* saved, cudaStream_t stream);
+
+void tree_lstm_backward_cuda(DType dtype, const TreeForest& f, const TreeParams& p,
+                             const void* grad_h, const void* grad_c, const void* h,
+                             const void* c, const void* saved, MatrixView<const void> node_inputs,
+                             const void* w_iou, const void* u_iou, const void* w_f,
+                             const void* u_f, void* grad_leaves_h, void* grad_leaves_c,
+                             void* grad_inputs, void* grad_w_iou, void* grad_u_iou,
+                             void* grad_w_f, void* grad_u_f, void* grad_b_iou, void* grad_b_f,
+                             cudaStream_t stream);
 
 }  // namespace dlkern

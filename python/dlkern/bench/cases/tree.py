@@ -1,9 +1,11 @@
-"""The tree family on the CPU (float32): ``dk.tree_compose`` and
+"""The tree family (float32): on the CPU ``dk.tree_compose`` and
 ``dk.tree_lstm`` over a forest of random binary trees, forward and
 forward+backward, against the same model in torch written level by level
 (``torch``: per level one index_select of the children's rows and one
 matmul, torch at its best) and node by node (``torch-nodes``); and a chain
 (depth = its length) beside an LSTM sequence of the same length and width.
+On CUDA the forest and the chain, forward and forward+backward, without
+references.
 
 FLOPs are the GEMMs' multiply-adds only, so % of peak is a lower bound on the
 GEMM part's own fraction (the gathers and pointwise passes take time too):
@@ -21,7 +23,7 @@ import dlkern as dk
 from ...testing import reference
 from .. import libraries
 from ..registry import Case, Context
-from ._factory import array_libraries, case
+from ._factory import array_libraries, case, kind_for
 
 # (trees, leaves per tree, H); the chain's (length, H).
 FOREST = (256, 64, 256)
@@ -182,7 +184,29 @@ def _scaled(name: str, scale: float):
     return lambda v: v[name] * np.float32(scale)
 
 
-def _compose_case(ctx: Context, which: str, trees: int, per_tree: int, H: int, refs) -> Case:
+def _compose_run(children, levels, backward: bool):
+    """dlkern's call of a tree_compose case: the forward, and with backward
+    the gradients of grad (every node's) instead."""
+    def run(v):
+        out = dk.tree_compose(v["leaves"], children, v["weight"], v["bias"], levels=levels)
+        if not backward:
+            return out
+        return dk.tree_compose_backward(v["grad"], out, children, v["weight"], levels=levels)
+    return run
+
+
+def _compose_expected(children, backward: bool):
+    """The float64 reference of _compose_run's result."""
+    def expected(v):
+        out = reference.tree_compose(v["leaves"], children, v["weight"], v["bias"])
+        if not backward:
+            return out
+        return reference.tree_compose_backward(v["grad"], out, children, v["weight"])
+    return expected
+
+
+def _compose_case(ctx: Context, which: str, trees: int, per_tree: int, H: int, refs,
+                  kind: str = "numpy") -> Case:
     backward = which == "forward+backward"
     children, n_leaves = random_forest(trees, per_tree, trees * 1000 + per_tree)
     levels = dk.tree_levels(children, n_leaves)
@@ -192,18 +216,6 @@ def _compose_case(ctx: Context, which: str, trees: int, per_tree: int, H: int, r
               "weight": _scaled("w", (ARITY * H) ** -0.5), "bias": _scaled("b", 0.1)}
     if backward:
         inputs["grad"] = (n_nodes, H)
-
-    def run(v):
-        out = dk.tree_compose(v["leaves"], children, v["weight"], v["bias"], levels=levels)
-        if not backward:
-            return out
-        return dk.tree_compose_backward(v["grad"], out, children, v["weight"], levels=levels)
-
-    def expected(v):
-        out = reference.tree_compose(v["leaves"], children, v["weight"], v["bias"])
-        if not backward:
-            return out
-        return reference.tree_compose_backward(v["grad"], out, children, v["weight"])
 
     torch_levels = _Levels(children, n_leaves) if refs else None
     grads, params = (["grad"], ["leaves", "weight", "bias"]) if backward else ([], [])
@@ -217,16 +229,18 @@ def _compose_case(ctx: Context, which: str, trees: int, per_tree: int, H: int, r
         }
     return case(
         ctx, "tree", f"tree_compose {trees}x{per_tree} h{H} {which}", dtype="float32",
-        kind="numpy",
+        kind=kind,
         params={"op": "tree_compose", "pass": which, "trees": trees, "leaves_per_tree": per_tree,
                 "hidden_size": H, "arity": ARITY, "n_levels": levels.n_levels},
         flops=flop_count("tree_compose", len(children), H, ARITY, backward),
         bytes=byte_count("tree_compose", n_leaves, len(children), H, ARITY, 4),
-        inputs=inputs, run=run, expected=expected, references=references,
+        inputs=inputs, run=_compose_run(children, levels, backward),
+        expected=_compose_expected(children, backward), references=references,
     )
 
 
-def _lstm_case(ctx: Context, which: str, trees: int, per_tree: int, H: int, refs) -> Case:
+def _lstm_case(ctx: Context, which: str, trees: int, per_tree: int, H: int, refs,
+               kind: str = "numpy") -> Case:
     backward = which == "forward+backward"
     children, n_leaves = random_forest(trees, per_tree, trees * 1000 + per_tree)
     levels = dk.tree_levels(children, n_leaves)
@@ -269,7 +283,7 @@ def _lstm_case(ctx: Context, which: str, trees: int, per_tree: int, H: int, refs
                                            params),
         }
     return case(
-        ctx, "tree", f"tree_lstm {trees}x{per_tree} h{H} {which}", dtype="float32", kind="numpy",
+        ctx, "tree", f"tree_lstm {trees}x{per_tree} h{H} {which}", dtype="float32", kind=kind,
         params={"op": "tree_lstm", "pass": which, "trees": trees, "leaves_per_tree": per_tree,
                 "hidden_size": H, "arity": ARITY, "n_levels": levels.n_levels},
         flops=flop_count("tree_lstm", len(children), H, ARITY, backward),
@@ -278,28 +292,37 @@ def _lstm_case(ctx: Context, which: str, trees: int, per_tree: int, H: int, refs
     )
 
 
-def _chain_cases(ctx: Context, length: int, H: int) -> list[Case]:
-    """tree_compose over a chain, and dk.lstm over a sequence of the same
-    length and width (batch 1, input size H), to compare their times."""
+def _chain_compose_case(ctx: Context, which: str, length: int, H: int,
+                        kind: str = "numpy") -> Case:
+    """tree_compose over a chain (depth = length)."""
+    backward = which == "forward+backward"
     children, n_leaves = chain(length)
     levels = dk.tree_levels(children, n_leaves)
-    compose = case(
-        ctx, "tree", f"tree_compose chain {length} h{H} forward", dtype="float32", kind="numpy",
-        params={"op": "tree_compose", "pass": "forward", "chain": length, "hidden_size": H,
+    inputs = {"leaves": (n_leaves, H), "w": (H, ARITY * H), "b": (H,),
+              "weight": _scaled("w", (ARITY * H) ** -0.5), "bias": _scaled("b", 0.1)}
+    if backward:
+        inputs["grad"] = (n_leaves + length, H)
+
+    return case(
+        ctx, "tree", f"tree_compose chain {length} h{H} {which}", dtype="float32", kind=kind,
+        params={"op": "tree_compose", "pass": which, "chain": length, "hidden_size": H,
                 "arity": ARITY, "n_levels": levels.n_levels},
-        flops=flop_count("tree_compose", length, H, ARITY, False),
+        flops=flop_count("tree_compose", length, H, ARITY, backward),
         bytes=byte_count("tree_compose", n_leaves, length, H, ARITY, 4),
-        inputs={"leaves": (n_leaves, H), "w": (H, ARITY * H), "b": (H,),
-                "weight": _scaled("w", (ARITY * H) ** -0.5), "bias": _scaled("b", 0.1)},
-        run=lambda v: dk.tree_compose(v["leaves"], children, v["weight"], v["bias"],
-                                      levels=levels),
-        expected=lambda v: reference.tree_compose(v["leaves"], children, v["weight"], v["bias"]),
-        references={},
+        inputs=inputs, run=_compose_run(children, levels, backward),
+        expected=_compose_expected(children, backward), references={},
     )
+
+
+def _chain_cases(ctx: Context, length: int, H: int, passes=("forward",),
+                 kind: str = "numpy") -> list[Case]:
+    """tree_compose over a chain (each of passes), and dk.lstm over a sequence
+    of the same length and width (batch 1, input size H), to compare their times."""
+    compose = [_chain_compose_case(ctx, p, length, H, kind) for p in passes]
     scale = np.float32(H ** -0.5)
     lstm = case(
         ctx, "tree", f"lstm T{length} 1x{H} h{H} forward (the chain's yardstick)",
-        dtype="float32", kind="numpy",
+        dtype="float32", kind=kind,
         params={"op": "lstm", "pass": "forward", "seq_len": length, "batch": 1,
                 "input_size": H, "hidden_size": H},
         flops=2 * length * 4 * H * 2 * H, bytes=4 * (length * 2 * H + 8 * H * H),
@@ -309,13 +332,26 @@ def _chain_cases(ctx: Context, length: int, H: int) -> list[Case]:
         expected=lambda v: reference.lstm(v["x"], None, v["w_ih"], v["w_hh"])[0],
         references={},
     )
-    return [compose, lstm]
+    return compose + [lstm]
+
+
+def _cuda_cases(ctx: Context) -> list[Case]:
+    """The forest and the chain in float32 on CUDA arrays, forward and
+    forward+backward, and the chain's LSTM yardstick, without references (the
+    torch versions above run on the CPU): timings for docs/tree-cuda.md."""
+    kind = kind_for(ctx, "float32", "tree", prefer=("cupy", "torch"))
+    if kind is None:
+        return []
+    trees, per_tree, H = FOREST_QUICK if ctx.quick else FOREST
+    length, chain_h = CHAIN_QUICK if ctx.quick else CHAIN
+    return ([_compose_case(ctx, p, trees, per_tree, H, False, kind) for p in PASSES]
+            + [_lstm_case(ctx, p, trees, per_tree, H, False, kind) for p in PASSES]
+            + _chain_cases(ctx, length, chain_h, PASSES, kind))
 
 
 def cases(ctx: Context) -> list[Case]:
     if ctx.device == "cuda":
-        ctx.skip("tree", "the tree family has no CUDA kernels yet")
-        return []
+        return _cuda_cases(ctx)
     refs = "torch" in array_libraries(ctx, "float32")
     trees, per_tree, H = FOREST_QUICK if ctx.quick else FOREST
     length, chain_h = CHAIN_QUICK if ctx.quick else CHAIN
