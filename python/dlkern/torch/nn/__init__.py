@@ -1,0 +1,8 @@
+"""``torch.nn.Module`` wrappers over dlkern's torch ops: each loads the state dict of
+the torch module it is named after unchanged, so a model swaps a layer in one line."""
+
+from __future__ import annotations
+
+# -- convolution, pooling, attention --
+
+# -- recurrent --
