@@ -67,6 +67,55 @@ inline AttentionParams with_sequences(AttentionParams p, Address cu_seqlens_q,
   return p;
 }
 
+// The kernels, named so that the XLA FFI handlers (jax/attention.h) share them.
+template <class Backend>
+void attention_forward(DType dtype, const AttentionParams& p, const AttentionStrided& query,
+                       const AttentionStrided& key, const AttentionStrided& value,
+                       const AttentionStrided& mask, const AttentionStrided& out,
+                       const AttentionStrided& lse, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    attention_forward_cuda(dtype, p, attention_operand<const void>(query),
+                           attention_operand<const void>(key), attention_operand<const void>(value),
+                           attention_operand<const void>(mask), attention_operand<void>(out),
+                           attention_operand<void>(lse), stream);
+  else
+    dispatch_float(dtype, "attention", [&](auto t) {
+      using T = decltype(t);
+      attention_forward_cpu<T>(p, attention_operand<const T>(query),
+                               attention_operand<const T>(key), attention_operand<const T>(value),
+                               attention_operand<const void>(mask), attention_operand<T>(out),
+                               attention_operand<T>(lse));
+    });
+}
+
+template <class Backend>
+void attention_backward(DType dtype, const AttentionParams& p, const AttentionStrided& grad_out,
+                        const AttentionStrided& query, const AttentionStrided& key,
+                        const AttentionStrided& value, const AttentionStrided& mask,
+                        const AttentionStrided& out, const AttentionStrided& lse,
+                        const AttentionStrided& grad_query, const AttentionStrided& grad_key,
+                        const AttentionStrided& grad_value, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    attention_backward_cuda(
+        dtype, p, attention_operand<const void>(grad_out), attention_operand<const void>(query),
+        attention_operand<const void>(key), attention_operand<const void>(value),
+        attention_operand<const void>(mask), attention_operand<const void>(out),
+        attention_operand<const void>(lse), attention_operand<void>(grad_query),
+        attention_operand<void>(grad_key), attention_operand<void>(grad_value), stream);
+  else
+    dispatch_float(dtype, "attention_backward", [&](auto t) {
+      using T = decltype(t);
+      attention_backward_cpu<T>(
+          p, attention_operand<const T>(grad_out), attention_operand<const T>(query),
+          attention_operand<const T>(key), attention_operand<const T>(value),
+          attention_operand<const void>(mask), attention_operand<const T>(out),
+          attention_operand<const T>(lse), attention_operand<T>(grad_query),
+          attention_operand<T>(grad_key), attention_operand<T>(grad_value));
+    });
+}
+
 template <class Backend>
 void def_attention(py::module_& m) {
   m.def(
@@ -75,24 +124,8 @@ void def_attention(py::module_& m) {
          const AttentionStrided& query, const AttentionStrided& key,
          const AttentionStrided& value, const AttentionStrided& mask, const AttentionStrided& out,
          const AttentionStrided& lse, int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        const AttentionParams p = with_sequences(params, cu_q, cu_k);
-        if constexpr (Backend::cuda)
-          attention_forward_cuda(parse_dtype(dtype), p, attention_operand<const void>(query),
-                                 attention_operand<const void>(key),
-                                 attention_operand<const void>(value),
-                                 attention_operand<const void>(mask),
-                                 attention_operand<void>(out), attention_operand<void>(lse),
-                                 stream);
-        else
-          dispatch_float(dtype, "attention", [&](auto t) {
-            using T = decltype(t);
-            attention_forward_cpu<T>(p, attention_operand<const T>(query),
-                                     attention_operand<const T>(key),
-                                     attention_operand<const T>(value),
-                                     attention_operand<const void>(mask),
-                                     attention_operand<T>(out), attention_operand<T>(lse));
-          });
+        attention_forward<Backend>(parse_dtype(dtype), with_sequences(params, cu_q, cu_k), query,
+                                   key, value, mask, out, lse, device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
@@ -103,26 +136,9 @@ void def_attention(py::module_& m) {
          const AttentionStrided& out, const AttentionStrided& lse,
          const AttentionStrided& grad_query, const AttentionStrided& grad_key,
          const AttentionStrided& grad_value, int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        const AttentionParams p = with_sequences(params, cu_q, cu_k);
-        if constexpr (Backend::cuda)
-          attention_backward_cuda(
-              parse_dtype(dtype), p, attention_operand<const void>(grad_out),
-              attention_operand<const void>(query), attention_operand<const void>(key),
-              attention_operand<const void>(value), attention_operand<const void>(mask),
-              attention_operand<const void>(out), attention_operand<const void>(lse),
-              attention_operand<void>(grad_query), attention_operand<void>(grad_key),
-              attention_operand<void>(grad_value), stream);
-        else
-          dispatch_float(dtype, "attention_backward", [&](auto t) {
-            using T = decltype(t);
-            attention_backward_cpu<T>(
-                p, attention_operand<const T>(grad_out), attention_operand<const T>(query),
-                attention_operand<const T>(key), attention_operand<const T>(value),
-                attention_operand<const void>(mask), attention_operand<const T>(out),
-                attention_operand<const T>(lse), attention_operand<T>(grad_query),
-                attention_operand<T>(grad_key), attention_operand<T>(grad_value));
-          });
+        attention_backward<Backend>(parse_dtype(dtype), with_sequences(params, cu_q, cu_k),
+                                    grad_out, query, key, value, mask, out, lse, grad_query,
+                                    grad_key, grad_value, device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
 }

@@ -26,8 +26,12 @@ struct Cpu {
 // Calls body(T{}) with T = float or double for `dtype`: the CPU kernels'
 // dtypes. TypeError naming `op` for any other.
 template <typename Body>
+void dispatch_float(DType dtype, const char* op, Body&& body) {
+  dispatch_dtype<Types<float, double>>(dtype, op, body);
+}
+template <typename Body>
 void dispatch_float(const std::string& dtype, const char* op, Body&& body) {
-  dispatch_dtype<Types<float, double>>(parse_dtype(dtype), op, body);
+  dispatch_float(parse_dtype(dtype), op, body);
 }
 
 }  // namespace dlkern::bindings

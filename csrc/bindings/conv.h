@@ -41,19 +41,42 @@ inline void def_conv_params(py::module_& m) {
   });
 }
 
+// The kernels, named so that the XLA FFI handlers (jax/conv.h) share them.
+template <class Backend>
+void conv2d_forward(DType dtype, const Conv2dParams& p, Address in, Nchw st, Address weight,
+                    Address bias, Address out, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    conv2d_forward_cuda(dtype, p, in, st, weight, bias, out, stream);
+  else
+    dispatch_float(dtype, "conv2d", [&](auto t) {
+      conv2d_forward_cpu<decltype(t)>(p, in, st, weight, bias, out);
+    });
+}
+
+template <class Backend>
+void conv2d_backward(DType dtype, const Conv2dParams& p, Conv2dGrads which, Address grad_out,
+                     Address in, Nchw st, Address weight, Address grad_in, Address grad_weight,
+                     Address grad_bias, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    conv2d_backward_cuda(dtype, p, which, grad_out, in, st, weight, grad_in, grad_weight,
+                         grad_bias, stream);
+  else
+    dispatch_float(dtype, "conv2d_backward", [&](auto t) {
+      conv2d_backward_cpu<decltype(t)>(p, which, grad_out, in, st, weight, grad_in, grad_weight,
+                                       grad_bias);
+    });
+}
+
 template <class Backend>
 void def_conv(py::module_& m) {
   m.def(
       "conv2d_forward",
       [](const std::string& dtype, const Conv2dParams& p, Address in, const Strides& st,
          Address weight, Address bias, Address out, int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          conv2d_forward_cuda(parse_dtype(dtype), p, in, nchw(st), weight, bias, out, stream);
-        else
-          dispatch_float(dtype, "conv2d", [&](auto t) {
-            conv2d_forward_cpu<decltype(t)>(p, in, nchw(st), weight, bias, out);
-          });
+        conv2d_forward<Backend>(parse_dtype(dtype), p, in, nchw(st), weight, bias, out, device,
+                                stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
@@ -61,16 +84,8 @@ void def_conv(py::module_& m) {
       [](const std::string& dtype, const Conv2dParams& p, const GradMask& mask, Address grad_out,
          Address in, const Strides& st, Address weight, Address grad_in, Address grad_weight,
          Address grad_bias, int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        const Conv2dGrads which = conv_grads(mask);
-        if constexpr (Backend::cuda)
-          conv2d_backward_cuda(parse_dtype(dtype), p, which, grad_out, in, nchw(st), weight,
-                               grad_in, grad_weight, grad_bias, stream);
-        else
-          dispatch_float(dtype, "conv2d_backward", [&](auto t) {
-            conv2d_backward_cpu<decltype(t)>(p, which, grad_out, in, nchw(st), weight, grad_in,
-                                             grad_weight, grad_bias);
-          });
+        conv2d_backward<Backend>(parse_dtype(dtype), p, conv_grads(mask), grad_out, in, nchw(st),
+                                 weight, grad_in, grad_weight, grad_bias, device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
 }

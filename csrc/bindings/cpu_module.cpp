@@ -13,6 +13,9 @@
 #include "bindings/pool.h"
 #include "bindings/rnn.h"
 #include "bindings/tree.h"
+#if defined(DLKERN_HAVE_JAX)
+#include "bindings/jax/targets.h"
+#endif
 #include "cpu/peak.h"
 #include "dlkern/config.h"
 
@@ -46,6 +49,10 @@ PYBIND11_MODULE(_cpu, m) {
   bindings::def_attention<bindings::Cpu>(m);
   bindings::def_gmm<bindings::Cpu>(m);
   bindings::def_tree<bindings::Cpu>(m);
+#if defined(DLKERN_HAVE_JAX)
+  // XLA FFI handlers for dlkern.jax, for XLA's CPU platform.
+  m.def("jax_targets", &bindings::jax::targets<bindings::Cpu, bindings::jax::CpuHandler>);
+#endif
 
   // A NumPy array's data address and strides in elements, or None where the
   // address or a stride is not a multiple of the item size: what the array

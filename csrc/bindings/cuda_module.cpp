@@ -14,6 +14,9 @@
 #include "bindings/pool.h"
 #include "bindings/rnn.h"
 #include "bindings/tree.h"
+#if defined(DLKERN_HAVE_JAX)
+#include "bindings/jax/targets.h"
+#endif
 #include "cuda/runtime.cuh"
 
 namespace py = pybind11;
@@ -93,6 +96,15 @@ PYBIND11_MODULE(DLKERN_MODULE_NAME, m) {
   bindings::def_attention<bindings::Cuda>(m);
   bindings::def_gmm<bindings::Cuda>(m);
   bindings::def_tree<bindings::Cuda>(m);
+#if defined(DLKERN_HAVE_JAX)
+  // XLA FFI handlers for dlkern.jax: on the GPU for XLA's CUDA platform; the
+  // emulator's run on host buffers, for XLA's CPU platform.
+#if defined(DLKERN_EMU)
+  m.def("jax_targets", &bindings::jax::targets<bindings::Cuda, bindings::jax::CpuHandler>);
+#else
+  m.def("jax_targets", &bindings::jax::targets<bindings::Cuda, bindings::jax::CudaHandler>);
+#endif
+#endif
 
 #if defined(DLKERN_EMU)
   // The emulator's fiber order for launches from the calling thread

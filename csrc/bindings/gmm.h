@@ -23,6 +23,23 @@ inline void def_gmm_params(py::module_& m) {
   m.def("gmm_cholesky_params", &gmm_cholesky_params);
 }
 
+// The E-step, named so that the XLA FFI handler (jax/gmm.h) shares it.
+template <class Backend>
+void gmm_estep(DType dtype, const GmmParams& p, Address x, int64_t x_row_stride,
+               int64_t x_col_stride, Address weights, Address means, Address prec,
+               Address log_resp, Address log_prob_norm, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    gmm_estep_cuda(dtype, p, view<const void>(x, x_row_stride, x_col_stride), weights, means,
+                   prec, log_resp, log_prob_norm, stream);
+  else
+    dispatch_float(dtype, "gmm_estep", [&](auto t) {
+      using T = decltype(t);
+      gmm_estep_cpu<T>(p, view<const T>(x, x_row_stride, x_col_stride), weights, means, prec,
+                       log_resp, log_prob_norm);
+    });
+}
+
 template <class Backend>
 void def_gmm(py::module_& m) {
   m.def(
@@ -30,16 +47,8 @@ void def_gmm(py::module_& m) {
       [](const std::string& dtype, const GmmParams& p, Address x, int64_t x_row_stride,
          int64_t x_col_stride, Address weights, Address means, Address prec, Address log_resp,
          Address log_prob_norm, int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          gmm_estep_cuda(parse_dtype(dtype), p, view<const void>(x, x_row_stride, x_col_stride),
-                         weights, means, prec, log_resp, log_prob_norm, stream);
-        else
-          dispatch_float(dtype, "gmm_estep", [&](auto t) {
-            using T = decltype(t);
-            gmm_estep_cpu<T>(p, view<const T>(x, x_row_stride, x_col_stride), weights, means,
-                             prec, log_resp, log_prob_norm);
-          });
+        gmm_estep<Backend>(parse_dtype(dtype), p, x, x_row_stride, x_col_stride, weights, means,
+                           prec, log_resp, log_prob_norm, device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(

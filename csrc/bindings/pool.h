@@ -35,32 +35,71 @@ inline void def_pool_params(py::module_& m) {
   m.def("avg_pool2d_params", &avg_pool2d_params);
 }
 
+// The kernels, named so that the XLA FFI handlers (jax/pool.h) share them.
+template <class Backend>
+void max_pool2d_forward(DType dtype, const Pool2dParams& p, Address in, Nchw st, Address out,
+                        Address indices, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    max_pool2d_forward_cuda(dtype, p, in, st, out, indices, stream);
+  else
+    dispatch_float(dtype, "max_pool2d", [&](auto t) {
+      max_pool2d_forward_cpu<decltype(t)>(p, in, st, out, indices);
+    });
+}
+
+template <class Backend>
+void max_pool2d_backward(DType dtype, const Pool2dParams& p, Address grad_out, Address indices,
+                         Address grad_in, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    max_pool2d_backward_cuda(dtype, p, grad_out, indices, grad_in, stream);
+  else
+    dispatch_float(dtype, "max_pool2d_backward", [&](auto t) {
+      max_pool2d_backward_cpu<decltype(t)>(p, grad_out, indices, grad_in);
+    });
+}
+
+template <class Backend>
+void avg_pool2d_forward(DType dtype, const Pool2dParams& p, AvgPoolDivisor divisor, Address in,
+                        Nchw st, Address out, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    avg_pool2d_forward_cuda(dtype, p, divisor, in, st, out, stream);
+  else
+    dispatch_float(dtype, "avg_pool2d", [&](auto t) {
+      avg_pool2d_forward_cpu<decltype(t)>(p, divisor, in, st, out);
+    });
+}
+
+template <class Backend>
+void avg_pool2d_backward(DType dtype, const Pool2dParams& p, AvgPoolDivisor divisor,
+                         Address grad_out, Address grad_in, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    avg_pool2d_backward_cuda(dtype, p, divisor, grad_out, grad_in, stream);
+  else
+    dispatch_float(dtype, "avg_pool2d_backward", [&](auto t) {
+      avg_pool2d_backward_cpu<decltype(t)>(p, divisor, grad_out, grad_in);
+    });
+}
+
 template <class Backend>
 void def_pool(py::module_& m) {
   m.def(
       "max_pool2d_forward",
       [](const std::string& dtype, const Pool2dParams& p, Address in, const Strides& st,
          Address out, Address indices, int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          max_pool2d_forward_cuda(parse_dtype(dtype), p, in, nchw(st), out, indices, stream);
-        else
-          dispatch_float(dtype, "max_pool2d", [&](auto t) {
-            max_pool2d_forward_cpu<decltype(t)>(p, in, nchw(st), out, indices);
-          });
+        max_pool2d_forward<Backend>(parse_dtype(dtype), p, in, nchw(st), out, indices, device,
+                                    stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "max_pool2d_backward",
       [](const std::string& dtype, const Pool2dParams& p, Address grad_out, Address indices,
          Address grad_in, int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          max_pool2d_backward_cuda(parse_dtype(dtype), p, grad_out, indices, grad_in, stream);
-        else
-          dispatch_float(dtype, "max_pool2d_backward", [&](auto t) {
-            max_pool2d_backward_cpu<decltype(t)>(p, grad_out, indices, grad_in);
-          });
+        max_pool2d_backward<Backend>(parse_dtype(dtype), p, grad_out, indices, grad_in, device,
+                                     stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
@@ -68,14 +107,8 @@ void def_pool(py::module_& m) {
       [](const std::string& dtype, const Pool2dParams& p, bool count_include_pad,
          int64_t divisor_override, Address in, const Strides& st, Address out, int device,
          Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        const AvgPoolDivisor divisor{count_include_pad, divisor_override};
-        if constexpr (Backend::cuda)
-          avg_pool2d_forward_cuda(parse_dtype(dtype), p, divisor, in, nchw(st), out, stream);
-        else
-          dispatch_float(dtype, "avg_pool2d", [&](auto t) {
-            avg_pool2d_forward_cpu<decltype(t)>(p, divisor, in, nchw(st), out);
-          });
+        avg_pool2d_forward<Backend>(parse_dtype(dtype), p, {count_include_pad, divisor_override},
+                                    in, nchw(st), out, device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
@@ -83,14 +116,8 @@ void def_pool(py::module_& m) {
       [](const std::string& dtype, const Pool2dParams& p, bool count_include_pad,
          int64_t divisor_override, Address grad_out, Address grad_in, int device,
          Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        const AvgPoolDivisor divisor{count_include_pad, divisor_override};
-        if constexpr (Backend::cuda)
-          avg_pool2d_backward_cuda(parse_dtype(dtype), p, divisor, grad_out, grad_in, stream);
-        else
-          dispatch_float(dtype, "avg_pool2d_backward", [&](auto t) {
-            avg_pool2d_backward_cpu<decltype(t)>(p, divisor, grad_out, grad_in);
-          });
+        avg_pool2d_backward<Backend>(parse_dtype(dtype), p, {count_include_pad, divisor_override},
+                                     grad_out, grad_in, device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
 }

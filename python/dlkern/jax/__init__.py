@@ -1,0 +1,17 @@
+"""dlkern in JAX: each op as an XLA FFI custom call (handlers compiled into
+dlkern's CPU and CUDA modules), differentiable through ``jax.custom_vjp`` with
+dlkern's backward kernels, usable under ``jax.jit``, ``jax.grad`` and
+``jax.vmap``.
+
+    import dlkern.jax as dkj
+
+Imported only when used: ``import dlkern`` never imports JAX. See docs/jax.md.
+"""
+
+from __future__ import annotations
+
+from ._attention import attention
+from ._conv import avg_pool2d, conv2d, max_pool2d
+from ._gmm import gmm_estep
+
+__all__ = ["attention", "avg_pool2d", "conv2d", "gmm_estep", "max_pool2d"]
