@@ -207,8 +207,105 @@ def test_attention(rng, dtype, case):
 
 def test_attention_mask_is_not_differentiable(rng):
     q = jnp.asarray(data(rng, (3, 5, 4), "float64"))
-    with pytest.raises(jax.errors.UnexpectedTracerError):
-        jax.grad(lambda m: dkj.attention(q, q, q, m).sum())(jnp.zeros((5, 5)))
+    mask = jnp.asarray(data(rng, (5, 5), "float64"))
+    with pytest.raises(ValueError, match="attn_mask is not differentiable"):
+        jax.grad(lambda m: dkj.attention(q, q, q, m).sum())(mask)
+    # A traced mask that is not differentiated is fine, under jit too.
+    g = jax.jit(jax.grad(lambda q, m: dkj.attention(q, q, q, m).sum()))(q, mask)
+    assert g.shape == q.shape
+
+
+# -------------------------------------------------------------- recurrent --
+
+def rnn_ref(lstm, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths):
+    """torch's LSTM/GRU by lax.scan; entries stop at their lengths (zeros in
+    the output past them, the state kept)."""
+    hp = lax.Precision.HIGHEST
+
+    def step(carry, inputs):
+        h, c = carry
+        xt, t = inputs
+        gi = jnp.dot(xt, w_ih.T, precision=hp) + b_ih
+        gh = jnp.dot(h, w_hh.T, precision=hp) + b_hh
+        if lstm:
+            i, f, g, o = jnp.split(gi + gh, 4, axis=-1)
+            c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+        else:
+            (ir, iz, in_), (hr, hz, hn) = jnp.split(gi, 3, -1), jnp.split(gh, 3, -1)
+            r, z = jax.nn.sigmoid(ir + hr), jax.nn.sigmoid(iz + hz)
+            h_new, c_new = (1 - z) * jnp.tanh(in_ + r * hn) + z * h, c
+        running = (t < lengths)[:, None]
+        h, c = jnp.where(running, h_new, h), jnp.where(running, c_new, c)
+        return (h, c), jnp.where(running, h_new, 0)
+
+    (h, c), out = lax.scan(step, (h0, c0), (x, jnp.arange(x.shape[0])))
+    return out, h, c
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lstm", [True, False], ids=["lstm", "gru"])
+def test_rnn_sequences(rng, dtype, lstm):
+    T, B, I, H = 9, 5, 3, 7
+    G = 4 if lstm else 3
+    x, h0, c0 = (jnp.asarray(data(rng, s, dtype)) for s in [(T, B, I), (B, H), (B, H)])
+    w = [jnp.asarray(data(rng, s, dtype)) for s in [(G * H, I), (G * H, H), (G * H,), (G * H,)]]
+    lengths = np.array([9, 2, 5, 1, 9])
+    fn = dkj.lstm if lstm else dkj.gru
+    hx = (h0, c0) if lstm else h0
+    out = fn(x, hx, *w, lengths=lengths)
+    expected = (dk.lstm if lstm else dk.gru)(np.asarray(x), jax.tree.map(np.asarray, hx),
+                                               *map(np.asarray, w), lengths=lengths)
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, b)
+
+    def f(x, h0, c0, *w):
+        out, state = fn(x, (h0, c0) if lstm else h0, *w, lengths=jnp.asarray(lengths))
+        return jnp.sum(jnp.sin(out)) + sum(jnp.sum(s ** 2) for s in jax.tree.leaves(state))
+
+    def ref(x, h0, c0, *w):
+        out, h, c = rnn_ref(lstm, x, h0, c0, *w, lengths)
+        return jnp.sum(jnp.sin(out)) + jnp.sum(h ** 2) + (jnp.sum(c ** 2) if lstm else 0)
+
+    assert_grads_close(jax.jit(f), ref, (x, h0, c0, *w), dtype, T * (I + H))
+
+
+@pytest.mark.parametrize("lstm", [True, False], ids=["lstm", "gru"])
+def test_rnn_cells_and_forms(rng, lstm):
+    B, I, H = 4, 5, 3
+    G = 4 if lstm else 3
+    x, h, c = (jnp.asarray(data(rng, s, "float64")) for s in [(B, I), (B, H), (B, H)])
+    w = [jnp.asarray(data(rng, s, "float64")) for s in [(G * H, I), (G * H, H), (G * H,), (G * H,)]]
+    cell = dkj.lstm_cell if lstm else dkj.gru_cell
+
+    def f(x, h, c, *w):
+        return sum(jnp.sum(jnp.sin(s)) for s in jax.tree.leaves(cell(x, (h, c) if lstm else h, *w)))
+
+    def ref(x, h, c, *w):
+        _, h1, c1 = rnn_ref(lstm, x[None], h, c, *w, np.full(B, 1))
+        return jnp.sum(jnp.sin(h1)) + (jnp.sum(jnp.sin(c1)) if lstm else 0)
+
+    assert_grads_close(f, ref, (x, h, c, *w), "float64", I + H)
+    # Unbatched input, no state and no biases; torch's (1, B, H) state form kept.
+    seq = jnp.asarray(data(rng, (6, I), "float64"))
+    fn = dkj.lstm if lstm else dkj.gru
+    out, state = fn(seq, None, w[0], w[1])
+    _, h_ref, _ = rnn_ref(lstm, seq[:, None], h[:1] * 0, h[:1] * 0, w[0], w[1], 0, 0,
+                          np.full(1, 6))
+    np.testing.assert_allclose(jax.tree.leaves(state)[0], h_ref[0], rtol=1e-12, atol=1e-12)
+    assert out.shape == (6, H)
+    hx = (h[None], c[None]) if lstm else h[None]
+    _, state = fn(jnp.asarray(data(rng, (6, B, I), "float64")), hx, *w)
+    assert all(s.shape == (1, B, H) for s in jax.tree.leaves(state))
+
+
+def test_rnn_bad_lengths_fail_when_run(rng):
+    x = jnp.asarray(data(rng, (4, 2, 3), "float64"))
+    w = [jnp.asarray(data(rng, s, "float64")) for s in [(8, 3), (8, 2)]]
+    with pytest.raises(Exception, match="lengths"):
+        dkj.lstm(x, None, *w, lengths=jnp.asarray([4, 5])).block_until_ready()
+    with pytest.raises(ValueError, match="lengths must be 2 integers"):
+        dkj.lstm(x, None, *w, lengths=jnp.asarray([4.0, 1.0]))
 
 
 # ----------------------------------------------------------- mixtures --
@@ -297,6 +394,12 @@ def test_vmap(rng):
     (lambda x: dkj.attention(x, x[..., :3], x), ValueError, "key"),
     (lambda x: dkj.attention(x, x, x, jnp.ones((8, 8), jnp.int32)), TypeError, "attn_mask"),
     (lambda x: dkj.attention(x, x, x, window=3), TypeError, "window"),
+    (lambda x: dkj.lstm(x[0, 0], None, jnp.ones((8, 5)), jnp.ones((8, 2))), ValueError, "w_ih"),
+    (lambda x: dkj.gru(x, None, jnp.ones((6, 8)), jnp.ones((6, 2))), ValueError, "3-D"),
+    (lambda x: dkj.lstm(x[0, 0], (x[0, 0, :, :2],), jnp.ones((8, 8)), jnp.ones((8, 2))),
+     TypeError, "pair"),
+    (lambda x: dkj.gru_cell(x[0, 0], x[0, 0, :3, :5], jnp.ones((15, 8)), jnp.ones((15, 5))),
+     ValueError, "h"),
     (lambda x: dkj.gmm_estep(x[0, 0], jnp.ones(2), jnp.ones((2, 8)), jnp.ones(2), 7), TypeError,
      "covariance_type"),
     (lambda x: dkj.gmm_estep(x[0, 0], jnp.ones(2), jnp.ones((2, 8)), jnp.ones(2), "round"),
@@ -319,12 +422,18 @@ def test_cuda_handlers(rng, cuda, dtype):
         pytest.skip("JAX has no GPU backend here")
     x = jnp.asarray(data(rng, (2, 3, 9, 8), dtype))
     w = jnp.asarray(data(rng, (4, 3, 3, 3), dtype))
-    q = jnp.asarray(data(rng, (2, 11, 16), dtype))
+    q = jnp.asarray(data(rng, (2, 11, 16), dtype))  # also a sequence (T=2, B=11, I=16)
+    lstm_w = [jnp.asarray(data(rng, s, dtype)) for s in [(12, 16), (12, 3)]]
+    gru_w = [jnp.asarray(data(rng, s, dtype)) for s in [(9, 16), (9, 3)]]
+    lengths = jnp.asarray(rng.integers(1, 3, size=11))
 
     def f(x, w, q):
         h = dkj.max_pool2d(dkj.conv2d(x, w, padding=1), 2)
-        return jnp.sum(h ** 2) + jnp.sum(dkj.avg_pool2d(x, 3) ** 2) + jnp.sum(
-            jnp.sin(dkj.attention(q, q, q, is_causal=True)))
+        seq, (h_n, _) = dkj.lstm(q, None, *lstm_w, lengths=lengths)
+        return (jnp.sum(h ** 2) + jnp.sum(dkj.avg_pool2d(x, 3) ** 2)
+                + jnp.sum(jnp.sin(dkj.attention(q, q, q, is_causal=True)))
+                + jnp.sum(seq ** 2) + jnp.sum(h_n)
+                + jnp.sum(dkj.gru_cell(q[0], None, *gru_w) ** 2))
 
     expected = jax.value_and_grad(f, (0, 1, 2))(x, w, q)
     with cuda.context():

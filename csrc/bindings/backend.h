@@ -8,6 +8,7 @@
 // them all alike; the CPU has one device and no streams and ignores both.
 #pragma once
 
+#include <cstring>
 #include <string>
 
 #include "bindings/common.h"
@@ -17,6 +18,12 @@ namespace dlkern::bindings {
 
 struct Cpu {
   static constexpr bool cuda = false;
+
+  // Copies `bytes` of the backend's memory to host memory (XLA's operands
+  // that the kernels read on the host, such as sequence lengths).
+  static void copy_to_host(void* dst, const void* src, size_t bytes, void* /*stream*/) {
+    std::memcpy(dst, src, bytes);
+  }
 
   struct DeviceGuard {
     explicit DeviceGuard(int) {}

@@ -10,6 +10,13 @@ namespace dlkern::bindings {
 struct Cuda {
   static constexpr bool cuda = true;
 
+  // As Cpu::copy_to_host, from device memory: waits for `stream` to reach it.
+  static void copy_to_host(void* dst, const void* src, size_t bytes, void* stream) {
+    auto s = static_cast<cudaStream_t>(stream);
+    DLKERN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
+    DLKERN_CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+
   // Makes `device` current for the call and restores the caller's device after.
   class DeviceGuard {
    public:

@@ -59,8 +59,146 @@ inline void def_rnn_params(py::module_& m) {
         [](const RnnParams& p, Address lengths) { return rnn_packed_rows(p, lengths); });
 }
 
+// The kernels, named so that the XLA FFI handlers (jax/rnn.h) share them.
 template <class Backend>
-void def_rnn_sequences(py::module_& m);
+void lstm_cell_forward(DType dtype, const RnnCellParams& p, const Strided& x, const Strided& h,
+                       const Strided& c, Address w_ih, Address w_hh, Address b_ih, Address b_hh,
+                       Address h_out, Address c_out, Address saved, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    lstm_cell_forward_cuda(dtype, p, strided<void>(x), strided<void>(h), strided<void>(c), w_ih,
+                           w_hh, b_ih, b_hh, h_out, c_out, saved, stream);
+  else
+    dispatch_float(dtype, "lstm_cell", [&](auto t) {
+      using T = decltype(t);
+      lstm_cell_forward_cpu<T>(p, strided<T>(x), strided<T>(h), strided<T>(c), w_ih, w_hh, b_ih,
+                               b_hh, h_out, c_out, saved);
+    });
+}
+
+template <class Backend>
+void gru_cell_forward(DType dtype, const RnnCellParams& p, const Strided& x, const Strided& h,
+                      Address w_ih, Address w_hh, Address b_ih, Address b_hh, Address h_out,
+                      Address saved, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    gru_cell_forward_cuda(dtype, p, strided<void>(x), strided<void>(h), w_ih, w_hh, b_ih, b_hh,
+                          h_out, saved, stream);
+  else
+    dispatch_float(dtype, "gru_cell", [&](auto t) {
+      using T = decltype(t);
+      gru_cell_forward_cpu<T>(p, strided<T>(x), strided<T>(h), w_ih, w_hh, b_ih, b_hh, h_out,
+                              saved);
+    });
+}
+
+template <class Backend>
+void lstm_cell_backward(DType dtype, const RnnCellParams& p, Address grad_h_out, Address grad_c_out,
+                        const Strided& x, const Strided& h, const Strided& c, Address w_ih,
+                        Address w_hh, Address saved, Address grad_x, Address grad_h, Address grad_c,
+                        Address grad_w_ih, Address grad_w_hh, Address grad_b_ih, Address grad_b_hh,
+                        int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    lstm_cell_backward_cuda(dtype, p, grad_h_out, grad_c_out, strided<void>(x), strided<void>(h),
+                            strided<void>(c), w_ih, w_hh, saved, grad_x, grad_h, grad_c, grad_w_ih,
+                            grad_w_hh, grad_b_ih, grad_b_hh, stream);
+  else
+    dispatch_float(dtype, "lstm_cell_backward", [&](auto t) {
+      using T = decltype(t);
+      lstm_cell_backward_cpu<T>(p, grad_h_out, grad_c_out, strided<T>(x), strided<T>(h),
+                                strided<T>(c), w_ih, w_hh, saved, grad_x, grad_h, grad_c, grad_w_ih,
+                                grad_w_hh, grad_b_ih, grad_b_hh);
+    });
+}
+
+template <class Backend>
+void gru_cell_backward(DType dtype, const RnnCellParams& p, Address grad_h_out, const Strided& x,
+                       const Strided& h, Address w_ih, Address w_hh, Address saved, Address grad_x,
+                       Address grad_h, Address grad_w_ih, Address grad_w_hh, Address grad_b_ih,
+                       Address grad_b_hh, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    gru_cell_backward_cuda(dtype, p, grad_h_out, strided<void>(x), strided<void>(h), w_ih, w_hh,
+                           saved, grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh,
+                           stream);
+  else
+    dispatch_float(dtype, "gru_cell_backward", [&](auto t) {
+      using T = decltype(t);
+      gru_cell_backward_cpu<T>(p, grad_h_out, strided<T>(x), strided<T>(h), w_ih, w_hh, saved,
+                               grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh);
+    });
+}
+
+template <class Backend>
+void lstm_forward(DType dtype, const RnnParams& p, Address lengths, const Sequence& x,
+                  const Strided& h0, const Strided& c0, Address w_ih, Address w_hh, Address b_ih,
+                  Address b_hh, Address output, Address h_n, Address c_n, Address saved, int device,
+                  Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    lstm_forward_cuda(dtype, p, lengths, sequence<void>(x), strided<void>(h0), strided<void>(c0),
+                      w_ih, w_hh, b_ih, b_hh, output, h_n, c_n, saved, stream);
+  else
+    dispatch_float(dtype, "lstm", [&](auto t) {
+      using T = decltype(t);
+      lstm_forward_cpu<T>(p, lengths, sequence<T>(x), strided<T>(h0), strided<T>(c0), w_ih, w_hh,
+                          b_ih, b_hh, output, h_n, c_n, saved);
+    });
+}
+
+template <class Backend>
+void gru_forward(DType dtype, const RnnParams& p, Address lengths, const Sequence& x,
+                 const Strided& h0, Address w_ih, Address w_hh, Address b_ih, Address b_hh,
+                 Address output, Address h_n, Address saved, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    gru_forward_cuda(dtype, p, lengths, sequence<void>(x), strided<void>(h0), w_ih, w_hh, b_ih,
+                     b_hh, output, h_n, saved, stream);
+  else
+    dispatch_float(dtype, "gru", [&](auto t) {
+      using T = decltype(t);
+      gru_forward_cpu<T>(p, lengths, sequence<T>(x), strided<T>(h0), w_ih, w_hh, b_ih, b_hh, output,
+                         h_n, saved);
+    });
+}
+
+template <class Backend>
+void lstm_backward(DType dtype, const RnnParams& p, Address lengths, Address grad_output,
+                   Address grad_h_n, Address grad_c_n, const Sequence& x, Address w_ih,
+                   Address w_hh, Address saved, Address grad_x, Address grad_h0, Address grad_c0,
+                   Address grad_w_ih, Address grad_w_hh, Address grad_b_ih, Address grad_b_hh,
+                   int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    lstm_backward_cuda(dtype, p, lengths, grad_output, grad_h_n, grad_c_n, sequence<void>(x), w_ih,
+                       w_hh, saved, grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih,
+                       grad_b_hh, stream);
+  else
+    dispatch_float(dtype, "lstm_backward", [&](auto t) {
+      using T = decltype(t);
+      lstm_backward_cpu<T>(p, lengths, grad_output, grad_h_n, grad_c_n, sequence<T>(x), w_ih, w_hh,
+                           saved, grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih,
+                           grad_b_hh);
+    });
+}
+
+template <class Backend>
+void gru_backward(DType dtype, const RnnParams& p, Address lengths, Address grad_output,
+                  Address grad_h_n, const Sequence& x, Address w_ih, Address w_hh, Address saved,
+                  Address grad_x, Address grad_h0, Address grad_w_ih, Address grad_w_hh,
+                  Address grad_b_ih, Address grad_b_hh, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    gru_backward_cuda(dtype, p, lengths, grad_output, grad_h_n, sequence<void>(x), w_ih, w_hh,
+                      saved, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, stream);
+  else
+    dispatch_float(dtype, "gru_backward", [&](auto t) {
+      using T = decltype(t);
+      gru_backward_cpu<T>(p, lengths, grad_output, grad_h_n, sequence<T>(x), w_ih, w_hh, saved,
+                          grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh);
+    });
+}
 
 template <class Backend>
 void def_rnn(py::module_& m) {
@@ -69,17 +207,8 @@ void def_rnn(py::module_& m) {
       [](const std::string& dtype, const RnnCellParams& p, const Strided& x, const Strided& h,
          const Strided& c, Address w_ih, Address w_hh, Address b_ih, Address b_hh, Address h_out,
          Address c_out, Address saved, int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          lstm_cell_forward_cuda(parse_dtype(dtype), p, strided<void>(x), strided<void>(h),
-                                 strided<void>(c), w_ih, w_hh, b_ih, b_hh, h_out, c_out, saved,
-                                 stream);
-        else
-          dispatch_float(dtype, "lstm_cell", [&](auto t) {
-            using T = decltype(t);
-            lstm_cell_forward_cpu<T>(p, strided<T>(x), strided<T>(h), strided<T>(c), w_ih, w_hh,
-                                     b_ih, b_hh, h_out, c_out, saved);
-          });
+        lstm_cell_forward<Backend>(parse_dtype(dtype), p, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out,
+                                   c_out, saved, device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
@@ -87,99 +216,49 @@ void def_rnn(py::module_& m) {
       [](const std::string& dtype, const RnnCellParams& p, const Strided& x, const Strided& h,
          Address w_ih, Address w_hh, Address b_ih, Address b_hh, Address h_out, Address saved,
          int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          gru_cell_forward_cuda(parse_dtype(dtype), p, strided<void>(x), strided<void>(h), w_ih,
-                                w_hh, b_ih, b_hh, h_out, saved, stream);
-        else
-          dispatch_float(dtype, "gru_cell", [&](auto t) {
-            using T = decltype(t);
-            gru_cell_forward_cpu<T>(p, strided<T>(x), strided<T>(h), w_ih, w_hh, b_ih, b_hh,
-                                    h_out, saved);
-          });
+        gru_cell_forward<Backend>(parse_dtype(dtype), p, x, h, w_ih, w_hh, b_ih, b_hh, h_out, saved,
+                                  device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "lstm_cell_backward",
-      [](const std::string& dtype, const RnnCellParams& p, Address grad_h_out,
-         Address grad_c_out, const Strided& x, const Strided& h, const Strided& c, Address w_ih,
-         Address w_hh, Address saved, Address grad_x, Address grad_h, Address grad_c,
-         Address grad_w_ih, Address grad_w_hh, Address grad_b_ih, Address grad_b_hh, int device,
-         Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          lstm_cell_backward_cuda(parse_dtype(dtype), p, grad_h_out, grad_c_out, strided<void>(x),
-                                  strided<void>(h), strided<void>(c), w_ih, w_hh, saved, grad_x,
-                                  grad_h, grad_c, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh,
-                                  stream);
-        else
-          dispatch_float(dtype, "lstm_cell_backward", [&](auto t) {
-            using T = decltype(t);
-            lstm_cell_backward_cpu<T>(p, grad_h_out, grad_c_out, strided<T>(x), strided<T>(h),
-                                      strided<T>(c), w_ih, w_hh, saved, grad_x, grad_h, grad_c,
-                                      grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh);
-          });
+      [](const std::string& dtype, const RnnCellParams& p, Address grad_h_out, Address grad_c_out,
+         const Strided& x, const Strided& h, const Strided& c, Address w_ih, Address w_hh,
+         Address saved, Address grad_x, Address grad_h, Address grad_c, Address grad_w_ih,
+         Address grad_w_hh, Address grad_b_ih, Address grad_b_hh, int device, Address stream) {
+        lstm_cell_backward<Backend>(parse_dtype(dtype), p, grad_h_out, grad_c_out, x, h, c, w_ih,
+                                    w_hh, saved, grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh,
+                                    grad_b_ih, grad_b_hh, device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "gru_cell_backward",
       [](const std::string& dtype, const RnnCellParams& p, Address grad_h_out, const Strided& x,
          const Strided& h, Address w_ih, Address w_hh, Address saved, Address grad_x,
-         Address grad_h, Address grad_w_ih, Address grad_w_hh, Address grad_b_ih,
-         Address grad_b_hh, int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          gru_cell_backward_cuda(parse_dtype(dtype), p, grad_h_out, strided<void>(x),
-                                 strided<void>(h), w_ih, w_hh, saved, grad_x, grad_h, grad_w_ih,
-                                 grad_w_hh, grad_b_ih, grad_b_hh, stream);
-        else
-          dispatch_float(dtype, "gru_cell_backward", [&](auto t) {
-            using T = decltype(t);
-            gru_cell_backward_cpu<T>(p, grad_h_out, strided<T>(x), strided<T>(h), w_ih, w_hh,
-                                     saved, grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih,
-                                     grad_b_hh);
-          });
+         Address grad_h, Address grad_w_ih, Address grad_w_hh, Address grad_b_ih, Address grad_b_hh,
+         int device, Address stream) {
+        gru_cell_backward<Backend>(parse_dtype(dtype), p, grad_h_out, x, h, w_ih, w_hh, saved,
+                                   grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh,
+                                   device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
-  def_rnn_sequences<Backend>(m);
-}
-
-template <class Backend>
-void def_rnn_sequences(py::module_& m) {
   m.def(
       "lstm_forward",
       [](const std::string& dtype, const RnnParams& p, Address lengths, const Sequence& x,
          const Strided& h0, const Strided& c0, Address w_ih, Address w_hh, Address b_ih,
          Address b_hh, Address output, Address h_n, Address c_n, Address saved, int device,
          Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          lstm_forward_cuda(parse_dtype(dtype), p, lengths, sequence<void>(x), strided<void>(h0),
-                            strided<void>(c0), w_ih, w_hh, b_ih, b_hh, output, h_n, c_n, saved,
-                            stream);
-        else
-          dispatch_float(dtype, "lstm", [&](auto t) {
-            using T = decltype(t);
-            lstm_forward_cpu<T>(p, lengths, sequence<T>(x), strided<T>(h0), strided<T>(c0),
-                                w_ih, w_hh, b_ih, b_hh, output, h_n, c_n, saved);
-          });
+        lstm_forward<Backend>(parse_dtype(dtype), p, lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                              output, h_n, c_n, saved, device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "gru_forward",
       [](const std::string& dtype, const RnnParams& p, Address lengths, const Sequence& x,
-         const Strided& h0, Address w_ih, Address w_hh, Address b_ih, Address b_hh,
-         Address output, Address h_n, Address saved, int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          gru_forward_cuda(parse_dtype(dtype), p, lengths, sequence<void>(x), strided<void>(h0),
-                           w_ih, w_hh, b_ih, b_hh, output, h_n, saved, stream);
-        else
-          dispatch_float(dtype, "gru", [&](auto t) {
-            using T = decltype(t);
-            gru_forward_cpu<T>(p, lengths, sequence<T>(x), strided<T>(h0), w_ih, w_hh, b_ih,
-                               b_hh, output, h_n, saved);
-          });
+         const Strided& h0, Address w_ih, Address w_hh, Address b_ih, Address b_hh, Address output,
+         Address h_n, Address saved, int device, Address stream) {
+        gru_forward<Backend>(parse_dtype(dtype), p, lengths, x, h0, w_ih, w_hh, b_ih, b_hh, output,
+                             h_n, saved, device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
@@ -188,38 +267,20 @@ void def_rnn_sequences(py::module_& m) {
          Address grad_h_n, Address grad_c_n, const Sequence& x, Address w_ih, Address w_hh,
          Address saved, Address grad_x, Address grad_h0, Address grad_c0, Address grad_w_ih,
          Address grad_w_hh, Address grad_b_ih, Address grad_b_hh, int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          lstm_backward_cuda(parse_dtype(dtype), p, lengths, grad_output, grad_h_n, grad_c_n,
-                             sequence<void>(x), w_ih, w_hh, saved, grad_x, grad_h0, grad_c0,
-                             grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, stream);
-        else
-          dispatch_float(dtype, "lstm_backward", [&](auto t) {
-            using T = decltype(t);
-            lstm_backward_cpu<T>(p, lengths, grad_output, grad_h_n, grad_c_n, sequence<T>(x),
-                                 w_ih, w_hh, saved, grad_x, grad_h0, grad_c0, grad_w_ih,
-                                 grad_w_hh, grad_b_ih, grad_b_hh);
-          });
+        lstm_backward<Backend>(parse_dtype(dtype), p, lengths, grad_output, grad_h_n, grad_c_n, x,
+                               w_ih, w_hh, saved, grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh,
+                               grad_b_ih, grad_b_hh, device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "gru_backward",
       [](const std::string& dtype, const RnnParams& p, Address lengths, Address grad_output,
          Address grad_h_n, const Sequence& x, Address w_ih, Address w_hh, Address saved,
-         Address grad_x, Address grad_h0, Address grad_w_ih, Address grad_w_hh,
-         Address grad_b_ih, Address grad_b_hh, int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          gru_backward_cuda(parse_dtype(dtype), p, lengths, grad_output, grad_h_n,
-                            sequence<void>(x), w_ih, w_hh, saved, grad_x, grad_h0, grad_w_ih,
-                            grad_w_hh, grad_b_ih, grad_b_hh, stream);
-        else
-          dispatch_float(dtype, "gru_backward", [&](auto t) {
-            using T = decltype(t);
-            gru_backward_cpu<T>(p, lengths, grad_output, grad_h_n, sequence<T>(x), w_ih, w_hh,
-                                saved, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih,
-                                grad_b_hh);
-          });
+         Address grad_x, Address grad_h0, Address grad_w_ih, Address grad_w_hh, Address grad_b_ih,
+         Address grad_b_hh, int device, Address stream) {
+        gru_backward<Backend>(parse_dtype(dtype), p, lengths, grad_output, grad_h_n, x, w_ih, w_hh,
+                              saved, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh,
+                              device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
 }

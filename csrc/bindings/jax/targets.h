@@ -6,6 +6,7 @@
 #include "bindings/jax/call.h"
 #include "bindings/jax/conv.h"
 #include "bindings/jax/gmm.h"
+#include "bindings/jax/rnn.h"
 
 namespace dlkern::bindings::jax {
 
@@ -23,6 +24,14 @@ py::dict targets() {
   t["attention_forward"] = capsule(Handler<attention_forward_call<Backend>>::fn);
   t["attention_backward"] = capsule(Handler<attention_backward_call<Backend>>::fn);
   t["gmm_estep"] = capsule(Handler<gmm_estep_call<Backend>>::fn);
+  t["lstm_cell_forward"] = capsule(Handler<lstm_cell_forward_call<Backend>>::fn);
+  t["lstm_cell_backward"] = capsule(Handler<lstm_cell_backward_call<Backend>>::fn);
+  t["gru_cell_forward"] = capsule(Handler<gru_cell_forward_call<Backend>>::fn);
+  t["gru_cell_backward"] = capsule(Handler<gru_cell_backward_call<Backend>>::fn);
+  t["lstm_forward"] = capsule(Handler<lstm_forward_call<Backend>>::fn);
+  t["lstm_backward"] = capsule(Handler<lstm_backward_call<Backend>>::fn);
+  t["gru_forward"] = capsule(Handler<gru_forward_call<Backend>>::fn);
+  t["gru_backward"] = capsule(Handler<gru_backward_call<Backend>>::fn);
   return t;
 }
 

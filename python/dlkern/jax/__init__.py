@@ -13,5 +13,7 @@ from __future__ import annotations
 from ._attention import attention
 from ._conv import avg_pool2d, conv2d, max_pool2d
 from ._gmm import gmm_estep
+from ._rnn import gru, gru_cell, lstm, lstm_cell
 
-__all__ = ["attention", "avg_pool2d", "conv2d", "gmm_estep", "max_pool2d"]
+__all__ = ["attention", "avg_pool2d", "conv2d", "gmm_estep", "gru", "gru_cell", "lstm",
+           "lstm_cell", "max_pool2d"]

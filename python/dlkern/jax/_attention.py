@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from .. import _args, _cpu
 from ..attention import _lse_dtype, _scale, _sum_to, _window
@@ -18,7 +19,7 @@ def attention(query, key, value, attn_mask=None, *, is_causal=False, scale=None,
     JAX arrays (``dlkern.attention``: broadcasting leading dimensions, boolean
     or additive masks, top-left causal, GQA, sliding windows; a row no key
     takes part in gives 0). Differentiable in query, key and value; the mask
-    is a constant (differentiating with respect to it is an error)."""
+    is not (differentiating with respect to it raises ValueError)."""
     op = "attention"
     dtype = float_operands(op, query=query, key=key, value=value)
     kind = 0
@@ -46,27 +47,35 @@ def attention(query, key, value, attn_mask=None, *, is_causal=False, scale=None,
     kv_lead = lead[:-1] + (lead[-1] // p.group,) if lead else ()
     masks = () if attn_mask is None else (attn_mask,)
 
-    # The mask is closed over, not an argument: JAX then refuses to
-    # differentiate with respect to it instead of returning a wrong zero.
-    def forward(q, k, v):
+    def forward(q, k, v, masks):
         return call("attention_forward", (result(out_shape, dtype), result(lse_shape, lse_dtype)),
                     q, k, v, *masks, **attrs)
 
     @jax.custom_vjp
-    def run(q, k, v):
-        return forward(q, k, v)[0]
+    def run(q, k, v, masks):
+        return forward(q, k, v, masks)[0]
 
-    def run_fwd(q, k, v):
-        out, lse = forward(q, k, v)
-        return out, (q, k, v, out, lse)
+    # symbolic_zeros: the forward sees which arguments are differentiated, so
+    # that a differentiated mask is an error rather than a wrong zero.
+    def run_fwd(q, k, v, masks):
+        if any(m.perturbed for m in masks):
+            raise ValueError(f"{op}: attn_mask is not differentiable (dlkern has no mask "
+                             "gradient); wrap it in jax.lax.stop_gradient to treat it as a "
+                             "constant")
+        q, k, v, masks = q.value, k.value, v.value, tuple(m.value for m in masks)
+        out, lse = forward(q, k, v, masks)
+        return out, (q, k, v, masks, out, lse)
 
     def run_bwd(saved, g):
-        q, k, v, out, lse = saved
+        q, k, v, masks, out, lse = saved
+        if isinstance(g, SymbolicZero):
+            g = jax.numpy.zeros(out.shape, out.dtype)
         grads = call("attention_backward",
                      (result(lead + (p.L, p.E), dtype), result(kv_lead + (p.S, p.E), dtype),
                       result(kv_lead + (p.S, p.Ev), dtype)),
                      g, q, k, v, *masks, out, lse, **attrs)
-        return tuple(_sum_to(d, tuple(x.shape)) for d, x in zip(grads, (q, k, v)))
+        return (*(_sum_to(d, tuple(x.shape)) for d, x in zip(grads, (q, k, v))),
+                tuple(None for _ in masks))
 
-    run.defvjp(run_fwd, run_bwd)
-    return run(query, key, value)
+    run.defvjp(run_fwd, run_bwd, symbolic_zeros=True)
+    return run(query, key, value, masks)
