@@ -19,9 +19,6 @@ else()
   set(DLKERN_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/dlkern)
 endif()
 
-# Two export sets: the CUDA library's needs the CUDA toolkit, which the config
-# looks for only when that library was built, and a program using the CPU
-# library alone does without.
 foreach(t dlkern_common dlkern_cpu dlkern_cuda)
   if(TARGET ${t})
     target_include_directories(${t} PUBLIC $<INSTALL_INTERFACE:${DLKERN_INSTALL_INCLUDEDIR}>)
@@ -29,6 +26,9 @@ foreach(t dlkern_common dlkern_cpu dlkern_cuda)
     add_library(dlkern::${t} ALIAS ${t})
   endif()
 endforeach()
+# Two export sets: the CUDA library's needs the CUDA toolkit, which the config
+# looks for only when that library was built, and a program using the CPU
+# library alone does without.
 install(TARGETS dlkern_common dlkern_cpu EXPORT dlkernTargets
         ARCHIVE DESTINATION ${DLKERN_INSTALL_LIBDIR})
 install(EXPORT dlkernTargets NAMESPACE dlkern:: DESTINATION ${DLKERN_INSTALL_CMAKEDIR})
@@ -43,7 +43,7 @@ configure_package_config_file(cmake/dlkernConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/dlkernConfig.cmake
   INSTALL_DESTINATION ${DLKERN_INSTALL_CMAKEDIR})
 # The version is the Python package's (python/dlkern/_version.py).
-file(STRINGS python/dlkern/_version.py DLKERN_VERSION_LINE REGEX "^__version__")
+file(STRINGS ${CMAKE_CURRENT_SOURCE_DIR}/python/dlkern/_version.py DLKERN_VERSION_LINE REGEX "^__version__")
 string(REGEX MATCH "[0-9]+(\\.[0-9]+)*" DLKERN_VERSION "${DLKERN_VERSION_LINE}")
 write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/dlkernConfigVersion.cmake
   VERSION ${DLKERN_VERSION} COMPATIBILITY SameMinorVersion)
