@@ -2,7 +2,8 @@
 against dlkern's installed CMake package, found as a C++ user finds it:
 
 - the package this dlkern was installed with (wheels and ``pip install .``
-  carry it), through ``python -m dlkern cmake-dir``;
+  carry it), through ``python -m dlkern cmake-dir``, with the CUDA example
+  where the package has the CUDA library;
 - a ``cmake --install`` of the source tree (``DLKERN_PYTHON=OFF``), moved
   after installing, since the package must not depend on where it lies.
 
@@ -54,6 +55,7 @@ def _build_and_run_example(build, rng, *package_args):
             assert any(x.startswith(line) for x in lines), f"no '{line}' line:\n{out}"
     assert "bad arguments throw dlkern::ValueError: conv2d: stride" in out, out
     assert out.rstrip().endswith("all ok"), out
+    return seed
 
 
 def _cmake_dir_command():
@@ -77,7 +79,13 @@ def test_example_against_the_installed_package(tmp_path, rng):
     cmake_dir = Path(proc.stdout.strip())
     assert cmake_dir == Path(dk.get_cmake_dir())
     assert (cmake_dir / "dlkernConfig.cmake").is_file()
-    _build_and_run_example(tmp_path / "build", rng, f"-Ddlkern_DIR={cmake_dir}")
+    build = tmp_path / "build"
+    seed = _build_and_run_example(build, rng, f"-Ddlkern_DIR={cmake_dir}")
+    # A package with the CUDA library gives the CUDA example too, where the
+    # CUDA toolkit is installed; the example runs where there is a device.
+    if (cmake_dir / "dlkernCudaTargets.cmake").is_file() and shutil.which("nvcc"):
+        out = _run(build / "dlkern_cuda_example", seed, timeout=120)
+        assert out.startswith("no CUDA device") or out.rstrip().endswith("all ok"), out
 
 
 def test_example_against_cmake_install(tmp_path, rng):
