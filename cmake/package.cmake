@@ -43,7 +43,8 @@ configure_package_config_file(cmake/dlkernConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/dlkernConfig.cmake
   INSTALL_DESTINATION ${DLKERN_INSTALL_CMAKEDIR})
 # The version is the Python package's (python/dlkern/_version.py).
-file(STRINGS ${CMAKE_CURRENT_SOURCE_DIR}/python/dlkern/_version.py DLKERN_VERSION_LINE REGEX "^__version__")
+file(STRINGS ${CMAKE_CURRENT_SOURCE_DIR}/python/dlkern/_version.py DLKERN_VERSION_LINE
+     REGEX "^__version__")
 string(REGEX MATCH "[0-9]+(\\.[0-9]+)*" DLKERN_VERSION "${DLKERN_VERSION_LINE}")
 write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/dlkernConfigVersion.cmake
   VERSION ${DLKERN_VERSION} COMPATIBILITY SameMinorVersion)
