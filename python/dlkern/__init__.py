@@ -6,6 +6,7 @@ LSTM and GRU cells and sequences, scaled-dot-product attention, Gaussian mixture
 """
 
 from ._version import __version__
+from ._cmake import get_cmake_dir
 from ._config import (
     cuda_available,
     cuda_unavailable_reason,
@@ -58,6 +59,7 @@ __all__ = [
     "gmm_precisions_cholesky",
     "cuda_available",
     "cuda_unavailable_reason",
+    "get_cmake_dir",
     "get_num_threads",
     "gru",
     "gru_backward",
