@@ -13,10 +13,11 @@ from ._base import Layer, check_dtype, new_rng, positive
 from ._linear import Linear, affine, affine_backward
 
 
-def _keep_or_additive(attn_mask, key_padding_mask, batch: int, heads: int, L: int, S: int):
+def _keep_or_additive(attn_mask, key_padding_mask, batch: int, heads: int, L: int, S: int,
+                      dtype):
     """MultiheadAttention's masks (boolean True = masked out, or additive
     floats) as one ``dk.attention`` mask over ``(B, heads, L, S)``: boolean
-    True = take part when both are boolean, else additive."""
+    True = take part when all are boolean, else additive of ``dtype``."""
     masks = []
     if attn_mask is not None:
         if attn_mask.ndim == 3:  # torch's (B * heads, L, S)
@@ -41,7 +42,7 @@ def _keep_or_additive(attn_mask, key_padding_mask, batch: int, heads: int, L: in
     total = 0
     for m in masks:
         total = total + (xp.where(m, -xp.inf, 0.0) if m.dtype == np.bool_ else m)
-    return total
+    return total.astype(dtype, copy=False)
 
 
 class Attention(Layer):
@@ -112,7 +113,8 @@ class Attention(Layer):
                                  f"shape {tuple(a.shape)}")
         q_in, k_in, v_in = (self._batch_major(a) for a in (query, key, value))
         B, L, S = q_in.shape[0], q_in.shape[1], k_in.shape[1]
-        mask = _keep_or_additive(attn_mask, key_padding_mask, B, self.num_heads, L, S)
+        mask = _keep_or_additive(attn_mask, key_padding_mask, B, self.num_heads, L, S,
+                                 q_in.dtype)
         causal = bool(is_causal) and mask is None
         rows, heads = zip(*(self._project(a, i) for i, a in enumerate((q_in, k_in, v_in))))
         o, lse = attention(*heads, mask, is_causal=causal, return_lse=True)
