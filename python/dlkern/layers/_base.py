@@ -50,12 +50,16 @@ def _host(value, name: str):
 
 
 def _incoming(value, xp, name: str):
-    """A state-dict value as an array of module ``xp`` (NumPy or CuPy)."""
-    if xp is not np and hasattr(value, "__dlpack__") and not isinstance(value, np.ndarray):
-        if hasattr(value, "detach"):
-            value = value.detach()
-        if getattr(value, "device", None) is not None and "cuda" in str(value.device):
-            return xp.from_dlpack(value)
+    """A state-dict value as an array of module ``xp`` (NumPy or CuPy): CUDA
+    tensors reach CuPy through DLPack, host values through NumPy."""
+    if xp is np:
+        return _host(value, name)
+    if array_module(value) is xp:
+        return value
+    if hasattr(value, "detach"):
+        value = value.detach()
+    if "cuda" in str(getattr(value, "device", "")):
+        return xp.from_dlpack(value)
     return xp.asarray(_host(value, name))
 
 
