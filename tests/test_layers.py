@@ -120,17 +120,27 @@ def test_relu_flatten(rng, dtype):
                        torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Flatten()), x, dtype)
 
 
+RECURRENT = {  # (num_layers, batch_first, batch: None = unbatched)
+    "one layer": (1, False, 3), "two layers, batch first": (2, True, 3),
+    "three layers": (3, False, 2), "unbatched": (2, False, None),
+}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
-@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("case", list(RECURRENT))
 @pytest.mark.parametrize("with_state", [False, True])
-def test_recurrent(rng, kind, batch_first, with_state, dtype):
-    T, B, I, H = 7, 3, 5, 11
-    ours = getattr(layers, kind)(I, H, batch_first=batch_first, dtype=dtype)
-    module = load_from(rng, ours, getattr(torch.nn, kind)(I, H, batch_first=batch_first), dtype)
+def test_recurrent(rng, kind, case, with_state, dtype):
+    num_layers, batch_first, B = RECURRENT[case]
+    T, I, H = 7, 5, 11
+    ours = getattr(layers, kind)(I, H, num_layers, batch_first=batch_first, dtype=dtype)
+    module = load_from(rng, ours, getattr(torch.nn, kind)(I, H, num_layers,
+                                                          batch_first=batch_first), dtype)
     lstm = kind == "LSTM"
-    x = random_array(rng, (B, T, I) if batch_first else (T, B, I), dtype)
-    states = [random_array(rng, (1, B, H), dtype) for _ in range(2 if lstm else 1)]
+    x_shape = (T, I) if B is None else (B, T, I) if batch_first else (T, B, I)
+    x = random_array(rng, x_shape, dtype)
+    state_shape = (num_layers, H) if B is None else (num_layers, B, H)
+    states = [random_array(rng, state_shape, dtype) for _ in range(2 if lstm else 1)]
     hx = (tuple(states) if lstm else states[0]) if with_state else None
     xt, st = tensor(x), [tensor(s) for s in states]
     out_t, hn_t = module(xt, (tuple(st) if lstm else st[0]) if with_state else None)
@@ -145,8 +155,9 @@ def test_recurrent(rng, kind, batch_first, with_state, dtype):
      + (out_t * torch.from_numpy(g)).sum()).backward()
     gx, g_state = ours.backward(g, tuple(gs) if lstm else gs[0])
     close(gx, xt.grad, dtype, "grad of input")
-    if with_state:
-        for a, b in zip(g_state if lstm else (g_state,), st):
+    for a, b in zip(g_state if lstm else (g_state,), st):
+        assert a.shape == state_shape
+        if with_state:
             close(a, b.grad, dtype, "grad of the initial state")
     check_param_grads(ours, module, dtype)
 
@@ -154,8 +165,8 @@ def test_recurrent(rng, kind, batch_first, with_state, dtype):
 def test_lstm_lengths(rng):
     """Packed sequences (lengths in any order) as torch's pack/pad round trip."""
     T, B, I, H, dtype = 6, 4, 3, 5, "float64"
-    ours = layers.LSTM(I, H, dtype=dtype)
-    module = load_from(rng, ours, torch.nn.LSTM(I, H), dtype)
+    ours = layers.LSTM(I, H, 2, dtype=dtype)
+    module = load_from(rng, ours, torch.nn.LSTM(I, H, 2), dtype)
     x = random_array(rng, (T, B, I), dtype)
     lengths = np.array([4, 6, 1, 3])
     xt = tensor(x)
@@ -337,7 +348,7 @@ def test_state_dict_round_trips(rng):
     dtype = "float64"
     pairs = [
         (cnn(rng, dtype), torch_cnn()),
-        (layers.LSTM(3, 5, dtype=dtype, rng=rng), torch.nn.LSTM(3, 5)),
+        (layers.LSTM(3, 5, 2, dtype=dtype, rng=rng), torch.nn.LSTM(3, 5, 2)),
         (layers.GRU(3, 5, bias=False, dtype=dtype, rng=rng), torch.nn.GRU(3, 5, bias=False)),
         (layers.Attention(6, 2, dtype=dtype, rng=rng), torch.nn.MultiheadAttention(6, 2)),
     ]
@@ -418,6 +429,7 @@ def test_optimizer_takes_a_layer_and_zeroes_its_grads(rng):
     (lambda: layers.Linear("3", 4), TypeError, "in_features must be an int"),
     (lambda: layers.Linear(3, 4, dtype="float16"), TypeError, "float32 or float64"),
     (lambda: layers.LSTM(3, 0), ValueError, "hidden_size must be positive"),
+    (lambda: layers.GRU(3, 4, 0), ValueError, "num_layers must be positive"),
     (lambda: layers.Attention(10, 3), ValueError, "divisible by num_heads"),
     (lambda: layers.TreeLSTM(3, 4, 0), ValueError, "arity must be positive"),
     (lambda: layers.Sequential(layers.ReLU(), "relu"), TypeError, "layer 1"),
@@ -445,6 +457,10 @@ def test_bad_calls(rng):
         conv.forward(random_array(rng, (1, 2, 5, 5), "float32"))
     with pytest.raises(ValueError, match="max_pool2d"):
         layers.MaxPool2d(3, padding=2).forward(random_array(rng, (1, 1, 5, 5), "float32"))
+    gru = layers.GRU(3, 4, 2)
+    with pytest.raises(ValueError, match=r"hx must have num_layers \(2\)"):
+        gru.forward(random_array(rng, (5, 2, 3), "float32"),
+                    random_array(rng, (1, 2, 4), "float32"))
     with pytest.raises(ValueError, match="4 features"):
         layers.Linear(4, 2).forward(random_array(rng, (3, 5), "float32"))
     with pytest.raises(ValueError, match="key must be"):
