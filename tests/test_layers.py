@@ -236,10 +236,12 @@ def test_attention(rng, batch_first, mask, dtype):
     check_param_grads(ours, module, dtype)
 
 
-def test_attention_unbatched(rng):
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_attention_unbatched(rng, batch_first):
     E, heads, L, dtype = 6, 2, 5, "float64"
-    ours = layers.Attention(E, heads, dtype=dtype)
-    module = load_from(rng, ours, torch.nn.MultiheadAttention(E, heads), dtype)
+    ours = layers.Attention(E, heads, batch_first=batch_first, dtype=dtype)
+    module = load_from(rng, ours, torch.nn.MultiheadAttention(E, heads, batch_first=batch_first),
+                       dtype)
     x = random_array(rng, (L, E), dtype)
     xt = tensor(x)
     out_t, _ = module(xt, xt, xt, need_weights=False)

@@ -85,6 +85,14 @@ class Attention(Layer):
         self._layer("out_proj", out_proj)
         self._place(device)
 
+    @property
+    def _batch_axis(self) -> int:
+        return 0 if self.batch_first else 1
+
+    def _batch_of_one(self, x):
+        """An unbatched ``(n, E)`` array as a batch of one in the layer's layout."""
+        return x[None] if self.batch_first else x[:, None]
+
     def _batch_major(self, x):
         """``(B, L, E)`` view of an input or output in the layer's layout."""
         return x if self.batch_first else x.swapaxes(0, 1)
@@ -102,8 +110,7 @@ class Attention(Layer):
                 is_causal=False):
         unbatched = query.ndim == 2
         if unbatched:
-            query, key, value = (a[:, None] if not self.batch_first else a[None]
-                                 for a in (query, key, value))
+            query, key, value = (self._batch_of_one(a) for a in (query, key, value))
             if key_padding_mask is not None:
                 key_padding_mask = key_padding_mask[None]
         for name, a in (("query", query), ("key", key), ("value", value)):
@@ -122,14 +129,13 @@ class Attention(Layer):
         out = self._layers["out_proj"].forward(o_rows)
         self._saved = (rows, heads, o, lse, mask, causal, (B, L, S), unbatched)
         out = self._batch_major(out)
-        return out[:, 0] if unbatched and not self.batch_first else (
-            out[0] if unbatched else out)
+        return out.squeeze(self._batch_axis) if unbatched else out
 
     def backward(self, grad_output):
         rows, heads, o, lse, mask, causal, (B, L, S), unbatched = self._take_saved()
         E, h = self.embed_dim, self.num_heads
         if unbatched:
-            grad_output = grad_output[:, None] if not self.batch_first else grad_output[None]
+            grad_output = self._batch_of_one(grad_output)
         g_rows = self._layers["out_proj"].backward(self._batch_major(grad_output))
         g_heads = g_rows.reshape(B, L, h, E // h).swapaxes(1, 2)
         grads = attention_backward(g_heads, *heads, o, lse, mask, is_causal=causal)
@@ -142,7 +148,5 @@ class Attention(Layer):
             sl = slice(part * E, (part + 1) * E)
             gx = affine_backward(g2, x2, w[sl], gw[sl], None if gb is None else gb[sl])
             gx = self._batch_major(gx.reshape(B, n, E))
-            if unbatched:
-                gx = gx[:, 0] if not self.batch_first else gx[0]
-            result.append(gx)
+            result.append(gx.squeeze(self._batch_axis) if unbatched else gx)
         return tuple(result)
