@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from .. import _arrays
-from .._kmeans import array_module
+from .. import _args, _arrays
+from .._kmeans import array_module, to_host
 
 _DTYPES = ("float32", "float64")
 
@@ -20,15 +20,10 @@ def new_rng(rng) -> np.random.Generator:
 
 def positive(value, name: str, op: str) -> int:
     """A positive int, else TypeError/ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}")
+    value = _args.integer(value, name, op)
     if value < 1:
         raise ValueError(f"{op}: {name} must be positive, got {value}")
     return int(value)
-
-
-def _cupy(why: str):
-    return _arrays._import_cupy(why)
 
 
 def _host(value, name: str):
@@ -146,9 +141,9 @@ class Layer:
         ``"cuda"`` (CuPy, the current device); returns the layer. Optimizers
         hold the arrays: make them after moving."""
         if device == "cpu":
-            move = _host_copy
+            move = to_host
         elif device == "cuda":
-            move = _cupy(f"{type(self).__name__}.to('cuda')").asarray
+            move = _arrays._import_cupy(f"{type(self).__name__}.to('cuda')").asarray
         else:
             raise ValueError(f"{type(self).__name__}.to: device must be 'cpu' or 'cuda', "
                              f"got {device!r}")
@@ -161,12 +156,11 @@ class Layer:
         return self
 
 
-def _host_copy(x):
-    return x if isinstance(x, np.ndarray) else x.get()
-
-
 def check_dtype(dtype, op: str) -> str:
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
     if name not in _DTYPES:
         raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype!r}")
     return name
