@@ -16,12 +16,14 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 DTYPES = ["float32", "float64"]
-# Both sides compute the same sums in different orders. Every compared value
-# here is a sum of at most ~500 products of O(1) terms (the fan-ins, batch
-# positions and sequence lengths below), so two summation orders differ by
-# at most 500 u |terms|: about 3e-5 in float32 (u = 2^-24) and 6e-14 in
-# float64, with 10x room for the transcendental functions' last bits. A wrong
-# term is O(0.1).
+# Both sides compute the same sums in different orders. Compared values are
+# sums of up to ~800 products of O(1) terms (the fan-ins, batch positions and
+# sequence lengths below), whose rounding differences grow like sqrt(n) u
+# |terms| (n u at worst): about 2e-6 relative in float32 (u = 2^-24) and 4e-15
+# in float64. The tolerances sit above that with room for the recurrences'
+# compounding and the transcendental functions' last bits (every test here
+# also passes at a tenth of the float32 and a hundredth of the float64
+# tolerance); a wrong term is O(0.1).
 TOL = {"float32": dict(rtol=1e-4, atol=3e-5), "float64": dict(rtol=1e-10, atol=1e-12)}
 TORCH_DTYPE = {"float32": torch.float32, "float64": torch.float64}
 
