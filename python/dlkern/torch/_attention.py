@@ -17,7 +17,7 @@ import dlkern as dk
 from dlkern import _args
 from dlkern.attention import _window
 
-from ._register import custom_op
+from ._register import check_tensors, custom_op
 
 
 def _lse_dtype(dtype):
@@ -155,6 +155,7 @@ def attention(query, key, value, attn_mask=None, *, is_causal=False, scale=None,
     and value. ``attn_mask`` is bool (True = take part) or additive, never
     differentiated."""
     op = "attention"
+    check_tensors(op, query=query, key=key, value=value, attn_mask=attn_mask)
     out, _ = _attention(query, key, value, attn_mask, _args.boolean(is_causal, "is_causal", op),
                         _scale(scale, op), _args.boolean(enable_gqa, "enable_gqa", op),
                         _window(window, op))
@@ -174,6 +175,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q=None,
     (``dk.attention_varlen``): q ``(total_q, H, E)``, k/v ``(total_k, Hkv, E|Ev)``
     -> ``(total_q, H, Ev)``; differentiable in q, k and v."""
     op = "attention_varlen"
+    check_tensors(op, q=q, k=k, v=v)
     max_q, max_k = (None if m is None else _args.integer(m, name, op) for m, name in
                     ((max_seqlen_q, "max_seqlen_q"), (max_seqlen_k, "max_seqlen_k")))
     out, _ = _attention_varlen(q, k, v, _offsets(cu_seqlens_q), _offsets(cu_seqlens_k),

@@ -19,7 +19,7 @@ import dlkern as dk
 from dlkern import _args
 from dlkern.conv import _PADDING_MODES, _padding
 
-from ._register import custom_op
+from ._register import check_tensors, custom_op
 
 # -- conv2d ------------------------------------------------------------------
 
@@ -211,6 +211,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """``torch.nn.functional.conv2d`` on dlkern's kernels, differentiable in input,
     weight and bias; ``padding`` an int, a pair, ``'same'`` or ``'valid'``."""
     op = "conv2d"
+    check_tensors(op, input=input, weight=weight, bias=bias)
     mode, *pad = _padding(padding, op)
     return _conv2d(input, weight, bias, _args.pair(stride, "stride", op), pad,
                    _args.pair(dilation, "dilation", op), _args.integer(groups, "groups", op),
@@ -227,6 +228,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     """``torch.nn.functional.max_pool2d``, differentiable in input: out, or
     (out, int64 indices) with ``return_indices=True``."""
     op = "max_pool2d"
+    check_tensors(op, input=input)
     out, indices = _max_pool2d(input, *_pool_args(kernel_size, stride, padding, op),
                                _args.pair(dilation, "dilation", op),
                                _args.boolean(ceil_mode, "ceil_mode", op))
@@ -237,6 +239,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     """``torch.nn.functional.avg_pool2d``, differentiable in input."""
     op = "avg_pool2d"
+    check_tensors(op, input=input)
     if divisor_override is not None:
         divisor_override = _args.integer(divisor_override, "divisor_override", op)
     return _avg_pool2d(input, *_pool_args(kernel_size, stride, padding, op),
@@ -248,4 +251,5 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 def matmul(a, b):
     """``a @ b`` of 2-D ``(M, K) @ (K, N)`` or 3-D ``(B, M, K) @ (B, K, N)`` tensors,
     differentiable in both."""
+    check_tensors("matmul", a=a, b=b)
     return _matmul(a, b)

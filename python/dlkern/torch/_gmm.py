@@ -7,7 +7,7 @@ from torch import Tensor
 
 import dlkern as dk
 
-from ._register import custom_op
+from ._register import check_tensors, custom_op
 
 
 @custom_op("gmm_estep")
@@ -34,6 +34,8 @@ _gmm_estep.register_autograd(_no_backward, setup_context=lambda ctx, inputs, out
 def gmm_estep(X, weights, means, precisions_cholesky, covariance_type="full"):
     """scikit-learn's E-step, ``dk.gmm_estep``: ``(log_resp (N, K), log_prob_norm (N,))``.
     Not differentiable: a backward through it raises RuntimeError."""
+    check_tensors("gmm_estep", X=X, weights=weights, means=means,
+                  precisions_cholesky=precisions_cholesky)
     if not isinstance(covariance_type, str):
         raise TypeError(f"gmm_estep: covariance_type must be a str, got "
                         f"{type(covariance_type).__name__}")
