@@ -20,6 +20,17 @@ CUDA = torch.cuda.is_available() and dk.cuda_available()
 requires_cuda = pytest.mark.skipif(not CUDA, reason="no torch CUDA device dlkern can use")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tests make thousands of calls on tiny problems (gradcheck, opcheck),
+    where starting and joining CPU threads costs more than the work (much more
+    on a busy machine); the thread counts are tested with the kernels."""
+    before = dk.get_num_threads()
+    dk.set_num_threads(1)
+    yield
+    dk.set_num_threads(before)
+
+
 def tensor(rng, shape, dtype=torch.float64, grad=False):
     """Uniform [-1, 1) data, fresh for each test (never zeros)."""
     return torch.from_numpy(rng.uniform(-1, 1, shape)).to(dtype).requires_grad_(grad)
