@@ -15,19 +15,15 @@ from torch import Tensor
 
 import dlkern as dk
 from dlkern import _args
-from dlkern.attention import _window
+from dlkern.attention import _lse_dtype, _window
 
 from ._register import check_tensors, custom_op
 
 
-def _lse_dtype(dtype):
-    """float16 and bfloat16 keep their log-sum-exps in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _results(q, lead, rows, columns, lse_shape):
-    return (q.new_empty((*lead, rows, columns)),
-            q.new_empty(lse_shape, dtype=_lse_dtype(q.dtype)))
+    """Fake (out, lse): lse in float32 for float16 and bfloat16 queries, as dlkern's."""
+    lse_dtype = getattr(torch, _lse_dtype(str(q.dtype).removeprefix("torch.")))
+    return q.new_empty((*lead, rows, columns)), q.new_empty(lse_shape, dtype=lse_dtype)
 
 
 # -- dense -------------------------------------------------------------------
