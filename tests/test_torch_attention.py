@@ -141,6 +141,20 @@ def test_attention_opcheck_and_gradcheck(rng):
         tuple(x.requires_grad_() for x in (q, k, v)))
 
 
+def test_meta_tensors_give_the_shapes():
+    def meta(*shape, dtype=torch.float16):
+        return torch.empty(shape, device="meta", dtype=dtype)
+
+    out, lse = ops.attention(meta(2, 4, 5, 8), meta(1, 2, 7, 8), meta(2, 1, 7, 3), None, False,
+                             None, True, [-1, -1])
+    assert out.shape == (2, 4, 5, 3) and out.dtype == torch.float16
+    assert lse.shape == (2, 4, 5) and lse.dtype == torch.float32
+    out, lse = ops.attention_varlen(meta(9, 4, 8), meta(6, 2, 8), meta(6, 2, 3),
+                                    meta(3, dtype=torch.int32), meta(3, dtype=torch.int32), None,
+                                    None, False, None, [-1, -1])
+    assert out.shape == (9, 4, 3) and lse.shape == (4, 9) and lse.dtype == torch.float32
+
+
 def test_additive_mask_gradient_is_refused(rng):
     q = torch.from_numpy(random_array(rng, (2, 5, 4), "float64"))
     mask = torch.from_numpy(additive(rng, (5, 5), "float64")).requires_grad_()

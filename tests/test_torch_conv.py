@@ -236,6 +236,19 @@ def test_matmul_opcheck_and_gradcheck(rng):
     assert torch.autograd.gradcheck(dkt.matmul, (a, b))
 
 
+def test_meta_tensors_give_torchs_shapes():
+    x, w = torch.empty(2, 4, 11, 9, device="meta"), torch.empty(6, 2, 3, 2, device="meta")
+    assert dkt.conv2d(x, w, None, (2, 1), 1, 2, 2).shape == F.conv2d(x, w, None, (2, 1), 1, 2,
+                                                                     2).shape
+    assert dkt.conv2d(x[0], w[:, :1].expand(6, 4, 3, 2), padding="same").shape == (6, 11, 9)
+    out, indices = dkt.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
+    assert out.shape == indices.shape == F.max_pool2d(x, 3, 2, 1, ceil_mode=True).shape
+    assert indices.dtype == torch.int64
+    assert dkt.avg_pool2d(x, (2, 3), ceil_mode=True).shape == F.avg_pool2d(x, (2, 3),
+                                                                           ceil_mode=True).shape
+    assert dkt.matmul(x[0], x[0].mT).shape == (4, 11, 11)
+
+
 # -- arguments, devices -------------------------------------------------------------
 
 
