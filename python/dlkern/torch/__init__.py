@@ -13,6 +13,9 @@ from __future__ import annotations
 # exports the differentiable functions.
 
 # -- convolution, pooling, attention, Gaussian mixtures --
+from ._attention import attention, attention_varlen
+from ._conv import avg_pool2d, conv2d, matmul, max_pool2d
+from ._gmm import gmm_estep
 
 # -- recurrent and recursive networks --
 

@@ -4,5 +4,7 @@ the torch module it is named after unchanged, so a model swaps a layer in one li
 from __future__ import annotations
 
 # -- convolution, pooling, attention --
+from ._attention import MultiheadAttention
+from ._conv import AvgPool2d, Conv2d, MaxPool2d
 
 # -- recurrent --
