@@ -15,5 +15,7 @@ from __future__ import annotations
 # -- convolution, pooling, attention, Gaussian mixtures --
 
 # -- recurrent and recursive networks --
+from ._rnn import gru, gru_cell, lstm, lstm_cell  # noqa: E402
+from ._tree import tree_compose, tree_lstm  # noqa: E402
 
 from . import nn  # noqa: E402
