@@ -6,3 +6,5 @@ from __future__ import annotations
 # -- convolution, pooling, attention --
 
 # -- recurrent --
+from ._rnn import GRU, LSTM, GRUCell, LSTMCell
+from ._tree import TreeCompose, TreeLSTM
