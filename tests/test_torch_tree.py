@@ -260,11 +260,11 @@ def test_cuda_tree_lstm(rng, dtype):
     assert h.dtype == dt and h.is_cuda
     gh = torch.rand_like(h) - 0.5
     torch.autograd.backward((h, c), (gh, gh))
-    exact = [v.double().requires_grad_() for v in host]
+    exact = [v.detach().double().requires_grad_() for v in host]
     h64, c64 = dkt.tree_lstm(tuple(exact[:2]), torch.tensor(children), *exact[3:],
                              node_inputs=exact[2])
     torch.autograd.backward((h64, c64), (gh.cpu().double(), gh.cpu().double()))
-    f64 = [v.double().numpy() for v in host]
+    f64 = [v.detach().double().numpy() for v in host]
     bounds = lstm_bound(f64[:2], children, f64[3:], f64[2], dtype)
     for got, e, bound in zip((h, c), (h64, c64), bounds):
         assert_within(got.detach().cpu().double(), e.detach().numpy(), bound, "forward")
