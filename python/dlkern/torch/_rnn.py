@@ -29,11 +29,12 @@ def _empty(like: Tensor, shape, dtype=None) -> Tensor:
     return like.new_empty(shape, dtype=dtype or like.dtype)
 
 
-def _saved_dtype(x: Tensor):
+def saved_dtype(x: Tensor):
+    """The dtype dlkern's kernels save in for input like ``x``."""
     return _SAVED_DTYPE.get(x.dtype, x.dtype)
 
 
-def _hx(op: str, lstm: bool, hx) -> tuple:
+def split_hx(op: str, lstm: bool, hx) -> tuple:
     """``hx`` as the ops take it: (h, c) for an LSTM, (h,) for a GRU, Nones for None."""
     if hx is None:
         return (None, None) if lstm else (None,)
@@ -83,7 +84,7 @@ def _(input, h, c, w_ih, w_hh, b_ih, b_hh):
     H = w_hh.shape[1]
     lead = tuple(input.shape[:-1])
     return (_empty(input, (*lead, H)), _empty(input, (*lead, H)),
-            _empty(input, (*lead, _WIDTH["lstm"][0] * H), _saved_dtype(input)))
+            _empty(input, (*lead, _WIDTH["lstm"][0] * H), saved_dtype(input)))
 
 
 @torch.library.custom_op("dlkern::lstm_cell_backward", mutates_args=())
@@ -134,7 +135,7 @@ def _(input, h, w_ih, w_hh, b_ih, b_hh):
     H = w_hh.shape[1]
     lead = tuple(input.shape[:-1])
     return (_empty(input, (*lead, H)),
-            _empty(input, (*lead, _WIDTH["gru"][0] * H), _saved_dtype(input)))
+            _empty(input, (*lead, _WIDTH["gru"][0] * H), saved_dtype(input)))
 
 
 @torch.library.custom_op("dlkern::gru_cell_backward", mutates_args=())
@@ -164,7 +165,7 @@ _gru_cell.register_autograd(_gru_cell_grad, setup_context=_cell_setup)
 
 def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     """``torch.nn.LSTMCell``'s step, differentiable: ``(h', c')`` (dk.lstm_cell)."""
-    h, c = _hx("lstm_cell", True, hx)
+    h, c = split_hx("lstm_cell", True, hx)
     check_tensors("lstm_cell", ("h", "c", "b_ih", "b_hh"),
                   input=input, h=h, c=c, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
     h_out, c_out, _ = torch.ops.dlkern.lstm_cell(input, h, c, w_ih, w_hh, b_ih, b_hh)
@@ -173,7 +174,7 @@ def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
 
 def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     """``torch.nn.GRUCell``'s step, differentiable: ``h'`` (dk.gru_cell)."""
-    (h,) = _hx("gru_cell", False, hx)
+    (h,) = split_hx("gru_cell", False, hx)
     check_tensors("gru_cell", ("h", "b_ih", "b_hh"),
                   input=input, h=h, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
     return torch.ops.dlkern.gru_cell(input, h, w_ih, w_hh, b_ih, b_hh)[0]
@@ -220,7 +221,7 @@ def _sequence_fake(input, h0, w_hh, width):
     H = w_hh.shape[1]
     state = _state_shape(input, h0, H)
     return (_empty(input, (*input.shape[:-1], H)), _empty(input, state),
-            _empty(input, (_rows(input), width * H), _saved_dtype(input)))
+            _empty(input, (_rows(input), width * H), saved_dtype(input)))
 
 
 @_lstm.register_fake
@@ -315,7 +316,7 @@ def _gru_grad(ctx, grad_output, grad_h_n, _grad_saved):
 _gru.register_autograd(_gru_grad, setup_context=_sequence_setup)
 
 
-def _lengths(op: str, lengths) -> Optional[Tensor]:
+def lengths_tensor(op: str, lengths) -> Optional[Tensor]:
     """``lengths`` as the ops take it: a tensor of integers (a sequence or NumPy
     array becomes a CPU int64 tensor; a tensor passes unchanged)."""
     if lengths is None or isinstance(lengths, Tensor):
@@ -327,20 +328,20 @@ def _lengths(op: str, lengths) -> Optional[Tensor]:
 def lstm(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None):
     """``torch.nn.LSTM`` for one layer and one direction, differentiable:
     ``(output, (h_n, c_n))`` (dk.lstm; ``lengths`` as there)."""
-    h0, c0 = _hx("lstm", True, hx)
+    h0, c0 = split_hx("lstm", True, hx)
     check_tensors("lstm", ("h0", "c0", "b_ih", "b_hh"),
                   input=input, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
     out, h_n, c_n, _ = torch.ops.dlkern.lstm(input, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                             _lengths("lstm", lengths))
+                                             lengths_tensor("lstm", lengths))
     return out, (h_n, c_n)
 
 
 def gru(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None):
     """``torch.nn.GRU`` for one layer and one direction, differentiable:
     ``(output, h_n)`` (dk.gru; ``lengths`` as there)."""
-    (h0,) = _hx("gru", False, hx)
+    (h0,) = split_hx("gru", False, hx)
     check_tensors("gru", ("h0", "b_ih", "b_hh"),
                   input=input, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
     out, h_n, _ = torch.ops.dlkern.gru(input, h0, w_ih, w_hh, b_ih, b_hh,
-                                       _lengths("gru", lengths))
+                                       lengths_tensor("gru", lengths))
     return out, h_n

@@ -14,10 +14,7 @@ import torch
 from torch import Tensor
 
 from .. import tree as _dk
-from ._rnn import check_tensors
-
-# The dtype of tree_lstm's ``saved`` for each input dtype that does not save in its own.
-_SAVED_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+from ._rnn import check_tensors, saved_dtype
 
 
 def _nodes(leaves: Tensor, children: Tensor):
@@ -81,9 +78,8 @@ def _(leaves_h, leaves_c, children, w_iou, u_iou, w_f, u_f, b_iou, b_f, node_inp
     n_internal, arity = children.shape
     H = leaves_h.shape[1]
     shape = (_nodes(leaves_h, children), H)
-    saved_dtype = _SAVED_DTYPE.get(leaves_h.dtype, leaves_h.dtype)
     return (leaves_h.new_empty(shape), leaves_h.new_empty(shape),
-            leaves_h.new_empty((n_internal, (3 + arity) * H), dtype=saved_dtype))
+            leaves_h.new_empty((n_internal, (3 + arity) * H), dtype=saved_dtype(leaves_h)))
 
 
 @torch.library.custom_op("dlkern::tree_lstm_backward", mutates_args=())

@@ -48,7 +48,7 @@ class _Recurrent(torch.nn.RNNBase):
     def _states(self, hx, batch: int, unbatched: bool):
         """hx as a list of (L * D, B, H) tensors (one for a GRU, two for an LSTM)."""
         lstm = self._MODE == "LSTM"
-        states = list(_rnn._hx(self._MODE.lower(), lstm, hx))
+        states = list(_rnn.split_hx(self._MODE.lower(), lstm, hx))
         if states[0] is None:
             return None
         layers = self.num_layers * (2 if self.bidirectional else 1)
@@ -76,7 +76,7 @@ class _Recurrent(torch.nn.RNNBase):
         else:
             _rnn.check_tensors(name, input=input)
             x = input.transpose(0, 1) if self.batch_first and input.dim() == 3 else input
-            lengths = _rnn._lengths(name, lengths)
+            lengths = _rnn.lengths_tensor(name, lengths)
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(1)
