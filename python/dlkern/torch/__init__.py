@@ -18,5 +18,7 @@ from ._conv import avg_pool2d, conv2d, matmul, max_pool2d
 from ._gmm import gmm_estep
 
 # -- recurrent and recursive networks --
+from ._rnn import gru, gru_cell, lstm, lstm_cell  # noqa: E402
+from ._tree import tree_compose, tree_lstm  # noqa: E402
 
 from . import nn  # noqa: E402

@@ -8,3 +8,5 @@ from ._attention import MultiheadAttention
 from ._conv import AvgPool2d, Conv2d, MaxPool2d
 
 # -- recurrent --
+from ._rnn import GRU, LSTM, GRUCell, LSTMCell
+from ._tree import TreeCompose, TreeLSTM
