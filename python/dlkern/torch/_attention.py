@@ -151,7 +151,7 @@ def attention(query, key, value, attn_mask=None, *, is_causal=False, scale=None,
     and value. ``attn_mask`` is bool (True = take part) or additive, never
     differentiated."""
     op = "attention"
-    check_tensors(op, query=query, key=key, value=value, attn_mask=attn_mask)
+    check_tensors(op, ("attn_mask",), query=query, key=key, value=value, attn_mask=attn_mask)
     out, _ = _attention(query, key, value, attn_mask, _args.boolean(is_causal, "is_causal", op),
                         _scale(scale, op), _args.boolean(enable_gqa, "enable_gqa", op),
                         _window(window, op))

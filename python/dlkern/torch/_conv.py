@@ -211,7 +211,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """``torch.nn.functional.conv2d`` on dlkern's kernels, differentiable in input,
     weight and bias; ``padding`` an int, a pair, ``'same'`` or ``'valid'``."""
     op = "conv2d"
-    check_tensors(op, input=input, weight=weight, bias=bias)
+    check_tensors(op, ("bias",), input=input, weight=weight, bias=bias)
     mode, *pad = _padding(padding, op)
     return _conv2d(input, weight, bias, _args.pair(stride, "stride", op), pad,
                    _args.pair(dilation, "dilation", op), _args.integer(groups, "groups", op),

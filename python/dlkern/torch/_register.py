@@ -11,9 +11,11 @@ def custom_op(name: str):
     return torch.library.custom_op(f"dlkern::{name}", mutates_args=())
 
 
-def check_tensors(op: str, **arguments) -> None:
-    """TypeError naming the first argument that is neither a torch.Tensor nor None
-    (the dispatcher's own message for it is a RuntimeError)."""
-    for name, value in arguments.items():
-        if value is not None and not isinstance(value, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+def check_tensors(op: str, optional=(), **named) -> None:
+    """TypeError naming the first argument that is not a tensor (or None, for a
+    name in ``optional``): the dispatcher's own error is a RuntimeError that
+    prints the whole value."""
+    for name, value in named.items():
+        if not isinstance(value, torch.Tensor) and not (value is None and name in optional):
+            allowed = "a torch.Tensor or None" if name in optional else "a torch.Tensor"
+            raise TypeError(f"{op}: {name} must be {allowed}, got {type(value).__name__}")

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .. import _arrays
 from .. import rnn as _dk
+from ._register import check_tensors, custom_op
 
 # The dtype of ``saved`` for each input dtype that does not save in its own.
 _SAVED_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
@@ -48,16 +49,6 @@ def split_hx(op: str, lstm: bool, hx) -> tuple:
     return (hx,)
 
 
-def check_tensors(op: str, optional=(), **named) -> None:
-    """TypeError naming the first argument that is not a tensor (or None, for a
-    name in ``optional``): the dispatcher's own error is a RuntimeError that
-    prints the whole value."""
-    for name, value in named.items():
-        if not isinstance(value, Tensor) and not (value is None and name in optional):
-            allowed = "a torch.Tensor or None" if name in optional else "a torch.Tensor"
-            raise TypeError(f"{op}: {name} must be {allowed}, got {type(value).__name__}")
-
-
 def _pair(h, c):
     """The dk form of an LSTM's state: None when both are absent."""
     return None if h is None and c is None else (h, c)
@@ -72,7 +63,7 @@ def _bias_grads(ctx, g_b_ih, g_b_hh):
 # Cells.
 
 
-@torch.library.custom_op("dlkern::lstm_cell", mutates_args=())
+@custom_op("lstm_cell")
 def _lstm_cell(input: Tensor, h: Optional[Tensor], c: Optional[Tensor], w_ih: Tensor,
                w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor]
                ) -> tuple[Tensor, Tensor, Tensor]:
@@ -87,7 +78,7 @@ def _(input, h, c, w_ih, w_hh, b_ih, b_hh):
             _empty(input, (*lead, _WIDTH["lstm"][0] * H), saved_dtype(input)))
 
 
-@torch.library.custom_op("dlkern::lstm_cell_backward", mutates_args=())
+@custom_op("lstm_cell_backward")
 def _lstm_cell_backward(grad_h: Optional[Tensor], grad_c: Optional[Tensor], input: Tensor,
                         h: Optional[Tensor], c: Optional[Tensor], w_ih: Tensor, w_hh: Tensor,
                         saved: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
@@ -124,7 +115,7 @@ def _lstm_cell_grad(ctx, grad_h, grad_c, _grad_saved):
 _lstm_cell.register_autograd(_lstm_cell_grad, setup_context=_cell_setup)
 
 
-@torch.library.custom_op("dlkern::gru_cell", mutates_args=())
+@custom_op("gru_cell")
 def _gru_cell(input: Tensor, h: Optional[Tensor], w_ih: Tensor, w_hh: Tensor,
               b_ih: Optional[Tensor], b_hh: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     return _dk.gru_cell(input, h, w_ih, w_hh, b_ih, b_hh, save_for_backward=True)
@@ -138,7 +129,7 @@ def _(input, h, w_ih, w_hh, b_ih, b_hh):
             _empty(input, (*lead, _WIDTH["gru"][0] * H), saved_dtype(input)))
 
 
-@torch.library.custom_op("dlkern::gru_cell_backward", mutates_args=())
+@custom_op("gru_cell_backward")
 def _gru_cell_backward(grad_h: Optional[Tensor], input: Tensor, h: Optional[Tensor],
                        w_ih: Tensor, w_hh: Tensor, saved: Tensor
                        ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -208,7 +199,7 @@ def _packed_saved(saved: Tensor, lengths: Optional[Tensor]) -> Tensor:
     return saved if lengths is None else saved[: int(lengths.sum())]
 
 
-@torch.library.custom_op("dlkern::lstm", mutates_args=())
+@custom_op("lstm")
 def _lstm(input: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], w_ih: Tensor,
           w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor],
           lengths: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -238,7 +229,7 @@ def _sequence_grads_fake(input, w_ih, w_hh, states):
             _empty(input, (G,)))
 
 
-@torch.library.custom_op("dlkern::lstm_backward", mutates_args=())
+@custom_op("lstm_backward")
 def _lstm_backward(grad_output: Optional[Tensor], grad_h_n: Optional[Tensor],
                    grad_c_n: Optional[Tensor], input: Tensor, w_ih: Tensor, w_hh: Tensor,
                    saved: Tensor, lengths: Optional[Tensor]
@@ -279,7 +270,7 @@ def _lstm_grad(ctx, grad_output, grad_h_n, grad_c_n, _grad_saved):
 _lstm.register_autograd(_lstm_grad, setup_context=_sequence_setup)
 
 
-@torch.library.custom_op("dlkern::gru", mutates_args=())
+@custom_op("gru")
 def _gru(input: Tensor, h0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor,
          b_ih: Optional[Tensor], b_hh: Optional[Tensor], lengths: Optional[Tensor]
          ) -> tuple[Tensor, Tensor, Tensor]:
@@ -293,7 +284,7 @@ def _(input, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     return _sequence_fake(input, h0, w_hh, _WIDTH["gru"][1])
 
 
-@torch.library.custom_op("dlkern::gru_backward", mutates_args=())
+@custom_op("gru_backward")
 def _gru_backward(grad_output: Optional[Tensor], grad_h_n: Optional[Tensor], input: Tensor,
                   w_ih: Tensor, w_hh: Tensor, saved: Tensor, lengths: Optional[Tensor]
                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from .. import tree as _dk
-from ._rnn import check_tensors, saved_dtype
+from ._register import check_tensors, custom_op
+from ._rnn import saved_dtype
 
 
 def _nodes(leaves: Tensor, children: Tensor):
@@ -22,7 +23,7 @@ def _nodes(leaves: Tensor, children: Tensor):
     return leaves.shape[0] + children.shape[0]
 
 
-@torch.library.custom_op("dlkern::tree_compose", mutates_args=())
+@custom_op("tree_compose")
 def _tree_compose(leaves: Tensor, children: Tensor, weight: Tensor, bias: Optional[Tensor],
                   activation: str) -> Tensor:
     return _dk.tree_compose(leaves, children, weight, bias, activation=activation)
@@ -33,7 +34,7 @@ def _(leaves, children, weight, bias, activation):
     return leaves.new_empty((_nodes(leaves, children), leaves.shape[1]))
 
 
-@torch.library.custom_op("dlkern::tree_compose_backward", mutates_args=())
+@custom_op("tree_compose_backward")
 def _tree_compose_backward(grad_output: Tensor, output: Tensor, children: Tensor,
                            weight: Tensor, activation: str) -> tuple[Tensor, Tensor, Tensor]:
     return _dk.tree_compose_backward(grad_output, output, children, weight,
@@ -63,7 +64,7 @@ def _compose_grad(ctx, grad_output):
 _tree_compose.register_autograd(_compose_grad, setup_context=_compose_setup)
 
 
-@torch.library.custom_op("dlkern::tree_lstm", mutates_args=())
+@custom_op("tree_lstm")
 def _tree_lstm(leaves_h: Tensor, leaves_c: Optional[Tensor], children: Tensor, w_iou: Tensor,
                u_iou: Tensor, w_f: Tensor, u_f: Tensor, b_iou: Optional[Tensor],
                b_f: Optional[Tensor], node_inputs: Optional[Tensor]
@@ -82,7 +83,7 @@ def _(leaves_h, leaves_c, children, w_iou, u_iou, w_f, u_f, b_iou, b_f, node_inp
             leaves_h.new_empty((n_internal, (3 + arity) * H), dtype=saved_dtype(leaves_h)))
 
 
-@torch.library.custom_op("dlkern::tree_lstm_backward", mutates_args=())
+@custom_op("tree_lstm_backward")
 def _tree_lstm_backward(grad_h: Tensor, grad_c: Tensor, h: Tensor, c: Tensor, saved: Tensor,
                         children: Tensor, w_iou: Tensor, u_iou: Tensor, w_f: Tensor,
                         u_f: Tensor, node_inputs: Optional[Tensor]
