@@ -43,6 +43,32 @@ def _states(op, hx, lstm, batched):
     return out[0], out[1] if lstm else None, lead
 
 
+def _run(name, x, states, weights, lens, outputs, saved):
+    """The ``name`` forward as a differentiable call: ``outputs`` (result
+    specs) plus ``saved``, whose backward takes the gradients of the outputs
+    and returns those of x, the states and the weights (lens: integer
+    operands, not differentiated)."""
+
+    @jax.custom_vjp
+    def run(x, states, weights, lens):
+        return tuple(call(f"{name}_forward", outputs + [saved], x, *states, *weights,
+                          *lens)[:-1])
+
+    def run_fwd(x, states, weights, lens):
+        *outs, kept = call(f"{name}_forward", outputs + [saved], x, *states, *weights, *lens)
+        return tuple(outs), (x, states, weights, lens, kept)
+
+    def run_bwd(res, grads):
+        x, states, weights, lens, kept = res
+        specs = [result(a.shape, a.dtype) for a in (x, *states, *weights)]
+        g = call(f"{name}_backward", specs, x, *states, *weights, *grads, kept, *lens)
+        n = len(states)
+        return g[0], tuple(g[1:1 + n]), tuple(g[1 + n:]), tuple(None for _ in lens)
+
+    run.defvjp(run_fwd, run_bwd)
+    return run(x, states, weights, lens)
+
+
 def _sequence(op, lstm, input, hx, w_ih, w_hh, b_ih, b_hh, lengths):
     dtype = float_operands(op, input=input, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
     if input.ndim not in (2, 3):
@@ -78,29 +104,9 @@ def _sequence(op, lstm, input, hx, w_ih, w_hh, b_ih, b_hh, lengths):
     width = (_cpu.lstm_saved_width if lstm else _cpu.gru_saved_width)(H)
     states = (h0, c0) if lstm else (h0,)
 
-    def forward(x, states, weights, lens):
-        outs = [result((T, B, H), dtype)] + [result((B, H), dtype)] * len(states)
-        outs.append(result((T * B, width), _saved_dtype(dtype)))
-        return call(f"{name}_forward", outs, x, *states, *weights, *lens)
-
-    @jax.custom_vjp
-    def run(x, states, weights, lens):
-        return tuple(forward(x, states, weights, lens)[:-1])
-
-    def run_fwd(x, states, weights, lens):
-        *outs, saved = forward(x, states, weights, lens)
-        return tuple(outs), (x, states, weights, lens, saved)
-
-    def run_bwd(res, grads):
-        x, states, weights, lens, saved = res
-        outs = [result(x.shape, dtype)] + [result((B, H), dtype)] * len(states)
-        outs += [result(w.shape, dtype) for w in weights]
-        g = call(f"{name}_backward", outs, x, *states, *weights, *grads, saved, *lens)
-        n = len(states)
-        return g[0], tuple(g[1:1 + n]), tuple(g[1 + n:]), tuple(None for _ in lens)
-
-    run.defvjp(run_fwd, run_bwd)
-    output, *finals = run(x, states, (w_ih, w_hh, b_ih, b_hh), lens)
+    outputs = [result((T, B, H), dtype)] + [result((B, H), dtype)] * len(states)
+    output, *finals = _run(name, x, states, (w_ih, w_hh, b_ih, b_hh), lens, outputs,
+                           result((T * B, width), _saved_dtype(dtype)))
     if not batched:
         output, finals = output[:, 0], [f[0] for f in finals]
     finals = [f.reshape(lead + f.shape) for f in finals]
@@ -150,28 +156,8 @@ def _cell(op, lstm, input, hx, w_ih, w_hh, b_ih, b_hh):
     width = (_cpu.lstm_cell_saved_width if lstm else _cpu.gru_cell_saved_width)(H)
     states = (h, c) if lstm else (h,)
 
-    def forward(x, states, weights):
-        outs = [result((B, H), dtype)] * len(states) + [result((B, width), _saved_dtype(dtype))]
-        return call(f"{name}_forward", outs, x, *states, *weights)
-
-    @jax.custom_vjp
-    def run(x, states, weights):
-        return tuple(forward(x, states, weights)[:-1])
-
-    def run_fwd(x, states, weights):
-        *outs, saved = forward(x, states, weights)
-        return tuple(outs), (x, states, weights, saved)
-
-    def run_bwd(res, grads):
-        x, states, weights, saved = res
-        outs = [result(x.shape, dtype)] + [result((B, H), dtype)] * len(states)
-        outs += [result(w.shape, dtype) for w in weights]
-        g = call(f"{name}_backward", outs, x, *states, *weights, *grads, saved)
-        n = len(states)
-        return g[0], tuple(g[1:1 + n]), tuple(g[1 + n:])
-
-    run.defvjp(run_fwd, run_bwd)
-    outs = run(x, states, (w_ih, w_hh, b_ih, b_hh))
+    outs = _run(name, x, states, (w_ih, w_hh, b_ih, b_hh), (),
+                [result((B, H), dtype)] * len(states), result((B, width), _saved_dtype(dtype)))
     return outs if batched else tuple(o[0] for o in outs)
 
 
