@@ -21,6 +21,19 @@ def _size(a, axis=0) -> int:
     return -1 if a is None else a.shape[axis]
 
 
+def _check_weights(op, w_ih, w_hh):
+    if w_ih.ndim != 2 or w_hh.ndim != 2:
+        raise ValueError(f"{op}: w_ih and w_hh must be 2-D, got shapes {tuple(w_ih.shape)} and "
+                         f"{tuple(w_hh.shape)}")
+
+
+def _filled(dtype, B, H, G, lstm, states, biases):
+    """Zeros for the absent states ((B, H); c only for an LSTM) and biases."""
+    h, c = (jnp.zeros((B, H), dtype) if s is None else s for s in states)
+    return (h, c if lstm else None), tuple(jnp.zeros((G * H,), dtype) if b is None else b
+                                           for b in biases)
+
+
 def _states(op, hx, lstm, batched):
     """(h0, c0 or None, lead): the states as (B, H) or unbatched (H,), and
     torch's leading num_layers dimension of 1 when it was given."""
@@ -80,19 +93,13 @@ def _sequence(op, lstm, input, hx, w_ih, w_hh, b_ih, b_hh, lengths):
     if not batched:
         h0, c0 = (None if s is None else s[None] for s in (h0, c0))
     float_operands(op, input=input, h0=h0, c0=c0)
-    if w_ih.ndim != 2 or w_hh.ndim != 2:
-        raise ValueError(f"{op}: w_ih and w_hh must be 2-D, got shapes {tuple(w_ih.shape)} and "
-                         f"{tuple(w_hh.shape)}")
+    _check_weights(op, w_ih, w_hh)
     T, B, size = x.shape
     sizes = [_size(h0), _size(h0, 1)] + ([_size(c0), _size(c0, 1)] if lstm else [])
     rule = _cpu.lstm_params if lstm else _cpu.gru_params
     p = rule(T, B, size, *w_ih.shape, *w_hh.shape, *sizes, _size(b_ih), _size(b_hh))
     H, G = p.hidden_size, p.gates
-    zeros = jnp.zeros((B, H), dtype)
-    h0 = zeros if h0 is None else h0
-    c0 = zeros if c0 is None and lstm else c0
-    b_ih = jnp.zeros((G * H,), dtype) if b_ih is None else b_ih
-    b_hh = jnp.zeros((G * H,), dtype) if b_hh is None else b_hh
+    (h0, c0), (b_ih, b_hh) = _filled(dtype, B, H, G, lstm, (h0, c0), (b_ih, b_hh))
     lens = ()
     if lengths is not None:
         lengths = jnp.asarray(lengths)
@@ -140,18 +147,13 @@ def _cell(op, lstm, input, hx, w_ih, w_hh, b_ih, b_hh):
     if not batched:
         h, c = (None if s is None else s[None] for s in (h, c))
     float_operands(op, input=input, h=h, c=c)
-    if w_ih.ndim != 2 or w_hh.ndim != 2:
-        raise ValueError(f"{op}: w_ih and w_hh must be 2-D, got shapes {tuple(w_ih.shape)} and "
-                         f"{tuple(w_hh.shape)}")
+    _check_weights(op, w_ih, w_hh)
     B = x.shape[0]
     sizes = [_size(h), _size(h, 1)] + ([_size(c), _size(c, 1)] if lstm else [])
     rule = _cpu.lstm_cell_params if lstm else _cpu.gru_cell_params
     p = rule(B, x.shape[1], *w_ih.shape, *w_hh.shape, *sizes, _size(b_ih), _size(b_hh))
     H, G = p.hidden_size, p.gates
-    h = jnp.zeros((B, H), dtype) if h is None else h
-    c = jnp.zeros((B, H), dtype) if c is None and lstm else c
-    b_ih = jnp.zeros((G * H,), dtype) if b_ih is None else b_ih
-    b_hh = jnp.zeros((G * H,), dtype) if b_hh is None else b_hh
+    (h, c), (b_ih, b_hh) = _filled(dtype, B, H, G, lstm, (h, c), (b_ih, b_hh))
     name = "lstm_cell" if lstm else "gru_cell"
     width = (_cpu.lstm_cell_saved_width if lstm else _cpu.gru_cell_saved_width)(H)
     states = (h, c) if lstm else (h,)
