@@ -308,6 +308,84 @@ def test_rnn_bad_lengths_fail_when_run(rng):
         dkj.lstm(x, None, *w, lengths=jnp.asarray([4.0, 1.0]))
 
 
+# ------------------------------------------------------------------ trees --
+
+# A forest of two trees over 6 leaves, with a missing child and a DAG edge
+# (node 8 is a child of nodes 9 and 10).
+CHILDREN = np.array([[0, 1], [2, -1], [6, 3], [7, 8], [8, 4], [9, 10], [5, -1]])
+
+
+def compose_ref(leaves, weight, bias, activation):
+    f = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid,
+         "identity": lambda v: v}[activation]
+    nodes = list(leaves)
+    for row in CHILDREN:
+        kids = [nodes[i] if i >= 0 else jnp.zeros_like(leaves[0]) for i in row]
+        nodes.append(f(jnp.dot(weight, jnp.concatenate(kids), precision=lax.Precision.HIGHEST)
+                       + bias))
+    return jnp.stack(nodes)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "identity"])
+def test_tree_compose(rng, dtype, activation):
+    H = 5
+    leaves, weight, bias = (jnp.asarray(data(rng, s, dtype)) for s in [(6, H), (H, 2 * H), (H,)])
+    children = jnp.asarray(CHILDREN.astype(np.int32))
+    out = dkj.tree_compose(leaves, children, weight, bias, activation=activation)
+    np.testing.assert_array_equal(out, dk.tree_compose(np.asarray(leaves), CHILDREN,
+                                                       np.asarray(weight), np.asarray(bias),
+                                                       activation=activation))
+
+    def f(leaves, weight, bias):
+        return jnp.sum(jnp.sin(dkj.tree_compose(leaves, children, weight, bias,
+                                                activation=activation)))
+
+    def ref(leaves, weight, bias):
+        return jnp.sum(jnp.sin(compose_ref(leaves, weight, bias, activation)))
+
+    assert_grads_close(jax.jit(f), ref, (leaves, weight, bias), dtype, 4 * 2 * H)
+
+
+@pytest.mark.parametrize("with_c,with_inputs", [(False, False), (True, True)])
+def test_tree_lstm(rng, with_c, with_inputs):
+    H, I, N = 4, 3, 2
+    shapes = [(6, H), (6, H), (3 * H, I), (3 * H, N * H), (H, I), (N * H, N * H), (3 * H,),
+              (H,), (len(CHILDREN), I)]
+    h, c, w_iou, u_iou, w_f, u_f, b_iou, b_f, x = (jnp.asarray(data(rng, s, "float64"))
+                                                   for s in shapes)
+    c = c if with_c else None
+    x = x if with_inputs else None
+    leaves = (h, c) if with_c else h
+    children = jnp.asarray(CHILDREN)
+    got = dkj.tree_lstm(leaves, children, w_iou, u_iou, w_f, u_f, b_iou, b_f, node_inputs=x)
+    expected = dk.tree_lstm(jax.tree.map(np.asarray, leaves), CHILDREN,
+                            *map(np.asarray, (w_iou, u_iou, w_f, u_f, b_iou, b_f)),
+                            node_inputs=None if x is None else np.asarray(x))
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+    args = [a for a in (h, c, x, w_iou, u_f, b_f) if a is not None]
+
+    def f(*args):
+        a = dict(zip([n for n, v in zip("h c x w_iou u_f b_f".split(), (h, c, x, w_iou, u_f, b_f))
+                      if v is not None], args))
+        hs, cs = dkj.tree_lstm((a["h"], a["c"]) if with_c else a["h"], children, a["w_iou"],
+                               u_iou, w_f, a["u_f"], b_iou, a["b_f"], node_inputs=a.get("x"))
+        return jnp.sum(jnp.sin(hs)) + jnp.sum(jnp.cos(cs))
+
+    check_grads(jax.jit(f), args, order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+
+
+def test_tree_bad_forests(rng):
+    leaves, weight = jnp.ones((3, 2)), jnp.ones((2, 4))
+    with pytest.raises(TypeError, match="children must be an int32 or int64"):
+        dkj.tree_compose(leaves, jnp.ones((1, 2)), weight)
+    with pytest.raises(ValueError, match="weight"):
+        dkj.tree_compose(leaves, jnp.asarray([[0, 1]]), jnp.ones((2, 5)))
+    with pytest.raises(Exception, match="topological order"):
+        dkj.tree_compose(leaves, jnp.asarray([[0, 4], [1, 2]]), weight).block_until_ready()
+
+
 # ----------------------------------------------------------- mixtures --
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
@@ -426,6 +504,7 @@ def test_cuda_handlers(rng, cuda, dtype):
     lstm_w = [jnp.asarray(data(rng, s, dtype)) for s in [(12, 16), (12, 3)]]
     gru_w = [jnp.asarray(data(rng, s, dtype)) for s in [(9, 16), (9, 3)]]
     lengths = jnp.asarray(rng.integers(1, 3, size=11))
+    children = jnp.asarray(CHILDREN)
 
     def f(x, w, q):
         h = dkj.max_pool2d(dkj.conv2d(x, w, padding=1), 2)
@@ -433,7 +512,8 @@ def test_cuda_handlers(rng, cuda, dtype):
         return (jnp.sum(h ** 2) + jnp.sum(dkj.avg_pool2d(x, 3) ** 2)
                 + jnp.sum(jnp.sin(dkj.attention(q, q, q, is_causal=True)))
                 + jnp.sum(seq ** 2) + jnp.sum(h_n)
-                + jnp.sum(dkj.gru_cell(q[0], None, *gru_w) ** 2))
+                + jnp.sum(dkj.gru_cell(q[0], None, *gru_w) ** 2)
+                + jnp.sum(dkj.tree_compose(q[0, :6, :4], children, q[1, :4, :8]) ** 2))
 
     expected = jax.value_and_grad(f, (0, 1, 2))(x, w, q)
     with cuda.context():

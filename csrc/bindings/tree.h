@@ -42,6 +42,84 @@ inline void def_tree_params(py::module_& m) {
   m.def("tree_lstm_saved_width", &tree_lstm_saved_width);
 }
 
+// The kernels, named so that the XLA FFI handlers (jax/tree.h) share them.
+template <class Backend>
+void tree_compose_forward(DType dtype, const TreeForest& fr, const TreeParams& p,
+                          TreeActivation act, const Strided& leaves, Address weight, Address bias,
+                          Address out, int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    tree_compose_forward_cuda(dtype, fr, p, act, strided<void>(leaves), weight, bias, out,
+                              stream);
+  else
+    dispatch_float(dtype, "tree_compose", [&](auto t) {
+      using T = decltype(t);
+      tree_compose_forward_cpu<T>(fr, p, act, strided<T>(leaves), weight, bias, out);
+    });
+}
+
+template <class Backend>
+void tree_compose_backward(DType dtype, const TreeForest& fr, const TreeParams& p,
+                           TreeActivation act, Address grad_out, Address out, Address weight,
+                           Address grad_leaves, Address grad_weight, Address grad_bias,
+                           int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    tree_compose_backward_cuda(dtype, fr, p, act, grad_out, out, weight, grad_leaves,
+                               grad_weight, grad_bias, stream);
+  else
+    dispatch_float(dtype, "tree_compose_backward", [&](auto t) {
+      using T = decltype(t);
+      tree_compose_backward_cpu<T>(fr, p, act, grad_out, out, weight, grad_leaves, grad_weight,
+                                   grad_bias);
+    });
+}
+
+// Strided operands (bindings/rnn.h): leaves' h and c, node inputs; address 0 = absent.
+template <class Backend>
+void tree_lstm_forward(DType dtype, const TreeForest& fr, const TreeParams& p,
+                       const Strided& leaves_h, const Strided& leaves_c, const Strided& inputs,
+                       Address w_iou, Address u_iou, Address w_f, Address u_f, Address b_iou,
+                       Address b_f, Address h_out, Address c_out, Address saved, int device,
+                       Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    tree_lstm_forward_cuda(dtype, fr, p, strided<void>(leaves_h), strided<void>(leaves_c),
+                           strided<void>(inputs), w_iou, u_iou, w_f, u_f, b_iou, b_f, h_out,
+                           c_out, saved, stream);
+  else
+    dispatch_float(dtype, "tree_lstm", [&](auto t) {
+      using T = decltype(t);
+      tree_lstm_forward_cpu<T>(fr, p, strided<T>(leaves_h), strided<T>(leaves_c),
+                               strided<T>(inputs), w_iou, u_iou, w_f, u_f, b_iou, b_f, h_out,
+                               c_out, saved);
+    });
+}
+
+template <class Backend>
+void tree_lstm_backward(DType dtype, const TreeForest& fr, const TreeParams& p, Address grad_h,
+                        Address grad_c, Address h, Address c, Address saved,
+                        const Strided& inputs, Address w_iou, Address u_iou, Address w_f,
+                        Address u_f, Address grad_leaves_h, Address grad_leaves_c,
+                        Address grad_inputs, Address grad_w_iou, Address grad_u_iou,
+                        Address grad_w_f, Address grad_u_f, Address grad_b_iou, Address grad_b_f,
+                        int device, Address stream) {
+  [[maybe_unused]] typename Backend::DeviceGuard guard(device);
+  if constexpr (Backend::cuda)
+    tree_lstm_backward_cuda(dtype, fr, p, grad_h, grad_c, h, c, saved, strided<void>(inputs),
+                            w_iou, u_iou, w_f, u_f, grad_leaves_h, grad_leaves_c, grad_inputs,
+                            grad_w_iou, grad_u_iou, grad_w_f, grad_u_f, grad_b_iou, grad_b_f,
+                            stream);
+  else
+    dispatch_float(dtype, "tree_lstm_backward", [&](auto t) {
+      using T = decltype(t);
+      tree_lstm_backward_cpu<T>(fr, p, grad_h, grad_c, h, c, saved, strided<T>(inputs), w_iou,
+                                u_iou, w_f, u_f, grad_leaves_h, grad_leaves_c, grad_inputs,
+                                grad_w_iou, grad_u_iou, grad_w_f, grad_u_f, grad_b_iou,
+                                grad_b_f);
+    });
+}
+
 template <class Backend>
 void def_tree(py::module_& m) {
   m.def(
@@ -49,19 +127,10 @@ void def_tree(py::module_& m) {
       [](const std::string& dtype, const Forest& fr, const TreeParams& p,
          const std::string& activation, Address leaves, int64_t leaves_rs, int64_t leaves_cs,
          Address weight, Address bias, Address out, int device, Address stream) {
-        const TreeActivation act = tree_activation(activation.c_str());
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          tree_compose_forward_cuda(parse_dtype(dtype), forest(fr), p, act,
-                                    view<const void>(leaves, leaves_rs, leaves_cs), weight, bias,
-                                    out, stream);
-        else
-          dispatch_float(dtype, "tree_compose", [&](auto t) {
-          using T = decltype(t);
-          tree_compose_forward_cpu<T>(forest(fr), p, act,
-                                      view<const T>(leaves, leaves_rs, leaves_cs), weight, bias,
-                                      out);
-        });
+        tree_compose_forward<Backend>(parse_dtype(dtype), forest(fr), p,
+                                      tree_activation(activation.c_str()),
+                                      {leaves, leaves_rs, leaves_cs}, weight, bias, out, device,
+                                      stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
@@ -70,38 +139,20 @@ void def_tree(py::module_& m) {
          const std::string& activation, Address grad_out, Address out, Address weight,
          Address grad_leaves, Address grad_weight, Address grad_bias, int device,
          Address stream) {
-        const TreeActivation act = tree_activation(activation.c_str());
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          tree_compose_backward_cuda(parse_dtype(dtype), forest(fr), p, act, grad_out, out,
-                                     weight, grad_leaves, grad_weight, grad_bias, stream);
-        else
-          dispatch_float(dtype, "tree_compose_backward", [&](auto t) {
-          using T = decltype(t);
-          tree_compose_backward_cpu<T>(forest(fr), p, act, grad_out, out, weight, grad_leaves,
-                                       grad_weight, grad_bias);
-        });
+        tree_compose_backward<Backend>(parse_dtype(dtype), forest(fr), p,
+                                       tree_activation(activation.c_str()), grad_out, out, weight,
+                                       grad_leaves, grad_weight, grad_bias, device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
-  // Strided operands (bindings/rnn.h): leaves' h and c, node inputs; address 0 = absent.
   m.def(
       "tree_lstm_forward",
       [](const std::string& dtype, const Forest& fr, const TreeParams& p, const Strided& leaves_h,
          const Strided& leaves_c, const Strided& inputs, Address w_iou, Address u_iou, Address w_f,
          Address u_f, Address b_iou, Address b_f, Address h_out, Address c_out, Address saved,
          int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          tree_lstm_forward_cuda(parse_dtype(dtype), forest(fr), p, strided<void>(leaves_h),
-                                 strided<void>(leaves_c), strided<void>(inputs), w_iou, u_iou,
-                                 w_f, u_f, b_iou, b_f, h_out, c_out, saved, stream);
-        else
-          dispatch_float(dtype, "tree_lstm", [&](auto t) {
-          using T = decltype(t);
-          tree_lstm_forward_cpu<T>(forest(fr), p, strided<T>(leaves_h), strided<T>(leaves_c),
-                                   strided<T>(inputs), w_iou, u_iou, w_f, u_f, b_iou, b_f, h_out,
-                                   c_out, saved);
-        });
+        tree_lstm_forward<Backend>(parse_dtype(dtype), forest(fr), p, leaves_h, leaves_c, inputs,
+                                   w_iou, u_iou, w_f, u_f, b_iou, b_f, h_out, c_out, saved,
+                                   device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
@@ -111,20 +162,10 @@ void def_tree(py::module_& m) {
          Address u_iou, Address w_f, Address u_f, Address grad_leaves_h, Address grad_leaves_c,
          Address grad_inputs, Address grad_w_iou, Address grad_u_iou, Address grad_w_f,
          Address grad_u_f, Address grad_b_iou, Address grad_b_f, int device, Address stream) {
-        [[maybe_unused]] typename Backend::DeviceGuard guard(device);
-        if constexpr (Backend::cuda)
-          tree_lstm_backward_cuda(parse_dtype(dtype), forest(fr), p, grad_h, grad_c, h, c, saved,
-                                  strided<void>(inputs), w_iou, u_iou, w_f, u_f, grad_leaves_h,
-                                  grad_leaves_c, grad_inputs, grad_w_iou, grad_u_iou, grad_w_f,
-                                  grad_u_f, grad_b_iou, grad_b_f, stream);
-        else
-          dispatch_float(dtype, "tree_lstm_backward", [&](auto t) {
-          using T = decltype(t);
-          tree_lstm_backward_cpu<T>(forest(fr), p, grad_h, grad_c, h, c, saved, strided<T>(inputs),
-                                    w_iou, u_iou, w_f, u_f, grad_leaves_h, grad_leaves_c,
-                                    grad_inputs, grad_w_iou, grad_u_iou, grad_w_f, grad_u_f,
-                                    grad_b_iou, grad_b_f);
-        });
+        tree_lstm_backward<Backend>(parse_dtype(dtype), forest(fr), p, grad_h, grad_c, h, c,
+                                    saved, inputs, w_iou, u_iou, w_f, u_f, grad_leaves_h,
+                                    grad_leaves_c, grad_inputs, grad_w_iou, grad_u_iou, grad_w_f,
+                                    grad_u_f, grad_b_iou, grad_b_f, device, stream);
       },
       py::call_guard<py::gil_scoped_release>());
 }

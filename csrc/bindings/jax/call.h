@@ -96,7 +96,8 @@ class Call {
     return {b.untyped_data(), b.dimensions(), b.element_type()};
   }
   static Buffer buffer(const ffi::ErrorOr<ffi::AnyBuffer>& b, const char* what, size_t i) {
-    if (!b.has_value()) throw Error(detail::concat("dlkern.jax: ", what, " ", i, " is not a buffer"));
+    if (!b.has_value())
+      throw Error(detail::concat("dlkern.jax: ", what, " ", i, " is not a buffer"));
     return buffer(*b);
   }
 

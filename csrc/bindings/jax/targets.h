@@ -7,6 +7,7 @@
 #include "bindings/jax/conv.h"
 #include "bindings/jax/gmm.h"
 #include "bindings/jax/rnn.h"
+#include "bindings/jax/tree.h"
 
 namespace dlkern::bindings::jax {
 
@@ -32,6 +33,10 @@ py::dict targets() {
   t["lstm_backward"] = capsule(Handler<lstm_backward_call<Backend>>::fn);
   t["gru_forward"] = capsule(Handler<gru_forward_call<Backend>>::fn);
   t["gru_backward"] = capsule(Handler<gru_backward_call<Backend>>::fn);
+  t["tree_compose_forward"] = capsule(Handler<tree_compose_forward_call<Backend>>::fn);
+  t["tree_compose_backward"] = capsule(Handler<tree_compose_backward_call<Backend>>::fn);
+  t["tree_lstm_forward"] = capsule(Handler<tree_lstm_forward_call<Backend>>::fn);
+  t["tree_lstm_backward"] = capsule(Handler<tree_lstm_backward_call<Backend>>::fn);
   return t;
 }
 

@@ -14,6 +14,7 @@ from ._attention import attention
 from ._conv import avg_pool2d, conv2d, max_pool2d
 from ._gmm import gmm_estep
 from ._rnn import gru, gru_cell, lstm, lstm_cell
+from ._tree import tree_compose, tree_lstm
 
 __all__ = ["attention", "avg_pool2d", "conv2d", "gmm_estep", "gru", "gru_cell", "lstm",
-           "lstm_cell", "max_pool2d"]
+           "lstm_cell", "max_pool2d", "tree_compose", "tree_lstm"]
