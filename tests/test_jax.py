@@ -62,12 +62,13 @@ def avg_pool_ref(x, k, s, p):
     return total / (k[0] * k[1])
 
 
-def attention_ref(q, k, v, mask=None, is_causal=False, scale=None, group=1, window=None):
+def attention_ref(q, k, v, mask=None, is_causal=False, scale=None, group=1, window=None,
+                  bottom_right=False):
     k, v = jnp.repeat(k, group, axis=-3), jnp.repeat(v, group, axis=-3)
     s = jnp.einsum("...le,...se->...ls", q, k, precision=lax.Precision.HIGHEST)
     s = s * (1 / np.sqrt(q.shape[-1]) if scale is None else scale)
     L, S = q.shape[-2], k.shape[-2]
-    i, j = np.arange(L)[:, None], np.arange(S)[None, :]
+    i, j = np.arange(L)[:, None] + (S - L if bottom_right else 0), np.arange(S)[None, :]
     keep = np.ones((L, S), bool)
     if is_causal:
         keep &= j <= i
@@ -132,6 +133,55 @@ def test_conv2d_forms(rng):
                                rtol=1e-12, atol=1e-12)
     g = jax.grad(lambda x, w: dkj.conv2d(x, w, padding="valid").sum(), (0, 1))(x, w)
     assert g[0].shape == x.shape and g[1].shape == w.shape
+
+
+# ------------------------------------------------------- packed attention --
+
+def varlen_ref(q, k, v, cu_q, cu_k, **args):
+    """Each sequence through attention_ref, bottom-right aligned; rows no
+    sequence owns 0."""
+    group = q.shape[1] // k.shape[1]
+    out = jnp.zeros(q.shape[:2] + v.shape[2:], q.dtype)
+    for b in range(len(cu_q) - 1):
+        qs, ks = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        seq = attention_ref(*(jnp.swapaxes(a, 0, 1) for a in (q[qs], k[ks], v[ks])),
+                            group=group, bottom_right=True, **args)
+        out = out.at[qs].set(jnp.swapaxes(seq, 0, 1))
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attention_varlen(rng, dtype):
+    cu_q, cu_k = np.array([1, 4, 9, 9, 12]), np.array([0, 6, 8, 11, 15])
+    q = jnp.asarray(data(rng, (14, 4, 8), dtype))
+    k = jnp.asarray(data(rng, (16, 2, 8), dtype))
+    v = jnp.asarray(data(rng, (16, 2, 5), dtype))
+    args = dict(is_causal=True, window=(2, None))
+    out = dkj.attention_varlen(q, k, v, cu_q, cu_k, **args)
+    np.testing.assert_array_equal(out, dk.attention_varlen(*map(np.asarray, (q, k, v)),
+                                                           cu_q.astype(np.int32),
+                                                           cu_k.astype(np.int32), **args))
+
+    def f(q, k, v):  # offsets traced under jit: read when the call runs
+        return jnp.sum(jnp.sin(dkj.attention_varlen(q, k, v, jnp.asarray(cu_q),
+                                                    jnp.asarray(cu_k), **args)))
+
+    def ref(q, k, v):
+        return jnp.sum(jnp.sin(varlen_ref(q, k, v, cu_q, cu_k, is_causal=True,
+                                          window=(2, 10 ** 6))))
+
+    assert_grads_close(jax.jit(f), ref, (q, k, v), dtype, 16 + 8)
+
+
+def test_attention_varlen_bad_offsets(rng):
+    q = jnp.asarray(data(rng, (6, 2, 4), "float64"))
+    with pytest.raises(ValueError, match="non-decreasing offsets"):
+        dkj.attention_varlen(q, q, q, np.array([0, 4, 2]), np.array([0, 3, 6]))
+    with pytest.raises(ValueError, match="max_seqlen_q is 2"):
+        dkj.attention_varlen(q, q, q, np.array([0, 6]), np.array([0, 6]), max_seqlen_q=2)
+    with pytest.raises(Exception, match="non-decreasing offsets"):  # traced: when it runs
+        jax.jit(lambda cu: dkj.attention_varlen(q, q, q, cu, cu))(
+            jnp.asarray([0, 7], jnp.int32)).block_until_ready()
 
 
 # --------------------------------------------------------------- pooling --
@@ -505,6 +555,7 @@ def test_cuda_handlers(rng, cuda, dtype):
     gru_w = [jnp.asarray(data(rng, s, dtype)) for s in [(9, 16), (9, 3)]]
     lengths = jnp.asarray(rng.integers(1, 3, size=11))
     children = jnp.asarray(CHILDREN)
+    cu = jnp.asarray([0, 4, 11], jnp.int32)
 
     def f(x, w, q):
         h = dkj.max_pool2d(dkj.conv2d(x, w, padding=1), 2)
@@ -513,7 +564,9 @@ def test_cuda_handlers(rng, cuda, dtype):
                 + jnp.sum(jnp.sin(dkj.attention(q, q, q, is_causal=True)))
                 + jnp.sum(seq ** 2) + jnp.sum(h_n)
                 + jnp.sum(dkj.gru_cell(q[0], None, *gru_w) ** 2)
-                + jnp.sum(dkj.tree_compose(q[0, :6, :4], children, q[1, :4, :8]) ** 2))
+                + jnp.sum(dkj.tree_compose(q[0, :6, :4], children, q[1, :4, :8]) ** 2)
+                + jnp.sum(dkj.attention_varlen(q[0, :, None], q[1, :, None], q[1, :, None],
+                                               cu, cu, is_causal=True) ** 2))
 
     expected = jax.value_and_grad(f, (0, 1, 2))(x, w, q)
     with cuda.context():

@@ -24,6 +24,8 @@ py::dict targets() {
   t["avg_pool2d_backward"] = capsule(Handler<avg_pool2d_backward_call<Backend>>::fn);
   t["attention_forward"] = capsule(Handler<attention_forward_call<Backend>>::fn);
   t["attention_backward"] = capsule(Handler<attention_backward_call<Backend>>::fn);
+  t["attention_varlen_forward"] = capsule(Handler<attention_varlen_forward_call<Backend>>::fn);
+  t["attention_varlen_backward"] = capsule(Handler<attention_varlen_backward_call<Backend>>::fn);
   t["gmm_estep"] = capsule(Handler<gmm_estep_call<Backend>>::fn);
   t["lstm_cell_forward"] = capsule(Handler<lstm_cell_forward_call<Backend>>::fn);
   t["lstm_cell_backward"] = capsule(Handler<lstm_cell_backward_call<Backend>>::fn);

@@ -10,11 +10,11 @@ Imported only when used: ``import dlkern`` never imports JAX. See docs/jax.md.
 
 from __future__ import annotations
 
-from ._attention import attention
+from ._attention import attention, attention_varlen
 from ._conv import avg_pool2d, conv2d, max_pool2d
 from ._gmm import gmm_estep
 from ._rnn import gru, gru_cell, lstm, lstm_cell
 from ._tree import tree_compose, tree_lstm
 
-__all__ = ["attention", "avg_pool2d", "conv2d", "gmm_estep", "gru", "gru_cell", "lstm",
+__all__ = ["attention", "attention_varlen", "avg_pool2d", "conv2d", "gmm_estep", "gru", "gru_cell", "lstm",
            "lstm_cell", "max_pool2d", "tree_compose", "tree_lstm"]

@@ -8,7 +8,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from .. import _args, _cpu
-from ..attention import _lse_dtype, _scale, _sum_to, _window
+from ..attention import _check_offsets, _longest, _lse_dtype, _scale, _sum_to, _window
 from ._checks import float_operands
 from ._ffi import call, result
 
@@ -79,3 +79,87 @@ def attention(query, key, value, attn_mask=None, *, is_causal=False, scale=None,
 
     run.defvjp(run_fwd, run_bwd, symbolic_zeros=True)
     return run(query, key, value, masks)
+
+
+def _covered(rows: int, cu):
+    """A mask over the ``rows`` of a packed array: True for the rows some
+    sequence owns (from the first offset to the last)."""
+    index = jax.numpy.arange(rows)
+    return (index >= cu[0]) & (index < cu[-1])
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q=None,
+                     max_seqlen_k=None, is_causal=False, scale=None, window=None):
+    """FlashAttention's ``flash_attn_varlen_func`` (``dlkern.attention_varlen``):
+    packed sequences, q ``(total_q, H, E)``, k ``(total_k, Hkv, E)``, v
+    ``(total_k, Hkv, Ev)``, int32 offsets ``cu_seqlens_q``/``cu_seqlens_k``;
+    causal and windows bottom-right aligned per sequence; rows no sequence owns
+    give 0. The offsets may be traced: the call reads them on the host when it
+    runs (and checks them there); concrete ones are checked here.
+    Differentiable in q, k and v."""
+    op = "attention_varlen"
+    dtype = float_operands(op, q=q, k=k, v=v)
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        if a.ndim != 3:
+            raise ValueError(f"{op}: {name} must have 3 dimensions (total, heads, head_dim), "
+                             f"got shape {tuple(a.shape)}")
+    offsets = []
+    for name, cu, total in (("cu_seqlens_q", cu_seqlens_q, q.shape[0]),
+                            ("cu_seqlens_k", cu_seqlens_k, k.shape[0])):
+        if not hasattr(cu, "dtype") or not np.issubdtype(np.dtype(cu.dtype), np.integer) \
+                or cu.ndim != 1 or cu.shape[0] < 1:
+            raise ValueError(f"{op}: {name} must be a 1-D integer array of batch + 1 offsets")
+        if not isinstance(cu, jax.core.Tracer):
+            values = np.asarray(cu).astype(np.int64)
+            _check_offsets(values, name, total, op)
+            _longest(max_seqlen_q if name == "cu_seqlens_q" else max_seqlen_k,
+                     np.diff(values), name.replace("cu_seqlens", "max_seqlen"), op)
+        offsets.append(jax.numpy.asarray(cu).astype(jax.numpy.int32))
+    if offsets[0].shape != offsets[1].shape:
+        raise ValueError(f"{op}: cu_seqlens_q and cu_seqlens_k must have one offset per "
+                         f"sequence boundary each, got {offsets[0].shape[0]} and "
+                         f"{offsets[1].shape[0]}")
+    left, right = _window(window, op)
+    # The shape rule at trace time, with the longest sequences unknown (1).
+    _cpu.attention_varlen_params(list(q.shape), list(k.shape), list(v.shape),
+                                 offsets[0].shape[0] - 1, 1, 1,
+                                 _args.boolean(is_causal, "is_causal", op), _scale(scale), left,
+                                 right)
+    attrs = dict(is_causal=bool(is_causal), default_scale=scale is None,
+                 scale=0.0 if scale is None else float(scale), window_left=left,
+                 window_right=right,
+                 max_seqlen_q=-1 if max_seqlen_q is None else _args.integer(
+                     max_seqlen_q, "max_seqlen_q", op),
+                 max_seqlen_k=-1 if max_seqlen_k is None else _args.integer(
+                     max_seqlen_k, "max_seqlen_k", op))
+    total_q, heads = q.shape[:2]
+    lse_dtype = _lse_dtype(dtype)
+
+    def forward(q, k, v, offsets):
+        out, lse = call("attention_varlen_forward",
+                        (result((total_q, heads, v.shape[2]), dtype),
+                         result((heads, total_q), lse_dtype)), q, k, v, *offsets, **attrs)
+        rows = _covered(total_q, offsets[0])
+        return (jax.numpy.where(rows[:, None, None], out, 0),
+                jax.numpy.where(rows[None, :], lse, -jax.numpy.inf))
+
+    @jax.custom_vjp
+    def run(q, k, v, offsets):
+        return forward(q, k, v, offsets)[0]
+
+    def run_fwd(q, k, v, offsets):
+        out, lse = forward(q, k, v, offsets)
+        return out, (q, k, v, offsets, out, lse)
+
+    def run_bwd(saved, g):
+        q, k, v, offsets, out, lse = saved
+        dq, dk, dv = call("attention_varlen_backward",
+                          tuple(result(a.shape, dtype) for a in (q, k, v)), g, q, k, v,
+                          *offsets, out, lse, **attrs)
+        rows_q = _covered(q.shape[0], offsets[0])[:, None, None]
+        rows_k = _covered(k.shape[0], offsets[1])[:, None, None]
+        return (jax.numpy.where(rows_q, dq, 0), jax.numpy.where(rows_k, dk, 0),
+                jax.numpy.where(rows_k, dv, 0), (None, None))
+
+    run.defvjp(run_fwd, run_bwd)
+    return run(q, k, v, tuple(offsets))
