@@ -10,6 +10,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .. import _rnn
+from .._register import check_tensors
 
 
 def _reverse_index(lengths, seq_len: int, device):
@@ -74,7 +75,7 @@ class _Recurrent(torch.nn.RNNBase):
                                  "which holds its own lengths")
             x, lengths = pad_packed_sequence(input)
         else:
-            _rnn.check_tensors(name, input=input)
+            check_tensors(name, input=input)
             x = input.transpose(0, 1) if self.batch_first and input.dim() == 3 else input
             lengths = _rnn.lengths_tensor(name, lengths)
         unbatched = x.dim() == 2
