@@ -95,3 +95,65 @@ def test_import_loads_no_gpu_stack():
         "if m in sys.modules))"
     )
     assert run_python(code) == "[]\n"
+
+
+# --------------------------------------------- GPUs the build has no code for --
+
+from dlkern import _archs, _backend  # noqa: E402
+
+DEFAULT = ["80-real", "86-real", "89-real", "90"]  # CMakeLists.txt's default
+
+
+@pytest.mark.parametrize("capability,architectures,runs", [
+    ((8, 0), DEFAULT, True),
+    ((8, 6), ["80-real"], True),  # machine code runs on a higher minor of its major
+    ((8, 0), ["86-real"], False),  # ... not a lower one
+    ((7, 5), DEFAULT, False),  # below everything
+    ((10, 0), DEFAULT, True),  # compute_90's PTX, compiled by the driver
+    ((10, 0), ["80-real", "90-real"], False),  # machine code only, other majors
+    ((9, 0), ["90a-real"], True),
+    ((10, 0), ["90a"], False),  # arch-specific: exactly sm_90
+    ((12, 0), ["native"], True),  # chosen at build time: nothing to check
+])
+def test_coverage(capability, architectures, runs):
+    problem = _archs.coverage_problem(capability, architectures)
+    assert (problem == "") == runs
+    if not runs:
+        major, minor = capability
+        assert f"compute capability {major}.{minor}" in problem
+        fix = (f"CMAKE_CUDA_ARCHITECTURES={major}{minor}" if major >= 8
+               else "need compute capability 8.0 or newer")
+        assert fix in problem
+
+
+def test_coverage_names_what_the_build_holds():
+    problem = _archs.coverage_problem((7, 0), DEFAULT)
+    assert "it holds machine code for sm_80, sm_86, sm_89, sm_90 and PTX for compute_90." in \
+        problem
+
+
+def test_uncovered_gpus(monkeypatch):
+    """One GPU the build has no code for: calls there raise naming it, the
+    others run; every GPU uncovered makes CUDA unavailable with the reason."""
+
+    class Module:
+        def __init__(self, capabilities):
+            self.devices = [{"name": f"GPU{i}", "compute_capability": cc}
+                            for i, cc in enumerate(capabilities)]
+
+        def info(self):
+            return {"devices": self.devices}
+
+    monkeypatch.setattr(_backend, "_uncovered", {})
+    monkeypatch.setattr(dk._build_info, "cuda_architectures", DEFAULT)
+    assert _backend._uncovered_devices(Module([(9, 0), (7, 5)])) == ""
+    assert list(_backend._uncovered) == [1]
+    assert "GPU 1 (GPU1): the GPU has compute capability 7.5" in _backend._uncovered[1]
+    monkeypatch.setattr(_backend, "_cuda_module", Module([]))
+    monkeypatch.setattr(_backend, "_cuda_reason", "")
+    with pytest.raises(RuntimeError, match="compute capability 7.5 .* cannot run on"):
+        _backend.for_device(("cuda", 1))
+    assert _backend.for_device(("cuda", 0))[1]
+    monkeypatch.setattr(_backend, "_uncovered", {})
+    reason = _backend._uncovered_devices(Module([(7, 0), (7, 5)]))
+    assert reason.startswith("GPU 0 (GPU0): the GPU has compute capability 7.0")

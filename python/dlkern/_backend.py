@@ -40,11 +40,29 @@ def _load_cuda() -> None:
             )
             return
         try:
-            reason = module.unavailable_reason()
+            reason = module.unavailable_reason() or _uncovered_devices(module)
         except Exception as exc:  # a broken driver must not make this raise
             reason = f"CUDA could not start: {exc}"
         _cuda_module = module if not reason else None
         _cuda_reason = reason
+
+
+# GPU ordinal -> why this build's CUDA code cannot run on it (_archs.py).
+_uncovered: dict[int, str] = {}
+
+
+def _uncovered_devices(module) -> str:
+    """Records the GPUs this build has no code for; the reason CUDA is
+    unusable when that is every GPU, else ""."""
+    from . import _archs, _build_info
+
+    devices = module.info()["devices"]
+    for i, d in enumerate(devices):
+        problem = _archs.coverage_problem(tuple(d["compute_capability"]),
+                                          _build_info.cuda_architectures)
+        if problem:
+            _uncovered[i] = f"GPU {i} ({d['name']}): {problem}"
+    return _uncovered[0] if devices and len(_uncovered) == len(devices) else ""
 
 
 def cuda_unavailable_reason() -> str:
@@ -77,7 +95,10 @@ def emulator():
 def for_device(device) -> tuple[object, bool]:
     """(module, is_cuda_path) for arrays on ``device`` (``("cpu", 0)`` or ``("cuda", i)``)."""
     if device[0] == "cuda":
-        return cuda(), True
+        module = cuda()
+        if device[1] in _uncovered:
+            raise RuntimeError(f"dlkern cannot run CUDA kernels on {_uncovered[device[1]]}")
+        return module, True
     if emulation_active():
         return _emulation.module, True
     return _cpu, False
